@@ -1,0 +1,141 @@
+"""The linear system behind the regularity tangent: ``(C + λI) τ = −ρ``.
+
+``F(θ, s) = data_loss(θ) + R(θ, s)``; ``C`` is its Hessian ``∇²_θF`` or its Gauss-Newton
+matrix ``G = Jᵀ ∇²_f ℓ J + ∇²_θR`` (positive semi-definite, for neural networks); ``λ`` a
+damping; ``ρ = ∂_s∇_θF = ∂_s∇_θR``.
+
+Everything comes from one forward-over-reverse pass: the JVP of ``θ, s ↦ ∇_θF`` along
+``(v, 1)`` returns ``∇_θF`` as its primal and ``Cv + ρ`` as its tangent, so a training step
+gets the gradient and the tangent's product for the price of one HVP. For Gauss-Newton the
+pass is forward + JVP of the model, then a single VJP pulling back both the output-space
+gradient and ``∇²_f ℓ · Jv``.
+
+A strength vector ``s ∈ R^k`` gives ``k`` tangents stacked on a leading axis; their products
+come from one ``vmap`` over the JVP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from curiojax.losses import PredictionLoss
+from curiojax.regularizers import Regularizer
+
+CURVATURES = ("hessian", "gauss_newton")
+
+
+def split_value_fn_kwargs(value_fn: Callable, extra_args: Mapping[str, Any]) -> dict[str, Any]:
+  """The extra args that ``value_fn`` accepts (optax's ``value_fn`` contract); the rest are ignored."""
+  try:
+    sig = inspect.signature(value_fn)
+  except (TypeError, ValueError):
+    return dict(extra_args)
+  params = list(sig.parameters.values())
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    return dict(extra_args)
+  names = {p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+  return {k: v for k, v in extra_args.items() if k in names}
+
+
+def check_curvature(curvature: str) -> str:
+  if curvature not in CURVATURES:
+    raise ValueError(f"Unknown curvature {curvature!r}; choose one of {CURVATURES}.")
+  return curvature
+
+
+@dataclasses.dataclass(frozen=True)
+class TangentSystem:
+  """``(C + λI)v + ρ`` and friends for one objective, at given ``(params, s, λ, batch)``.
+
+  Args:
+    value_fn: data loss ``value_fn(params, **batch) -> scalar`` (mean over the batch). For
+      ``curvature="gauss_newton"`` it must be a :class:`curiojax.PredictionLoss`.
+    regularizer: ``R(params, s)``.
+    curvature: ``"hessian"`` or ``"gauss_newton"``.
+  """
+
+  value_fn: Callable
+  regularizer: Regularizer
+  curvature: str = "hessian"
+
+  def __post_init__(self):
+    check_curvature(self.curvature)
+    if self.curvature == "gauss_newton" and not isinstance(self.value_fn, PredictionLoss):
+      raise TypeError(
+        "curvature='gauss_newton' needs the model and the loss separately: pass "
+        "value_fn=curiojax.prediction_loss(model_fn, loss) instead of a plain function."
+      )
+
+  # -- single strength -------------------------------------------------------------------
+  def _jvp_grad(self, params, strength, v, ds, batch):
+    """``(∇_θF, C v + ds·ρ)`` in one pass, for scalar ``strength``."""
+    grad_r = jax.grad(self.regularizer)
+    if self.curvature == "hessian":
+      def grad_f(p, s):
+        return optax.tree.add(jax.grad(self.value_fn)(p, **batch), grad_r(p, s))
+
+      return jax.jvp(grad_f, (params, strength), (v, ds))
+    loss: PredictionLoss = self.value_fn
+    x, y, weights = batch["x"], batch["y"], batch.get("weights")
+    model = lambda p: loss.model_fn(p, x)
+    out, pullback = jax.vjp(model, params)
+    _, jv = jax.jvp(model, (params,), (v,))
+    out_grad = jax.grad(lambda o: loss.mean_on_predictions(o, y, weights))
+    g_out, h_jv = jax.jvp(out_grad, (out,), (jv,))
+    # One pullback for both cotangents: the data gradient and the Gauss-Newton product.
+    (both,) = jax.vmap(pullback)(jax.tree.map(lambda a, b: jnp.stack([a, b]), g_out, h_jv))
+    g_data, gv_data = jax.tree.map(lambda a: a[0], both), jax.tree.map(lambda a: a[1], both)
+    g_reg, prod_reg = jax.jvp(grad_r, (params, strength), (v, ds))
+    return optax.tree.add(g_data, g_reg), optax.tree.add(gv_data, prod_reg)
+
+  # -- public, scalar or vector strength ---------------------------------------------------
+  def gradient_and_product(self, params, strength, damping, tangent, batch, *, include_rho=True):
+    """``(∇_θF, (C + λI)v + ρ)``; with ``include_rho=False`` the product ``(C + λI)v`` alone.
+
+    ``strength`` scalar: ``tangent`` shaped like params. ``strength`` of shape ``(k,)``:
+    tangent leaves carry a leading axis ``k`` and so does the product.
+    """
+    strength = jnp.asarray(strength, dtype=jax.tree.leaves(params)[0].dtype)
+    scale = 1.0 if include_rho else 0.0
+    if strength.ndim == 0:
+      grad, prod = self._jvp_grad(params, strength, tangent, jnp.asarray(scale, strength.dtype), batch)
+    else:
+      k = strength.shape[0]
+      directions = scale * jnp.eye(k, dtype=strength.dtype)
+      grad, prod = jax.vmap(
+        lambda v, e: self._jvp_grad(params, strength, v, e, batch), out_axes=(None, 0)
+      )(tangent, directions)
+    prod = jax.tree.map(lambda p, v: p + damping * v, prod, tangent)
+    return grad, prod
+
+  def product(self, params, strength, damping, tangent, batch):
+    """``(C + λI)v + ρ``: zero exactly at the tangent."""
+    return self.gradient_and_product(params, strength, damping, tangent, batch)[1]
+
+  def curvature_product(self, params, strength, damping, v, batch):
+    """``(C + λI)v`` for a single direction ``v`` shaped like params (no ``ρ``)."""
+    s = jnp.asarray(strength, dtype=jax.tree.leaves(params)[0].dtype)
+    _, prod = self._jvp_grad(params, s, v, jnp.zeros_like(s), batch)
+    return jax.tree.map(lambda p, u: p + damping * u, prod, v)
+
+  def rho(self, params, strength):
+    """``ρ = ∂_s∇_θR`` (leading axis ``k`` for a strength vector)."""
+    strength = jnp.asarray(strength, dtype=jax.tree.leaves(params)[0].dtype)
+    grad_r = jax.grad(self.regularizer)
+    if strength.ndim == 0:
+      return jax.jvp(lambda s: grad_r(params, s), (strength,), (jnp.ones_like(strength),))[1]
+    return jax.vmap(lambda e: jax.jvp(lambda s: grad_r(params, s), (strength,), (e,))[1])(
+      jnp.eye(strength.shape[0], dtype=strength.dtype)
+    )
+
+  def gradient(self, params, strength, batch):
+    """``∇_θF`` alone (the steps between tangent refreshes)."""
+    strength = jnp.asarray(strength, dtype=jax.tree.leaves(params)[0].dtype)
+    return jax.grad(lambda p: self.value_fn(p, **batch) + self.regularizer(p, strength))(params)
