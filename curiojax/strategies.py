@@ -1,0 +1,93 @@
+"""Selection strategies: the one small interface every active-learning method implements.
+
+A strategy sees a :class:`SelectionContext` (the trained model, its tangent, the labelled
+set and the unlabelled candidates) and returns ``batch_size`` distinct indices into
+``ctx.x_pool``. Strategies are registered by name so configs and the command line can
+refer to them; third-party strategies register with :func:`register_strategy`.
+
+Example:
+  >>> import numpy as np, jax
+  >>> ctx = SelectionContext(model_fn=None, params=None, tangent=None,
+  ...                        x_labelled=np.zeros((4, 2)), y_labelled=np.zeros(4),
+  ...                        x_pool=np.zeros((10, 2)), key=jax.random.key(0))
+  >>> sorted(get_strategy("random").select(ctx, 3).tolist()) == sorted(set(get_strategy("random").select(ctx, 3).tolist()))
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass
+class SelectionContext:
+  """Everything a strategy may look at for one round.
+
+  Attributes:
+    model_fn: batched ``model_fn(params, x)``.
+    params: trained parameters.
+    tangent: the regularity tangent (shaped like params), or None if not carried.
+    x_labelled, y_labelled: the labelled training set (host arrays).
+    x_pool: unlabelled candidates (host array); indices returned refer to its rows.
+    key: a JAX PRNG key for this round's randomness.
+    noise_variance: ``σ²`` estimate (mean squared training residual), or None.
+    options: strategy-specific settings from the config.
+  """
+
+  model_fn: Callable | None
+  params: Any
+  tangent: Any
+  x_labelled: np.ndarray
+  y_labelled: np.ndarray
+  x_pool: np.ndarray
+  key: jax.Array
+  noise_variance: float | None = None
+  options: dict = dataclasses.field(default_factory=dict)
+
+
+class Strategy(Protocol):
+  """``select(ctx, batch_size) -> indices``: distinct ints into ``ctx.x_pool``."""
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray: ...
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {}
+
+
+def register_strategy(name: str):
+  """Class decorator registering a strategy under ``name``."""
+
+  def deco(cls):
+    STRATEGIES[name] = cls
+    return cls
+
+  return deco
+
+
+def get_strategy(name: str, **kwargs) -> Strategy:
+  """A fresh strategy by name; unknown names raise ``ValueError`` listing the known ones."""
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
+  return STRATEGIES[name](**kwargs)
+
+
+def check_batch_size(ctx: SelectionContext, batch_size: int) -> None:
+  n = len(ctx.x_pool)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if batch_size > n:
+    raise ValueError(f"batch_size {batch_size} is larger than the unlabelled pool ({n} points).")
+
+
+@register_strategy("random")
+class RandomStrategy:
+  """Uniform sampling without replacement: the baseline every method must beat."""
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+    check_batch_size(ctx, batch_size)
+    return np.asarray(jax.random.choice(ctx.key, len(ctx.x_pool), (batch_size,), replace=False))
