@@ -1,0 +1,205 @@
+"""Regression datasets for the loop: the embedded UCI concrete set, UCI-style folders, CSV files.
+
+A UCI-style folder (the layout of the Bayesian-deep-learning UCI benchmarks) holds
+``data.txt`` (whitespace-separated numbers, one row per example), ``index_features.txt`` and
+``index_target.txt`` (0-based column indices, one per line). A CSV file has a header row
+and a named target column; the other columns are the features unless ``features`` names
+them. Everything is validated on load: ragged rows, non-numeric values, non-finite
+features or targets, out-of-range or duplicated indices each raise a one-line
+``ValueError`` naming the file and what to fix.
+
+Oracles answer label queries: any callable ``oracle(indices) -> labels`` for pool
+indices, e.g. :class:`ArrayOracle`, the held-back label column of a benchmark.
+
+Example:
+  >>> ds = load_dataset("concrete")
+  >>> ds.x.shape, ds.y.shape
+  ((1030, 8), (1030,))
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+EMBEDDED = ("concrete",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Features ``x`` (n, d) float32, target ``y`` (n,) float32, and where they came from."""
+
+  x: np.ndarray
+  y: np.ndarray
+  name: str
+  feature_names: tuple[str, ...] = ()
+
+
+class ArrayOracle:
+  """The held-back label column: ``oracle(indices) -> y[indices]`` (a benchmark's oracle)."""
+
+  def __init__(self, y):
+    self.y = np.asarray(y)
+    if self.y.ndim != 1:
+      raise ValueError(f"ArrayOracle needs a 1-D label column, got shape {self.y.shape}.")
+
+  def __call__(self, indices) -> np.ndarray:
+    indices = np.asarray(indices)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(self.y)):
+      raise ValueError(f"oracle queried indices outside [0, {len(self.y)}).")
+    return self.y[indices]
+
+
+def embedded_path(name: str) -> Path:
+  """Folder of a dataset shipped inside the package."""
+  return Path(__file__).parent / "datasets" / name
+
+
+def _parse_number(token: str, where: str) -> float:
+  try:
+    return float(token)
+  except ValueError:
+    raise ValueError(f"{where}: non-numeric value {token!r}; every value must be a number.") from None
+
+
+def _read_matrix(path: Path) -> np.ndarray:
+  rows = []
+  width = None
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      tokens = line.split()
+      if not tokens:
+        continue
+      if width is None:
+        width = len(tokens)
+      elif len(tokens) != width:
+        raise ValueError(
+          f"{path}:{lineno}: ragged row with {len(tokens)} values, expected {width} like the first row."
+        )
+      rows.append([_parse_number(t, f"{path}:{lineno}") for t in tokens])
+  if not rows:
+    raise ValueError(f"{path}: no data rows.")
+  return np.asarray(rows, dtype=np.float64)
+
+
+def _read_indices(path: Path) -> list[int]:
+  if not path.is_file():
+    raise ValueError(f"missing file {path}: a dataset folder needs data.txt, index_features.txt, index_target.txt.")
+  out = []
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      token = line.strip()
+      if not token:
+        continue
+      try:
+        value = float(token)
+      except ValueError:
+        raise ValueError(f"{path}:{lineno}: {token!r} is not a column index.") from None
+      if value != int(value):
+        raise ValueError(f"{path}:{lineno}: {token!r} is not an integer column index.")
+      out.append(int(value))
+  if not out:
+    raise ValueError(f"{path}: no column index in the file.")
+  return out
+
+
+def _finalise(x: np.ndarray, y: np.ndarray, name: str, source: str, feature_names=()) -> Dataset:
+  bad_y = ~np.isfinite(y)
+  if bad_y.any():
+    row = int(np.flatnonzero(bad_y)[0])
+    raise ValueError(
+      f"{source}: {int(bad_y.sum())} target value(s) are NaN or infinite (first at data row {row + 1}); "
+      "drop those rows first."
+    )
+  bad_x = ~np.isfinite(x)
+  if bad_x.any():
+    row = int(np.flatnonzero(bad_x.any(axis=1))[0])
+    raise ValueError(
+      f"{source}: {int(bad_x.any(axis=1).sum())} row(s) have NaN or infinite features "
+      f"(first at data row {row + 1}); impute or drop them first."
+    )
+  if len(y) < 2:
+    raise ValueError(f"{source}: need at least 2 rows, got {len(y)}.")
+  return Dataset(x.astype(np.float32), y.astype(np.float32), name, tuple(feature_names))
+
+
+def load_uci_folder(path: str | os.PathLike, name: str | None = None) -> Dataset:
+  """Load a folder with ``data.txt``, ``index_features.txt`` and ``index_target.txt``."""
+  path = Path(path)
+  if not path.is_dir():
+    raise ValueError(f"dataset folder {path} does not exist.")
+  data_file = path / "data.txt"
+  if not data_file.is_file():
+    raise ValueError(f"missing file {data_file}: a dataset folder needs data.txt, index_features.txt, index_target.txt.")
+  features = _read_indices(path / "index_features.txt")
+  target = _read_indices(path / "index_target.txt")
+  if len(target) != 1:
+    raise ValueError(f"{path / 'index_target.txt'}: expected one target column, got {len(target)}.")
+  data = _read_matrix(data_file)
+  ncols = data.shape[1]
+  for file, idx in (("index_features.txt", features), ("index_target.txt", target)):
+    bad = [i for i in idx if not 0 <= i < ncols]
+    if bad:
+      raise ValueError(f"{path / file}: column index {bad[0]} is out of range; data.txt has {ncols} columns (0..{ncols - 1}).")
+  if len(set(features)) != len(features):
+    raise ValueError(f"{path / 'index_features.txt'}: duplicated column index.")
+  if target[0] in features:
+    raise ValueError(f"{path}: the target column {target[0]} is also listed as a feature.")
+  return _finalise(data[:, features], data[:, target[0]], name or path.name, str(data_file))
+
+
+def load_csv(path: str | os.PathLike, target: str, features: Sequence[str] | None = None) -> Dataset:
+  """Load a CSV file with a header row; ``target`` names the label column."""
+  path = Path(path)
+  if not path.is_file():
+    raise ValueError(f"CSV file {path} does not exist.")
+  if not target:
+    raise ValueError(f"{path}: name the target column (config field 'target').")
+  with open(path, newline="") as f:
+    reader = csv.reader(f)
+    try:
+      header = [h.strip() for h in next(reader)]
+    except StopIteration:
+      raise ValueError(f"{path}: the file is empty.") from None
+    if target not in header:
+      raise ValueError(f"{path}: no column named {target!r}; columns are {header}.")
+    names = [h for h in header if h != target] if not features else list(features)
+    missing = [n for n in names if n not in header]
+    if missing:
+      raise ValueError(f"{path}: no column named {missing[0]!r}; columns are {header}.")
+    cols = [header.index(n) for n in names]
+    t = header.index(target)
+    xs, ys = [], []
+    for lineno, row in enumerate(reader, 2):
+      if not row or all(not c.strip() for c in row):
+        continue
+      if len(row) != len(header):
+        raise ValueError(f"{path}:{lineno}: ragged row with {len(row)} values, expected {len(header)} like the header.")
+      where = f"{path}:{lineno}"
+      ys.append(_parse_number(row[t].strip(), where) if row[t].strip() else float("nan"))
+      xs.append([_parse_number(row[c].strip(), where) for c in cols])
+  if not ys:
+    raise ValueError(f"{path}: no data rows.")
+  return _finalise(np.asarray(xs, np.float64).reshape(len(ys), len(cols)), np.asarray(ys), path.stem, str(path), names)
+
+
+def load_dataset(spec: str | os.PathLike, target: str = "") -> Dataset:
+  """A dataset from a name (``"concrete"``), a UCI-style folder, or a CSV file + target column."""
+  spec = str(spec)
+  if spec in EMBEDDED:
+    return load_uci_folder(embedded_path(spec), name=spec)
+  path = Path(spec)
+  if path.is_dir():
+    return load_uci_folder(path)
+  if path.suffix.lower() == ".csv":
+    return load_csv(path, target)
+  if not path.exists():
+    raise ValueError(
+      f"dataset {spec!r} not found: give an embedded name {list(EMBEDDED)}, a folder with data.txt, or a .csv file."
+    )
+  raise ValueError(f"dataset {spec!r}: expected a folder with data.txt or a .csv file.")
