@@ -9,6 +9,8 @@ from curiojax.curvature import TangentSystem
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.nnx_adapter import nnx_model_fn
 from curiojax.regularizers import L2, get_regularizer, group_l2, l2
+from curiojax.scores import HEURISTICS, Scorer, curiosity_scores, make_scorer, noise_variance
+from curiojax.select import select_top_k
 from curiojax.solvers import dense_curvature, exact_tangent, lissa, polish_tangent, relative_residual
 from curiojax.tangent import (
   RegularityTangentState,
@@ -24,6 +26,12 @@ from curiojax.tangent import (
 __version__ = "0.1.0"
 
 __all__ = [
+  "HEURISTICS",
+  "Scorer",
+  "curiosity_scores",
+  "make_scorer",
+  "noise_variance",
+  "select_top_k",
   "L2",
   "LOSSES",
   "PredictionLoss",

@@ -1,0 +1,500 @@
+"""Curiosity scores over a pool: every heuristic from one forward-mode JVP along the tangent.
+
+With the regularity tangent ``τ = dθ*/ds`` (``method.md``), the labelled curiosity of a
+point ``z = (x, y)`` is
+
+    c(z) = ∇_θℓ(z, θ*)ᵀ τ = ∇_fℓ(f(θ*, x), y) · (J_x τ),
+
+because ``∇_θℓ = J_xᵀ ∇_fℓ``. ``J_x τ`` for a whole batch of ``x`` is ONE JVP of the model
+along ``τ`` (``jax.jvp``), and ``∇_fℓ`` lives in output space, so no per-example gradient
+is ever formed. The heuristics (``HEURISTICS``):
+
+- ``"jvp"``: ``J_x τ = d f(θ*(s), x) / ds``, how fast the prediction at ``x`` moves when the
+  regularizer is tightened; shape ``(n, *out)`` (``(n, k, *out)`` for ``k`` tangents).
+- ``"signed"``: ``c(z)``; needs labels. ``c > 0``: ``z`` pulls the model toward more
+  complexity. Use for ranking labelled points (data valuation, hypergradients: the sum of
+  ``c`` over a validation set is ``dL_val/ds``).
+- ``"squared"``: ``c(z)²``; ``"magnitude"``: ``|c(z)|`` (labelled influence, sign dropped).
+- ``"expected_squared"`` (default, unlabelled active learning): ``E_y[c²]
+  = (J_xτ)ᵀ E[∇_fℓ ∇_fℓᵀ] (J_xτ)`` under the model's predictive distribution of ``y``:
+    * squared error, ``y ~ f + σε``: ``σ²(x) ‖J_x τ‖²`` (``σ²`` a scalar, a per-output
+      vector, or a function ``σ²(x)``; default 1, which ranks the same as any scalar);
+    * ``gaussian_nll`` (the model predicts ``(μ, log v)``): the Fisher information,
+      ``(J_xτ)_μ² / v + ½ (J_xτ)_{log v}²``; ``noise_variance`` is not used;
+    * ``gradient_covariance=M`` given: ``(J_xτ)ᵀ M(f) (J_xτ)`` with ``M(f)`` the ``p×p``
+      matrix ``E[∇_fℓ ∇_fℓᵀ]`` for one prediction (``p`` = outputs per example);
+    * any other loss: ``y ~ N(f, σ²)`` per output and Gauss-Hermite quadrature in output
+      space, assuming the loss is a sum over outputs (exact for squared error, an
+      approximation for Huber).
+
+Several tangents (leaves with a leading axis ``k``, from a vector of strengths) are one
+``vmap`` of the JVP over ``k``: one pass, scores ``(n, k)``.
+
+Pools are padded to a size bucket (``chunk · 2^j``, per device) with a validity mask and
+scored in fixed chunks by a ``lax.scan``: one compilation serves every pool size in a
+bucket, and memory is set by the chunk, not the pool. With a ``mesh`` the pool is sharded
+``NamedSharding(mesh, P("data"))`` and each device scores its own rows (``shard_map``),
+params and tangent replicated.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> model_fn = lambda p, x: jnp.tanh(x @ p["w"])
+  >>> params = {"w": jnp.ones((3, 2))}; tangent = {"w": -0.1 * jnp.ones((3, 2))}
+  >>> x = jax.random.normal(jax.random.key(0), (1000, 3))
+  >>> curiosity_scores(model_fn, params, tangent, x).shape
+  (1000,)
+  >>> scorer = make_scorer(model_fn, heuristic="signed", chunk_size=256)
+  >>> scorer(params, tangent, x, jnp.zeros((1000, 2))).shape
+  (1000,)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from curiojax.losses import Loss, gaussian_nll, get_loss, squared_error
+
+HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
+LABELLED_HEURISTICS = ("signed", "squared", "magnitude")
+NONFINITE = ("raise", "exclude")
+BUCKETS = ("pow2", "chunk")
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def bucket_size(n: int, chunk_size: int, num_devices: int = 1, bucket: str = "pow2") -> tuple[int, int]:
+  """Padded pool size and chunk for ``n`` points: ``(padded_n, chunk)``.
+
+  Per device ``m = ⌈n/D⌉`` rows; the chunk is ``min(chunk_size, 2^⌈log₂ m⌉)``; the number
+  of chunks is rounded up to a power of two (``bucket="pow2"``: at most 2× padding, few
+  compilations) or not at all (``"chunk"``: a multiple of the chunk).
+  """
+  per_device = -(-n // num_devices)
+  chunk = min(chunk_size, _next_pow2(per_device))
+  chunks = -(-per_device // chunk)
+  if bucket == "pow2":
+    chunks = _next_pow2(chunks)
+  return num_devices * chunk * chunks, chunk
+
+
+def _hermite_rule(points: int) -> tuple[np.ndarray, np.ndarray]:
+  """Nodes/weights for ``E[g(f + σZ)]``, ``Z ~ N(0,1)``: ``Σ w_q g(f + σ√2 t_q)``."""
+  t, w = np.polynomial.hermite.hermgauss(points)
+  return np.sqrt(2.0) * t, w / np.sqrt(np.pi)
+
+
+def _leaf_shapes(tree) -> list[tuple[int, ...]]:
+  return [tuple(np.shape(leaf)) for leaf in jax.tree.leaves(tree)]
+
+
+def tangent_count(params, tangent) -> int | None:
+  """``None`` for one tangent shaped like ``params``, ``k`` for leaves with a leading axis ``k``."""
+  if tangent is None:
+    raise ValueError("tangent is None: train with curiojax.regularity_tangent and pass curiojax.tangent_of(opt_state).")
+  p_def, t_def = jax.tree.structure(params), jax.tree.structure(tangent)
+  if p_def != t_def:
+    raise ValueError(f"tangent must have the same tree structure as params; got\n  params:  {p_def}\n  tangent: {t_def}")
+  p_shapes, t_shapes = _leaf_shapes(params), _leaf_shapes(tangent)
+  if p_shapes == t_shapes:
+    return None
+  ks = {t[0] for p, t in zip(p_shapes, t_shapes) if len(t) == len(p) + 1 and t[1:] == p}
+  if len(ks) == 1 and all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes)):
+    return ks.pop()
+  raise ValueError(
+    "tangent leaves must have the params' shapes (one tangent) or a common leading axis k "
+    f"(k tangents); got params {p_shapes} and tangent {t_shapes}."
+  )
+
+
+class Scorer:
+  """A reusable, jitted pool scorer: ``scorer(params, tangent, x, y=None) -> scores``.
+
+  Built by :func:`make_scorer`; the jitted function is created once in ``__init__`` and
+  shared by every call. ``trace_count`` counts how often it was traced (compiled): pools
+  in one size bucket reuse one compilation.
+  """
+
+  def __init__(
+    self,
+    model_fn: Callable,
+    *,
+    heuristic: str = "expected_squared",
+    loss: str | Loss = "squared_error",
+    noise_variance: float | jax.Array | Callable | None = None,
+    gradient_covariance: Callable | None = None,
+    chunk_size: int = 4096,
+    bucket: str = "pow2",
+    mesh: jax.sharding.Mesh | None = None,
+    nonfinite: str = "raise",
+    quadrature_points: int = 32,
+  ):
+    if not callable(model_fn):
+      raise TypeError(f"model_fn must be callable model_fn(params, x), got {type(model_fn).__name__}.")
+    if not isinstance(heuristic, str):
+      raise TypeError(f"heuristic must be a string, one of {HEURISTICS}; got {type(heuristic).__name__}.")
+    if heuristic not in HEURISTICS:
+      raise ValueError(f"Unknown heuristic {heuristic!r}; choose one of {HEURISTICS}.")
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
+      raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+    if bucket not in BUCKETS:
+      raise ValueError(f"Unknown bucket {bucket!r}; choose one of {BUCKETS}.")
+    _check_nonfinite(nonfinite)
+    if gradient_covariance is not None and not callable(gradient_covariance):
+      raise TypeError("gradient_covariance must be a callable M(prediction) -> (p, p) array.")
+    if mesh is not None and "data" not in mesh.axis_names:
+      raise ValueError(f"mesh must have a 'data' axis (curiojax.data_mesh()), got axes {mesh.axis_names}.")
+    self.model_fn = model_fn
+    self.heuristic = heuristic
+    self.loss = get_loss(loss)
+    self.noise_fn = noise_variance if callable(noise_variance) else None
+    self.noise_variance = None if callable(noise_variance) else noise_variance
+    self.gradient_covariance = gradient_covariance
+    self.chunk_size = int(chunk_size)
+    self.bucket = bucket
+    self.mesh = mesh
+    self.nonfinite = nonfinite
+    self.quadrature = _hermite_rule(quadrature_points)
+    self.trace_count = 0
+    self._checked: dict = {}
+    self._feature_shape = None
+    self._jitted = jax.jit(self._padded_scores, static_argnames=("k",))
+
+  # -- the traced computation -------------------------------------------------------------
+
+  def _padded_scores(self, params, tangent, x, y, valid, sigma2, k):
+    """Scores of a padded pool, plus counts ``[bad x rows, bad y rows, bad tangent entries]``."""
+    self.trace_count += 1  # Python side effect: runs once per trace (compilation).
+    bad_tangent = sum(jnp.sum(~jnp.isfinite(t)) for t in jax.tree.leaves(tangent) if jnp.issubdtype(t.dtype, jnp.inexact))
+    if self.mesh is None:
+      scores, counts = self._local_scores(params, tangent, x, y, valid, sigma2, k)
+    else:
+      spec = P("data")
+      fn = jax.shard_map(
+        functools.partial(self._local_scores, k=k, axis_name="data"),
+        mesh=self.mesh,
+        in_specs=(P(), P(), spec, spec, spec, P()),
+        out_specs=(spec, P()),
+      )
+      scores, counts = fn(params, tangent, x, y, valid, sigma2)
+    return scores, jnp.concatenate([counts, jnp.reshape(bad_tangent, (1,)).astype(jnp.int32)])
+
+  def _local_scores(self, params, tangent, x, y, valid, sigma2, k, axis_name=None):
+    n = x.shape[0]
+    chunk = min(self.chunk_size, n)
+    m = n // chunk
+    split = lambda a: None if a is None else a.reshape((m, chunk) + a.shape[1:])
+
+    def body(counts, inputs):
+      xc, yc, vc = inputs
+      scores, bad_x, bad_y = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
+      return counts + jnp.stack([bad_x, bad_y]), scores
+
+    counts, scores = jax.lax.scan(body, jnp.zeros(2, jnp.int32), (split(x), split(y), split(valid)))
+    if axis_name is not None:
+      counts = jax.lax.psum(counts, axis_name)
+    return scores.reshape((n,) + scores.shape[2:]), counts
+
+  def _chunk_scores(self, params, tangent, x, y, valid, sigma2, k):
+    row_finite = lambda a: jnp.all(jnp.isfinite(a).reshape(a.shape[0], -1), axis=1)
+    x_ok = row_finite(x)
+    ok = valid & x_ok
+    bad_x = jnp.sum(valid & ~x_ok, dtype=jnp.int32)
+    bad_y = jnp.zeros((), jnp.int32)
+    if y is not None:
+      y_ok = row_finite(y)
+      bad_y = jnp.sum(valid & ~y_ok, dtype=jnp.int32)
+      ok = ok & y_ok
+      y = jnp.where(_expand(ok, y), y, jnp.zeros_like(y))
+    x = jnp.where(_expand(ok, x), x, jnp.zeros_like(x))  # excluded rows never touch the model
+
+    f = lambda p: self.model_fn(p, x)
+    if k is None:
+      preds, jt = jax.jvp(f, (params,), (tangent,))
+      jt = jt[:, None]
+    else:
+      preds, jt = jax.vmap(lambda t: jax.jvp(f, (params,), (t,)), out_axes=(None, 0))(tangent)
+      jt = jnp.moveaxis(jt, 0, 1)
+    # jt: (c, k', *out) with k' = 1 for a single tangent.
+    out_axes = tuple(range(2, jt.ndim))
+    h = self.heuristic
+    if h == "jvp":
+      s = jnp.where(_expand(ok, jt), jt, jnp.nan)
+    else:
+      if h in LABELLED_HEURISTICS:
+        g = jax.vmap(jax.grad(self.loss))(preds, y)  # ∂ℓ/∂f, output space only
+        c = jnp.sum(g[:, None] * jt, axis=out_axes)
+        s = {"signed": c, "squared": jnp.square(c), "magnitude": jnp.abs(c)}[h]
+      else:
+        s = self._expected_squared(preds, jt, x, sigma2, out_axes)
+      s = jnp.where(ok[:, None], s, -jnp.inf)
+    if k is None:
+      s = s[:, 0]
+    return s, bad_x, bad_y
+
+  def _sigma2(self, x, sigma2, like):
+    """``σ²`` broadcast against ``like`` (shape ``(c, *out)``)."""
+    if self.noise_fn is not None:
+      s2 = jnp.asarray(self.noise_fn(x), like.dtype)
+      if s2.ndim == 1:
+        s2 = s2.reshape((-1,) + (1,) * (like.ndim - 1))
+      return jnp.broadcast_to(s2, like.shape)
+    return jnp.broadcast_to(sigma2.astype(like.dtype), like.shape)
+
+  def _expected_squared(self, preds, jt, x, sigma2, out_axes):
+    if self.gradient_covariance is not None:
+      cov = jax.vmap(self.gradient_covariance)(preds)
+      flat = jt.reshape(jt.shape[:2] + (-1,))
+      return jnp.einsum("ckp,cpq,ckq->ck", flat, cov.reshape(cov.shape[0], flat.shape[2], flat.shape[2]), flat)
+    if self.loss is squared_error:
+      return jnp.sum(self._sigma2(x, sigma2, preds)[:, None] * jnp.square(jt), axis=out_axes)
+    if self.loss is gaussian_nll:
+      inv_var = jnp.exp(-preds[..., 1])[:, None]
+      fisher = jnp.square(jt[..., 0]) * inv_var + 0.5 * jnp.square(jt[..., 1])
+      return jnp.sum(fisher, axis=tuple(range(2, fisher.ndim)))
+    # Gauss-Hermite over y ~ N(f, σ²) per output (a loss summed over outputs):
+    # E[(g·j)²] = Σ_o Var(g_o) j_o² + (Σ_o E[g_o] j_o)².
+    nodes, weights = self.quadrature
+    sigma = jnp.sqrt(self._sigma2(x, sigma2, preds))
+    grad = jax.vmap(jax.grad(self.loss))
+    gs = jnp.stack([grad(preds, preds + sigma * t) for t in nodes])
+    w = jnp.asarray(weights, preds.dtype).reshape((-1,) + (1,) * preds.ndim)
+    mean, second = jnp.sum(w * gs, 0), jnp.sum(w * jnp.square(gs), 0)
+    var = jnp.maximum(second - jnp.square(mean), 0.0)
+    return jnp.sum(var[:, None] * jnp.square(jt), axis=out_axes) + jnp.square(jnp.sum(mean[:, None] * jt, axis=out_axes))
+
+  # -- the boundary -----------------------------------------------------------------------
+
+  def __call__(self, params, tangent, x, y=None, *, noise_variance=None, nonfinite: str | None = None):
+    """Scores for every row of the pool ``x``.
+
+    Args:
+      params: trained parameters.
+      tangent: ``τ`` shaped like params, or leaves ``(k, *shape)`` for ``k`` tangents.
+      x: pool, ``(n, *features)`` (host or device array).
+      y: labels ``(n, ...)``, needed by ``"signed"``, ``"squared"``, ``"magnitude"``
+        (ignored by the unlabelled heuristics).
+      noise_variance: ``σ²`` for this call (scalar or per-output); overrides the scorer's.
+      nonfinite: ``"raise"`` (default from the scorer) or ``"exclude"``: pool rows or labels
+        with NaN/Inf get score ``-inf`` (``NaN`` for ``"jvp"``) and are never selected.
+
+    Returns:
+      ``(n,)`` scores for one tangent, ``(n, k)`` for ``k``; ``"jvp"`` gives ``(n, *out)``
+      / ``(n, k, *out)``. A device array (sharded over the mesh if there is one).
+    """
+    nonfinite = _check_nonfinite(self.nonfinite if nonfinite is None else nonfinite)
+    k = tangent_count(params, tangent)
+    x = _as_array(x, "x (the pool)")
+    if x.ndim < 1 or x.shape[0] == 0:
+      raise ValueError(f"The pool x is empty (shape {x.shape}); pass at least one candidate point, shape (n, *features).")
+    n = x.shape[0]
+    if self.heuristic in LABELLED_HEURISTICS:
+      if y is None:
+        raise ValueError(
+          f"heuristic {self.heuristic!r} needs labels y; for an unlabelled pool use heuristic='expected_squared'."
+        )
+      y = _as_array(y, "y (the labels)")
+      if y.ndim < 1 or y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0] if y.ndim else 'no'} rows (shape {y.shape}) but the pool x has {n}; give one label per pool row.")
+    else:
+      y = None
+    self._check_shapes(params, x, y)
+    sigma2 = self._sigma2_arg(noise_variance)
+
+    devices = 1 if self.mesh is None else self.mesh.devices.size
+    padded, _ = bucket_size(n, self.chunk_size, devices, self.bucket)
+    valid = np.arange(padded) < n
+    x, y = _pad(x, padded), (None if y is None else _pad(y, padded))
+    if self.mesh is not None:
+      pool, repl = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
+      x, valid = jax.device_put(x, pool), jax.device_put(valid, pool)
+      y = None if y is None else jax.device_put(y, pool)
+      params, tangent, sigma2 = jax.device_put((params, tangent, sigma2), repl)
+    scores, counts = self._jitted(params, tangent, x, y, valid, sigma2, k=k)
+    if nonfinite == "raise":
+      bad_x, bad_y, bad_t = (int(c) for c in np.asarray(counts))
+      if bad_t:
+        raise ValueError(f"The tangent has {bad_t} non-finite entries (it diverged?); see curiojax.check_tangent.")
+      if bad_x or bad_y:
+        what = ", ".join(s for s in (f"{bad_x} pool rows with NaN/Inf features" if bad_x else "",
+                                      f"{bad_y} labels with NaN/Inf" if bad_y else "") if s)
+        raise ValueError(
+          f"{what} (of {n} points). Clean them, or pass nonfinite='exclude' to give those rows "
+          "score -inf (never selected)."
+        )
+    return scores if padded == n else scores[:n]
+
+  def _sigma2_arg(self, noise_variance):
+    if callable(noise_variance):
+      raise TypeError("A noise-variance function σ²(x) is fixed when the scorer is built: make_scorer(..., noise_variance=fn).")
+    value = self.noise_variance if noise_variance is None else noise_variance
+    if value is None:
+      value = 1.0
+    arr = np.asarray(jax.device_get(value), dtype=np.float32) if not isinstance(value, jax.core.Tracer) else value
+    if not isinstance(arr, jax.core.Tracer) and (not np.all(np.isfinite(arr)) or np.any(arr < 0)):
+      raise ValueError(f"noise_variance must be finite and >= 0, got {value!r}.")
+    return jnp.asarray(arr)
+
+  def _check_shapes(self, params, x, y):
+    """Trace the model (and loss) on one chunk's shapes; say clearly what does not fit."""
+    key = (x.shape[1:], str(x.dtype), None if y is None else (y.shape[1:], str(y.dtype)), jax.tree.structure(params), tuple(_leaf_shapes(params)))
+    if key in self._checked:
+      return
+    struct = lambda a: jax.ShapeDtypeStruct((2,) + a.shape[1:], a.dtype)
+    try:
+      out = jax.eval_shape(self.model_fn, params, struct(x))
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+      expected = "" if self._feature_shape is None else f" (this scorer last scored features of shape {self._feature_shape})"
+      raise ValueError(
+        f"model_fn cannot be applied to pool rows of feature shape {x.shape[1:]} (dtype {x.dtype}){expected}: "
+        f"{type(err).__name__}: {err}. The pool must be (n, *features) with the features the model was trained on."
+      ) from err
+    if not hasattr(out, "shape") or out.shape[:1] != (2,):
+      raise ValueError(f"model_fn must return one prediction array with a leading batch axis; for a batch of 2 it returned {out}.")
+    if self.loss is gaussian_nll and self.heuristic == "expected_squared" and out.shape[-1:] != (2,):
+      raise ValueError(f"gaussian_nll needs predictions (..., 2) = (mean, log_variance); the model returns {out.shape[1:]} per row.")
+    if y is not None:
+      try:
+        jax.eval_shape(jax.vmap(jax.grad(self.loss)), out, struct(y))
+      except Exception as err:  # noqa: BLE001
+        raise ValueError(
+          f"labels of shape {y.shape[1:]} per row do not fit the loss for predictions of shape {out.shape[1:]}: {err}"
+        ) from err
+    self._checked[key] = True
+    self._feature_shape = x.shape[1:]
+
+
+def _expand(mask, like):
+  return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def _check_nonfinite(nonfinite):
+  if nonfinite not in NONFINITE:
+    raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}.")
+  return nonfinite
+
+
+def _as_array(a, name):
+  if isinstance(a, jax.Array):
+    arr = a
+  else:
+    try:
+      arr = np.asarray(a)
+    except Exception as err:  # noqa: BLE001
+      raise TypeError(f"{name} must be an array, got {type(a).__name__}.") from err
+  if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
+    raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}.")
+  return arr
+
+
+def _pad(a, size):
+  n = a.shape[0]
+  if n == size:
+    return a
+  widths = [(0, size - n)] + [(0, 0)] * (a.ndim - 1)
+  return jnp.pad(a, widths) if isinstance(a, jax.Array) else np.pad(a, widths)
+
+
+def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **options) -> Scorer:
+  """A jitted pool scorer built once: ``scorer(params, tangent, x, y=None) -> scores``.
+
+  Args:
+    model_fn: batched ``model_fn(params, x) -> predictions`` (NNX modules via
+      :func:`curiojax.nnx_model_fn`).
+    heuristic: one of ``HEURISTICS`` (see the module docstring for the formulas).
+    loss: per-example loss (name in ``curiojax.LOSSES`` or callable), default squared error.
+    noise_variance: ``σ²`` for ``"expected_squared"``: scalar / per-output array (may be
+      overridden per call), or a function ``σ²(x)`` of a batch returning ``(c,)`` or
+      ``(c, *out)``. Default 1 (ranking-equivalent for any scalar; pass
+      :func:`noise_variance` for calibrated values).
+    gradient_covariance: ``M(prediction) -> (p, p)``, ``E[∇_fℓ∇_fℓᵀ]`` for other losses.
+    chunk_size: rows scored at once per device; memory scales with it, not with the pool.
+    bucket: ``"pow2"`` (pool padded to ``chunk·2^j``) or ``"chunk"`` (a multiple of chunk).
+    mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
+      pool is sharded over it, params and tangent replicated.
+    nonfinite: ``"raise"`` or ``"exclude"`` for NaN/Inf pool rows or labels.
+    quadrature_points: Gauss-Hermite points for other losses' expected squared score.
+
+  Returns:
+    A :class:`Scorer`.
+  """
+  return Scorer(model_fn, heuristic=heuristic, **options)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_scorer(model_fn, heuristic, options) -> Scorer:
+  return Scorer(model_fn, heuristic=heuristic, **dict(options))
+
+
+def curiosity_scores(
+  model_fn: Callable,
+  params: Any,
+  tangent: Any,
+  x,
+  y=None,
+  *,
+  heuristic: str = "expected_squared",
+  loss: str | Loss = "squared_error",
+  noise_variance: float | jax.Array | Callable | None = None,
+  chunk_size: int = 4096,
+  nonfinite: str = "raise",
+  **options,
+) -> jax.Array:
+  """Curiosity scores of every pool row, from one forward-mode JVP along the tangent.
+
+  One-shot form of :func:`make_scorer`. The scorer is cached per ``(model_fn, heuristic,
+  loss, callable noise_variance, chunk_size, options)`` (32 most recent), so calling this
+  every round with the same ``model_fn`` compiles once per pool-size bucket; a fresh
+  ``lambda`` per call misses the cache and compiles again (use :func:`make_scorer`).
+
+  Args and returns as :meth:`Scorer.__call__` and :func:`make_scorer`.
+  """
+  fn_noise = noise_variance if callable(noise_variance) else None
+  scalar_noise = None if callable(noise_variance) else noise_variance
+  opts = dict(loss=loss, noise_variance=fn_noise, chunk_size=chunk_size, **options)
+  try:
+    scorer = _cached_scorer(model_fn, heuristic, tuple(sorted(opts.items())))
+  except TypeError:  # an unhashable option: build one for this call
+    scorer = Scorer(model_fn, heuristic=heuristic, **opts)
+  return scorer(params, tangent, x, y, noise_variance=scalar_noise, nonfinite=nonfinite)
+
+
+def noise_variance(model_fn: Callable, params: Any, x, y, *, per_output: bool = False, ddof: int = 0) -> jax.Array:
+  """``σ²`` estimated from training residuals: ``Σᵢ ‖f(θ, xᵢ) − yᵢ‖² / ((n − ddof)·p)``.
+
+  Args:
+    model_fn, params: the trained model.
+    x, y: the labelled training set.
+    per_output: return one variance per output (shape of one prediction) instead of a scalar.
+    ddof: degrees of freedom subtracted from ``n`` (e.g. the effective number of parameters).
+
+  Returns:
+    A scalar (or per-output array) to pass as ``noise_variance=``.
+  """
+  x, y = _as_array(x, "x_train"), _as_array(y, "y_train")
+  if x.shape[0] == 0:
+    raise ValueError("noise_variance needs at least one training point; x_train is empty.")
+  if y.shape[0] != x.shape[0]:
+    raise ValueError(f"y_train has {y.shape[0]} rows but x_train has {x.shape[0]}.")
+  if not (np.all(np.isfinite(np.asarray(y, dtype=float)))):
+    raise ValueError("y_train has NaN/Inf labels; drop them before estimating the noise variance.")
+  n = x.shape[0]
+  if n - ddof < 1:
+    raise ValueError(f"ddof={ddof} leaves no degrees of freedom for {n} training points.")
+  preds = model_fn(params, jnp.asarray(x))
+  y = jnp.asarray(y, preds.dtype)
+  if y.size == preds.size:
+    y = y.reshape(preds.shape)
+  r2 = jnp.square(preds - y)
+  per = jnp.sum(r2, axis=0) / (n - ddof)
+  return per if per_output else jnp.mean(per)

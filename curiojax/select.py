@@ -1,0 +1,89 @@
+"""Top-k selection on device: ``jax.lax.top_k`` over masked scores, one transfer at the end.
+
+Excluded points (already labelled, or rows the scorer excluded) get ``-inf`` before the
+top-k, so they are never chosen; scores that are NaN or ``-inf`` (the scorer's mark for
+excluded rows) count as excluded too. Scores are padded to a power-of-two bucket so that
+rounds with slightly different pool sizes reuse one compilation.
+
+Example:
+  >>> import numpy as np
+  >>> select_top_k(np.array([0.1, 3.0, 2.0, 5.0]), 2, mask=np.array([False, False, False, True])).tolist()
+  [1, 2]
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _top_k(scores, mask, k):
+  finite = ~jnp.isnan(scores) & (scores > -jnp.inf)
+  keep = ~mask & finite
+  _, idx = jax.lax.top_k(jnp.where(keep, scores, -jnp.inf), k)
+  counts = jnp.stack([jnp.sum(keep), jnp.sum(mask), jnp.sum(~mask & ~finite)]).astype(jnp.int32)
+  return idx, counts
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
+  """Indices of the ``k`` highest scores, excluding masked points; a host ``np.ndarray``.
+
+  Args:
+    scores: ``(n,)`` scores (device or host array). For ``(n, k)`` multi-tangent scores,
+      combine or pick a column first (e.g. ``scores.sum(-1)`` or ``scores[:, j]``).
+    k: how many indices to return, ``1 ≤ k ≤`` number of selectable points.
+    mask: optional boolean ``(n,)``, ``True`` = excluded (already labelled, unavailable).
+
+  Returns:
+    ``(k,)`` int indices into ``scores``, highest score first.
+  """
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+    raise TypeError(f"k must be an int, got {type(k).__name__}.")
+  if not isinstance(scores, jax.Array):
+    scores = np.asarray(scores)
+  if scores.ndim != 1:
+    raise ValueError(
+      f"scores must be 1-D (n,), got shape {scores.shape}; for (n, k) multi-tangent scores "
+      "combine or pick a column first (scores.sum(-1) or scores[:, j])."
+    )
+  n = scores.shape[0]
+  if n == 0:
+    raise ValueError("scores is empty: there is nothing to select from.")
+  if not jnp.issubdtype(scores.dtype, jnp.floating):
+    scores = scores.astype(np.float32)
+  if mask is None:
+    mask = np.zeros(n, bool)
+  else:
+    if not isinstance(mask, jax.Array):
+      mask = np.asarray(mask)
+    if mask.dtype != bool:
+      raise TypeError(
+        f"mask must be boolean (True = excluded), got dtype {mask.dtype}; from indices "
+        "build one with m = np.zeros(n, bool); m[idx] = True."
+      )
+    if mask.shape != (n,):
+      raise ValueError(f"mask must have shape ({n},) like the scores, got {mask.shape}.")
+  if k < 1 or k > n:
+    raise ValueError(f"k must be between 1 and the pool size {n}, got {k}.")
+  size = _next_pow2(n)
+  if size != n:
+    pad = size - n
+    scores = jnp.pad(scores, (0, pad)) if isinstance(scores, jax.Array) else np.pad(scores, (0, pad))
+    mask = jnp.pad(mask, (0, pad), constant_values=True) if isinstance(mask, jax.Array) else np.pad(mask, (0, pad), constant_values=True)
+  idx, counts = jax.device_get(_top_k(scores, mask, k=int(k)))  # the one transfer
+  selectable, masked, nonfinite = (int(c) for c in counts)
+  masked -= size - n
+  if k > selectable:
+    raise ValueError(
+      f"k={k} but only {selectable} of {n} points can be selected ({masked} masked, "
+      f"{nonfinite} unmasked with NaN/-inf scores); lower k or unmask points."
+    )
+  return np.asarray(idx)
