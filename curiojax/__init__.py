@@ -23,6 +23,8 @@ from curiojax.tangent import (
   tangent_of,
 )
 
+import curiojax.baselines  # noqa: E402,F401  (registers variance/badge/lcmd/emcm/curiosity_diverse)
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -1,0 +1,37 @@
+"""Benchmark config (issue 6): ``python -m curiojax.benchmark --config configs/benchmark.py``.
+
+``--config.fast=True`` is the CI smoke run (one split of concrete, tiny pool/network, 2 rounds);
+``--config.datasets='("/work/shared/data/uci/concrete",)'`` etc. restrict the datasets.
+"""
+
+import os
+
+import ml_collections
+
+UCI = os.environ.get("CURIOJAX_UCI", "/work/shared/data/uci")
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.fast = False
+  # any folder in the UCI layout, or "friedman1" (generated into friedman_dir on first use)
+  c.datasets = tuple(os.path.join(UCI, d) for d in
+                     ("concrete", "energy", "power-plant", "wine-quality-red", "yacht")) + ("friedman1",)
+  c.friedman_dir = os.path.expanduser("~/.cache/curiojax/friedman1")
+  c.friedman_rows = 25_000
+  c.max_rows = 0  # 0: all rows
+  c.splits = (0, 1, 2, 3, 4)
+  c.strategies = ("random", "variance", "emcm", "badge", "lcmd", "curiosity", "curiosity_diverse")
+  # curiosity_diverse: fixed before the final run on Friedman #1 splits 100-101 (docs/benchmark.md)
+  c.strategy_kwargs = ml_collections.ConfigDict(
+    {"curiosity_diverse": {"gamma": 1.0, "noise": 0.1}})
+  # protocol
+  c.n_valid, c.n_initial, c.max_pool = 256, 64, 20_000
+  c.rounds, c.batch_size = 12, 32
+  # model and training
+  c.hidden, c.sigma_w, c.sigma_b = (512, 512), 0.2, 0.2
+  c.epochs, c.train_batch, c.lr = 256, 256, 0.375
+  # post-hoc regularity tangent (Gauss-Newton, L2 strength, CG iterations)
+  c.tangent_strength, c.tangent_maxiter = 1e-3, 50
+  c.results_dir = "/work/bench_runs/benchmark"
+  return c
