@@ -37,6 +37,8 @@ class SelectionContext:
     key: a JAX PRNG key for this round's randomness.
     noise_variance: ``σ²`` estimate (mean squared training residual), or None.
     options: strategy-specific settings from the config.
+    info: filled by the strategy with what the loop may log or use (e.g. ``"top_score"``,
+      read by the curiosity stopping rule).
   """
 
   model_fn: Callable | None
@@ -48,6 +50,7 @@ class SelectionContext:
   key: jax.Array
   noise_variance: float | None = None
   options: dict = dataclasses.field(default_factory=dict)
+  info: dict = dataclasses.field(default_factory=dict)
 
 
 class Strategy(Protocol):
@@ -90,4 +93,33 @@ class RandomStrategy:
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    return np.asarray(jax.random.choice(ctx.key, len(ctx.x_pool), (batch_size,), replace=False))
+    # A host generator seeded from the key: deterministic, and no recompilation as the pool shrinks.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(ctx.key)).ravel().tolist())
+    return rng.choice(len(ctx.x_pool), batch_size, replace=False)
+
+
+@register_strategy("curiosity")
+class CuriosityStrategy:
+  """Top-k of the unlabelled curiosity score ``E_y[c²] = σ²·(J_x τ)²`` (``method.md``).
+
+  ``J_x τ = d f(θ*(s), x)/ds`` is how fast the prediction at ``x`` moves when the
+  regularizer tightens; the points where it moves most are labelled next. Needs
+  ``ctx.tangent``. ``ctx.options`` may set ``heuristic`` (default ``"expected_squared"``).
+  Writes the largest score to ``ctx.info["top_score"]``.
+  """
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+    from curiojax.scores import curiosity_scores
+    from curiojax.select import select_top_k
+
+    check_batch_size(ctx, batch_size)
+    if ctx.tangent is None or ctx.model_fn is None:
+      raise ValueError("the curiosity strategy needs a model_fn and a regularity tangent in the context.")
+    heuristic = ctx.options.get("heuristic", "expected_squared")
+    scores = curiosity_scores(
+      ctx.model_fn, ctx.params, ctx.tangent, ctx.x_pool, heuristic=heuristic,
+      noise_variance=ctx.noise_variance,
+    )
+    chosen = select_top_k(scores, batch_size)
+    ctx.info["top_score"] = float(np.max(np.asarray(scores)))
+    return chosen

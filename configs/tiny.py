@@ -1,0 +1,16 @@
+"""A seconds-long run for tests: small model, few epochs, two short splits."""
+
+from curiojax.config_defaults import get_config as _default
+
+
+def get_config():
+  config = _default()
+  config.name = "tiny"
+  config.num_splits = 2
+  config.initial_size = 20
+  config.batch_size = 10
+  config.rounds = 3
+  config.hidden_sizes = (8,)
+  config.epochs = 10
+  config.minibatch_size = 16
+  return config

@@ -1,0 +1,333 @@
+"""``curiojax run``: the active-learning experiment from the command line.
+
+    curiojax run [--config FILE.py] [--config.<field>=value ...] [--workdir DIR]
+    curiojax run --resume DIR
+
+``--config`` is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``
+(default: the packaged :mod:`curiojax.config_defaults`); ``--config.<field>=value``
+overrides one field, type-checked against the config (``--config.strategies=random,curiosity``,
+``--config.hidden_sizes=64,64``, ``--config.warm_start=true``). Everything (config, dataset,
+label schedule) is validated before the work directory is created. After every unit
+(round × split × strategy) the state is saved atomically; ``--resume DIR`` continues a run
+with its saved config. At the end: ``results.csv``, ``summary.json`` and
+``learning_curve.png`` in the work directory and a table on stdout.
+
+User mistakes print one line ``curiojax: error: …`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import datetime
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+CONFIG_ONLY_FIELDS = ("name", "dataset", "target")
+RESULT_COLUMNS = ("strategy", "split", "round", "labels", "test_rmse", "test_mae", "seconds",
+                  "strength", "noise_variance", "top_score", "stopped")
+
+
+class UserError(ValueError):
+  """A mistake in the command line, config or data: reported in one line, no traceback."""
+
+
+# -- config ---------------------------------------------------------------------------------
+def load_config_file(path: str | None):
+  """``get_config()`` of a config file (default: the packaged default config)."""
+  if path is None:
+    from curiojax.config_defaults import get_config
+
+    return get_config()
+  p = Path(path)
+  if not p.is_file():
+    raise UserError(f"config file {path} does not exist.")
+  spec = importlib.util.spec_from_file_location(f"curiojax_user_config_{abs(hash(str(p.resolve())))}", p)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception as e:  # noqa: BLE001  (a user's file: report, do not trace back)
+    raise UserError(f"could not load config {path}: {type(e).__name__}: {e}") from None
+  return config
+
+
+def _parse_scalar(text: str, like):
+  if isinstance(like, bool):
+    low = text.strip().lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true/false, got {text!r}")
+  if isinstance(like, int):
+    return int(text)
+  if isinstance(like, float):
+    return float(text)
+  if isinstance(like, str):
+    return text
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_value(text: str, current):
+  """``text`` as a value of the same type as ``current`` (tuples: comma-separated or literal)."""
+  if isinstance(current, (tuple, list)):
+    stripped = text.strip()
+    if stripped.startswith(("(", "[")):
+      value = ast.literal_eval(stripped)
+      value = value if isinstance(value, (tuple, list)) else (value,)
+    else:
+      value = [t.strip() for t in stripped.split(",") if t.strip()]
+    like = current[0] if current else None
+    return tuple(_parse_scalar(str(v), like) if isinstance(v, str) else v for v in value)
+  return _parse_scalar(text, current)
+
+
+def apply_overrides(config, overrides: list[tuple[str, str]]):
+  """Set ``field=value`` pairs on the config; unknown fields and bad values raise :class:`UserError`."""
+  for field, text in overrides:
+    parts = field.split(".")
+    node = config
+    for part in parts[:-1]:
+      if part not in node:
+        raise UserError(f"unknown config field {field!r}; known fields: {', '.join(sorted(config.keys()))}.")
+      node = node[part]
+    if not hasattr(node, "keys") or parts[-1] not in node:
+      raise UserError(f"unknown config field {field!r}; known fields: {', '.join(sorted(config.keys()))}.")
+    current = node[parts[-1]]
+    try:
+      value = parse_value(text, current)
+      node[parts[-1]] = value
+    except (ValueError, TypeError, SyntaxError) as e:
+      raise UserError(f"bad value {text!r} for config field {field!r} ({type(current).__name__} expected): {e}") from None
+  return config
+
+
+def options_from_config(config):
+  """The :class:`curiojax.loop.LoopOptions` of a config (unknown fields raise :class:`UserError`)."""
+  import dataclasses
+
+  from curiojax.loop import LoopOptions
+
+  fields = {f.name for f in dataclasses.fields(LoopOptions)}
+  d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  unknown = sorted(set(d) - fields - set(CONFIG_ONLY_FIELDS))
+  if unknown:
+    raise UserError(f"unknown config field {unknown[0]!r} in the config file.")
+  kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
+  try:
+    return LoopOptions(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise UserError(str(e)) from None
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def write_outputs(workdir: Path, records, summary) -> None:
+  """results.csv, summary.json and learning_curve.png, each written atomically."""
+  from curiojax.persistence import atomic_write_bytes, atomic_write_text
+
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+  writer.writeheader()
+  for r in records:
+    writer.writerow(r)
+  atomic_write_text(workdir / "results.csv", buf.getvalue())
+  atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=1))
+  atomic_write_bytes(workdir / "learning_curve.png", plot_learning_curve(records))
+
+
+def plot_learning_curve(records) -> bytes:
+  """PNG bytes: test RMSE against labels, mean over splits with a min–max band, per strategy."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name in dict.fromkeys(r["strategy"] for r in records):
+    rows = [r for r in records if r["strategy"] == name and "test_rmse" in r]
+    labels = sorted({r["labels"] for r in rows})
+    vals = [[r["test_rmse"] for r in rows if r["labels"] == n] for n in labels]
+    mean = np.array([np.mean(v) for v in vals])
+    ax.plot(labels, mean, marker="o", label=name)
+    ax.fill_between(labels, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+  ax.set_xlabel("labels")
+  ax.set_ylabel("test RMSE (original units)")
+  ax.set_title("Active learning: test RMSE (mean, min-max over splits)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def results_table(records, summary) -> str:
+  """A plain-text table: per strategy and label count, mean test RMSE over splits; then the summary."""
+  import numpy as np
+
+  names = list(summary)
+  labels = sorted({r["labels"] for r in records})
+  lines = ["labels  " + "  ".join(f"{n:>12}" for n in names)]
+  for n in labels:
+    cells = []
+    for name in names:
+      v = [r["test_rmse"] for r in records if r["strategy"] == name and r["labels"] == n]
+      cells.append(f"{np.mean(v):12.3f}" if v else " " * 12)
+    lines.append(f"{n:6d}  " + "  ".join(cells))
+  lines.append("")
+  lines.append("strategy      mean log RMSE   final RMSE   labels")
+  for name, s in summary.items():
+    lines.append(f"{name:12s}  {s['mean_log_test_rmse']:13.4f}  {s['final_test_rmse']:11.3f}  {s['labels_used']:7d}")
+  return "\n".join(lines)
+
+
+# -- run ---------------------------------------------------------------------------------------
+def _build(config):
+  from curiojax.data import load_dataset
+  from curiojax.loop import Experiment
+
+  options = options_from_config(config)
+  try:
+    ds = load_dataset(config.dataset, config.get("target", ""))
+    experiment = Experiment(ds.x, ds.y, options)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  return experiment
+
+
+def run(args, overrides) -> int:
+  from curiojax import persistence
+
+  if args.resume:
+    if args.config or overrides or args.workdir:
+      raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
+    workdir = Path(args.resume)
+    try:
+      meta, arrays = persistence.load_state(workdir)
+    except ValueError as e:
+      raise UserError(str(e)) from None
+    import ml_collections
+
+    config = ml_collections.ConfigDict(meta["config"])
+    experiment = _build(config)
+    try:
+      state = persistence.experiment_from_saved(experiment, meta, arrays)
+    except (ValueError, KeyError) as e:
+      raise UserError(f"{workdir}: cannot resume: {e}") from None
+  else:
+    config = apply_overrides(load_config_file(args.config), overrides)
+    experiment = _build(config)  # validates everything before anything is written
+    if args.workdir:
+      workdir = Path(args.workdir)
+    else:
+      stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+      workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
+    if (workdir / persistence.STATE_FILE).exists():
+      raise UserError(f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir.")
+    if workdir.exists() and not workdir.is_dir():
+      raise UserError(f"--workdir {workdir} exists and is not a directory.")
+    state = experiment.init_state()
+    workdir.mkdir(parents=True, exist_ok=True)
+  config_dict = config.to_dict()
+
+  def save(state):
+    meta, arrays = persistence.experiment_to_saved(state)
+    persistence.save_state(workdir, {**meta, "config": config_dict}, arrays, tag=state.unit)
+
+  if not args.resume:
+    save(state)
+
+  from tqdm import tqdm
+
+  from curiojax.loop import summarise
+
+  with tqdm(total=len(experiment.units), initial=state.unit, desc="rounds x strategies",
+            unit="fit", file=sys.stderr, disable=None) as bar:
+    while not experiment.done(state):
+      r, split, name = experiment.units[state.unit]
+      bar.set_postfix_str(f"round {r} split {split} {name}")
+      state, record = experiment.step(state)
+      save(state)
+      bar.update(1)
+  summary = summarise(state.records)
+  write_outputs(workdir, state.records, summary)
+  print(results_table(state.records, summary))
+  print(f"\nwrote {workdir}/results.csv, summary.json, learning_curve.png")
+  return 0
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with one-line errors (raised as :class:`UserError`)."""
+
+  def error(self, message):
+    raise UserError(message)
+
+
+def _parser():
+  parser = _Parser(prog="curiojax", description="Active learning with regularity tangents.")
+  sub = parser.add_subparsers(dest="command")
+  p = sub.add_parser("run", help="run the active-learning experiment",
+                     epilog="Override config fields with --config.<field>=value.")
+  p.add_argument("--config", help="config file with get_config() (default: the packaged default)")
+  p.add_argument("--workdir", help="output directory (default: ./curiojax_runs/<name>-<time>)")
+  p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+  return parser
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separate ``--config.<field>=value`` / ``--config.<field> value`` from the other arguments."""
+  rest, overrides = [], []
+  i = 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith("--config."):
+      body = a[len("--config."):]
+      if "=" in body:
+        field, value = body.split("=", 1)
+      elif i + 1 < len(argv):
+        field, value = body, argv[i + 1]
+        i += 1
+      else:
+        raise UserError(f"{a} needs a value: {a}=VALUE.")
+      if not field:
+        raise UserError(f"{a}: name a config field, e.g. --config.rounds=5.")
+      overrides.append((field, value))
+    else:
+      rest.append(a)
+    i += 1
+  return rest, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point of the ``curiojax`` console script; returns the exit status."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = _parser()
+  try:
+    rest, overrides = split_overrides(argv)
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+      raise UserError(f"unrecognised arguments: {' '.join(unknown)}")
+    if args.command != "run":
+      parser.print_help()
+      return 2
+    return run(args, overrides)
+  except UserError as e:
+    print(f"curiojax: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("curiojax: interrupted; continue with --resume <workdir>.", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+  sys.exit(main())
