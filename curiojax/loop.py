@@ -46,7 +46,7 @@ import numpy as np
 
 from curiojax.models import ModelSpec, make_model
 from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy
-from curiojax.train import Trainer, TrainOptions, capacity_for, pad_rows
+from curiojax.train import Trainer, TrainOptions, cached_trainer, capacity_for, pad_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +196,7 @@ class ActiveLearner:
     d = self.x_pool.shape[1]
     self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes,
                                      activation=options.activation)
-    self.trainer = trainer or Trainer(self.model.model_fn, options.train_options)
+    self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
     self.capacity = capacity or capacity_for(self.schedule[-1], options.minibatch_size)
     self.x_mean = self.x_pool.mean(0)
     self.x_std = np.where(self.x_pool.std(0) > 0, self.x_pool.std(0), 1.0).astype(np.float32)
@@ -339,7 +339,8 @@ def _check_labels(labels, n) -> np.ndarray:
 
 def run_active_learning(x_pool, oracle, *, strategy="curiosity", options: LoopOptions | None = None,
                         key=None, initial=None, x_test=None, y_test=None,
-                        model: ModelSpec | None = None, callback=None) -> tuple[LearnerState, list[dict]]:
+                        model: ModelSpec | None = None, capacity: int | None = None,
+                        callback=None) -> tuple[LearnerState, list[dict]]:
   """Run one active learner to the end of its schedule; notebook front end.
 
   Args:
@@ -347,6 +348,7 @@ def run_active_learning(x_pool, oracle, *, strategy="curiosity", options: LoopOp
     strategy: name or strategy object; options: :class:`LoopOptions`.
     key: PRNG key (default from ``options.seed``); initial: initial pool indices (optional).
     x_test, y_test: optional test set; model: optional :class:`ModelSpec`.
+    capacity: padded labelled-set size (default from the schedule).
     callback: ``callback(state, record)`` after each round.
 
   Returns:
@@ -355,7 +357,7 @@ def run_active_learning(x_pool, oracle, *, strategy="curiosity", options: LoopOp
   options = options or LoopOptions()
   key = jax.random.key(options.seed) if key is None else key
   learner = ActiveLearner(x_pool, oracle, strategy=strategy, options=options, model=model,
-                          x_test=x_test, y_test=y_test)
+                          x_test=x_test, y_test=y_test, capacity=capacity)
   state = learner.init_state(key, initial)
   records = []
   while not learner.done(state):
@@ -398,7 +400,7 @@ class Experiment:
       raise ValueError(f"{n} rows leave too few for training after holding out {n_test} for testing.")
     self.model = model or make_model(options.model, self.x.shape[1], hidden_sizes=options.hidden_sizes,
                                      activation=options.activation)
-    self.trainer = Trainer(self.model.model_fn, options.train_options)
+    self.trainer = cached_trainer(self.model.model_fn, options.train_options)
     self.learners: dict[tuple[str, int], ActiveLearner] = {}
     self.split_keys = []
     for split in range(options.num_splits):

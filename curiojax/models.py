@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ def _activation(name: str):
 
 
 def mlp(in_features: int, hidden_sizes: Sequence[int] = (50,), activation: str = "tanh") -> ModelSpec:
-  """A flax NNX multilayer perceptron with one scalar output.
+  """A flax NNX multilayer perceptron with one scalar output (cached: same args, same spec).
 
   Args:
     in_features: number of input features.
@@ -63,6 +64,11 @@ def mlp(in_features: int, hidden_sizes: Sequence[int] = (50,), activation: str =
   Returns:
     A :class:`ModelSpec` whose ``model_fn`` returns shape ``(n,)``.
   """
+  return _mlp(int(in_features), tuple(int(h) for h in hidden_sizes), activation)
+
+
+@functools.lru_cache(maxsize=16)
+def _mlp(in_features, hidden_sizes, activation) -> ModelSpec:
   from flax import nnx
 
   from curiojax.nnx_adapter import nnx_model_fn

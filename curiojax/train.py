@@ -216,8 +216,9 @@ class Trainer:
     return self._fit(params, opt_state, x, y, mask, key, epochs=epochs)
 
 
-@functools.cache
-def _cached_trainer(model_fn, options):
+@functools.lru_cache(maxsize=16)
+def cached_trainer(model_fn, options: TrainOptions) -> Trainer:
+  """One :class:`Trainer` (one compilation per shape) per ``(model_fn, options)``."""
   return Trainer(model_fn, options)
 
 
@@ -227,5 +228,5 @@ def train(model_fn, params, x, y, *, strength=1e-3, key=None, options=None, opt_
   Returns ``TrainResult(params, opt_state, tangent, noise_variance, loss)``.
   """
   key = jax.random.key(0) if key is None else key
-  trainer = _cached_trainer(model_fn, options or TrainOptions())
+  trainer = cached_trainer(model_fn, options or TrainOptions())
   return trainer.fit(params, x, y, strength=strength, key=key, opt_state=opt_state)

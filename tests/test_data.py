@@ -1,0 +1,97 @@
+"""Dataset loaders and oracles: values against np.loadtxt / csv, and every bad-input error."""
+
+import numpy as np
+import pytest
+
+from curiojax.data import ArrayOracle, embedded_path, load_csv, load_dataset, load_uci_folder
+
+
+def _folder(tmp_path, rows, features=(0, 1), target=(2,)):
+  d = tmp_path / "ds"
+  d.mkdir()
+  (d / "data.txt").write_text("\n".join(rows) + "\n")
+  (d / "index_features.txt").write_text("\n".join(map(str, features)) + "\n")
+  (d / "index_target.txt").write_text("\n".join(map(str, target)) + "\n")
+  return d
+
+
+def test_embedded_concrete_matches_loadtxt():
+  ds = load_dataset("concrete")
+  raw = np.loadtxt(embedded_path("concrete") / "data.txt")
+  assert ds.x.shape == (1030, 8) and ds.y.shape == (1030,)
+  np.testing.assert_array_equal(ds.x, raw[:, :8].astype(np.float32))
+  np.testing.assert_array_equal(ds.y, raw[:, 8].astype(np.float32))
+  assert ds.x.dtype == np.float32
+  assert (embedded_path("concrete") / "README.md").read_text().count("CC BY 4.0") >= 1
+
+
+def test_folder_selects_feature_and_target_columns(tmp_path):
+  d = _folder(tmp_path, ["1 2 3 4", "5 6 7 8", "9 10 11 12"], features=(3, 0), target=(1,))
+  ds = load_uci_folder(d)
+  np.testing.assert_array_equal(ds.x, [[4, 1], [8, 5], [12, 9]])
+  np.testing.assert_array_equal(ds.y, [2, 6, 10])
+  assert load_dataset(str(d)).name == "ds"
+
+
+def test_csv_named_target(tmp_path):
+  p = tmp_path / "d.csv"
+  p.write_text("a,y,b\n1,10,2\n3,30,4\n5,50,6\n")
+  ds = load_dataset(p, target="y")
+  np.testing.assert_array_equal(ds.x, [[1, 2], [3, 4], [5, 6]])
+  np.testing.assert_array_equal(ds.y, [10, 30, 50])
+  assert ds.feature_names == ("a", "b")
+
+
+def test_array_oracle_returns_held_back_labels():
+  y = np.arange(10.0) * 3
+  oracle = ArrayOracle(y)
+  np.testing.assert_array_equal(oracle(np.array([7, 2])), [21.0, 6.0])
+  with pytest.raises(ValueError, match="outside"):
+    oracle(np.array([10]))
+
+
+@pytest.mark.parametrize(
+  "rows, kwargs, match",
+  [
+    (["1 2 3", "4 5", "7 8 9"], {}, "ragged row"),
+    (["1 2 3", "4 x 6"], {}, "non-numeric value 'x'"),
+    (["1 2 3", "4 5 nan"], {}, "target value.*NaN"),
+    (["1 2 3", "4 5 6"], {"target": (3,)}, "out of range"),
+    (["1 2 3", "4 5 6"], {"features": (0, 7)}, "out of range"),
+    (["1 2 3", "4 5 6"], {"target": (0,), "features": (0, 1)}, "also listed as a feature"),
+    (["1 inf 3", "4 5 6"], {}, "NaN or infinite features"),
+  ],
+)
+def test_folder_bad_input(tmp_path, rows, kwargs, match):
+  d = _folder(tmp_path, rows, **kwargs)
+  with pytest.raises(ValueError, match=match):
+    load_dataset(str(d))
+
+
+def test_missing_files(tmp_path):
+  with pytest.raises(ValueError, match="not found"):
+    load_dataset(str(tmp_path / "nope"))
+  d = _folder(tmp_path, ["1 2 3", "4 5 6"])
+  (d / "index_target.txt").unlink()
+  with pytest.raises(ValueError, match="missing file.*index_target"):
+    load_dataset(str(d))
+  (d / "data.txt").unlink()
+  with pytest.raises(ValueError, match="missing file.*data.txt"):
+    load_dataset(str(d))
+
+
+@pytest.mark.parametrize(
+  "text, target, match",
+  [
+    ("a,y\n1,2\n3\n", "y", "ragged row"),
+    ("a,y\n1,2\nq,4\n", "y", "non-numeric"),
+    ("a,y\n1,2\n3,\n", "y", "NaN"),
+    ("a,y\n1,2\n3,4\n", "z", "no column named 'z'"),
+    ("a,y\n1,2\n3,4\n", "", "name the target column"),
+  ],
+)
+def test_csv_bad_input(tmp_path, text, target, match):
+  p = tmp_path / "d.csv"
+  p.write_text(text)
+  with pytest.raises(ValueError, match=match):
+    load_dataset(p, target=target)

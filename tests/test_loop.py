@@ -1,0 +1,115 @@
+"""The loop on synthetic data: RMSE falls, labels unique and on schedule, budget and stop rule."""
+
+import jax
+import numpy as np
+import pytest
+
+from curiojax.data import ArrayOracle
+from curiojax.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning, summarise
+from curiojax.scores import curiosity_scores
+from curiojax.strategies import SelectionContext, get_strategy
+
+SMALL = dict(hidden_sizes=(16,), minibatch_size=16)  # one model and trainer shared by the tests
+OPTS = dict(initial_size=20, batch_size=30, rounds=3, epochs=40, num_splits=2, test_fraction=0.25, **SMALL)
+
+
+def _data(n=400, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.uniform(-2, 2, size=(n, 2)).astype(np.float32)
+  y = (np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] ** 2 + 0.05 * rng.normal(size=n)).astype(np.float32)
+  return x, y
+
+
+@pytest.fixture(scope="module")
+def finished():
+  x, y = _data()
+  exp = Experiment(x, y, LoopOptions(**OPTS))
+  state = exp.init_state()
+  while not exp.done(state):
+    state, _ = exp.step(state)
+  return exp, state
+
+
+def test_rmse_falls_for_both_strategies(finished):
+  _, state = finished
+  for name in ("random", "curiosity"):
+    rows = [r for r in state.records if r["strategy"] == name]
+    first = np.mean([r["test_rmse"] for r in rows if r["round"] == 0])
+    last = np.mean([r["test_rmse"] for r in rows if r["round"] == 3])
+    assert last < 0.8 * first, (name, first, last)
+  summary = summarise(state.records)
+  assert set(summary) == {"random", "curiosity"} and summary["random"]["labels_used"] == 110
+
+
+def test_labels_unique_on_schedule_and_oracle_consistent(finished):
+  exp, state = finished
+  for (name, split), ls in state.learners.items():
+    learner = exp.learners[name, split]
+    assert len(ls.labelled) == 110 and len(np.unique(ls.labelled)) == 110
+    np.testing.assert_array_equal(ls.labels, learner.oracle(ls.labelled))
+    # Same initial set for every strategy of a split; test and pool disjoint by construction.
+    other = state.learners["random", split]
+    np.testing.assert_array_equal(ls.labelled[:20], other.labelled[:20])
+  labels = sorted({r["labels"] for r in state.records})
+  assert labels == [20, 50, 80, 110]
+
+
+def test_budget_and_batch_checks():
+  opts = LoopOptions(initial_size=20, batch_size=20, rounds=10, budget=70)
+  assert opts.label_schedule(1000) == [20, 40, 60, 70]
+  assert LoopOptions(initial_size=20, batch_size=20, rounds=10).label_schedule(55) == [20, 40, 55]
+  with pytest.raises(ValueError, match="batch_size 50 is larger than the unlabelled pool"):
+    LoopOptions(initial_size=20, batch_size=50).label_schedule(60)
+  with pytest.raises(ValueError, match="Unknown strategy 'nope'"):
+    LoopOptions(strategies=("random", "nope"))
+  with pytest.raises(ValueError, match="budget 10 is smaller"):
+    LoopOptions(budget=10)
+
+
+def test_run_active_learning_with_warm_start_and_strength_grid():
+  x, y = _data(200, seed=1)
+  opts = LoopOptions(initial_size=20, batch_size=10, rounds=2, epochs=40, **SMALL,
+                     warm_start=True, strength_grid=(1e-4, 1e-1), budget=35)
+  state, records = run_active_learning(x[:150], ArrayOracle(y[:150]), strategy="random", options=opts,
+                                       x_test=x[150:], y_test=y[150:], capacity=128)
+  assert [r["labels"] for r in records] == [20, 30, 35]
+  assert len(np.unique(state.labelled)) == 35
+  assert all(r["strength"] in (1e-4, 1e-1) for r in records)
+  assert state.opt_state is not None
+
+
+class _Decaying:
+  """A strategy whose top score halves each round (to test the stopping rule)."""
+
+  def __init__(self):
+    self.calls = 0
+
+  def select(self, ctx, batch_size):
+    ctx.info["top_score"] = 0.5**self.calls
+    self.calls += 1
+    return np.arange(batch_size)
+
+
+def test_curiosity_stopping_rule():
+  x, y = _data(200, seed=2)
+  opts = LoopOptions(initial_size=20, batch_size=10, rounds=6, epochs=40, stop_ratio=0.3, **SMALL)
+  state, records = run_active_learning(x, ArrayOracle(y), strategy=_Decaying(), options=opts,
+                                       capacity=128)
+  # Scores 1, .5, .25 ≤ 0.3·1 at round 2: stop, no label queried that round.
+  assert [r["labels"] for r in records] == [20, 30, 40]
+  assert records[-1]["stopped"] and state.stopped and len(state.labelled) == 40
+
+
+def test_curiosity_strategy_is_top_k_of_scores():
+  x, y = _data(120, seed=3)
+  learner = ActiveLearner(x[:100], ArrayOracle(y[:100]), strategy="curiosity",
+                          options=LoopOptions(initial_size=20, batch_size=7, rounds=1, epochs=40, **SMALL), capacity=128)
+  state = learner.init_state(jax.random.key(0))
+  res = learner._fit(learner.xs_pool[state.labelled], learner._standardise_y(state), 1e-3, jax.random.key(1))
+  ctx = SelectionContext(learner.model.model_fn, res.params, res.tangent, None, None, learner.xs_pool,
+                         jax.random.key(2), noise_variance=float(res.noise_variance))
+  picked = get_strategy("curiosity").select(ctx, 7)
+  scores = np.asarray(curiosity_scores(learner.model.model_fn, res.params, res.tangent, learner.xs_pool,
+                                     noise_variance=float(res.noise_variance)))
+  assert set(picked.tolist()) == set(np.argsort(-scores)[:7].tolist())
+  assert ctx.info["top_score"] == pytest.approx(scores.max())
