@@ -2,7 +2,7 @@
 
 All kernel methods use sketched gradient features ``φ(x)`` (:mod:`curiojax.features`,
 ``grad → rp(512)`` in Holzmüller et al.'s terms); ``φ_L`` are the labelled points' features.
-Pool and labelled arrays are padded to buckets (pool: multiples of 512, labelled: of 64) and
+Pool and labelled arrays are padded to buckets (multiples of 512 rows) and
 masked, and every selection loop is a jitted ``lax.fori_loop``, so rounds seldom recompile.
 
 - ``variance`` — top-k predictive variance of the linearised network (Laplace / Gauss-Newton
@@ -48,7 +48,7 @@ from curiojax.features import gradient_sketch
 from curiojax.strategies import SelectionContext, check_batch_size, register_strategy
 
 POOL_BUCKET = 512
-LABELLED_BUCKET = 64
+LABELLED_BUCKET = 512
 
 
 def _pad(a, bucket):

@@ -1,0 +1,165 @@
+"""Benchmark protocol: splits, preprocessing, the jitted trainer, the tangent, the report."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from curiojax import benchmark as bm
+
+
+def test_friedman_roundtrip_through_uci_loader(tmp_path):
+  folder = bm.write_friedman1(str(tmp_path / "f1"), n=50, seed=3)
+  x, y = bm.load_uci_folder(folder)
+  x0, y0 = bm.friedman1(50, seed=3)
+  assert x.shape == (50, 10)
+  np.testing.assert_allclose(x, x0, atol=1e-6)
+  np.testing.assert_allclose(y, y0, atol=1e-5)
+  # noise-free Friedman #1 against the formula evaluated by hand at one point
+  xn, yn = bm.friedman1(5, seed=1, noise=0.0)
+  a = xn[2]
+  assert yn[2] == pytest.approx(10 * np.sin(np.pi * a[0] * a[1]) + 20 * (a[2] - 0.5) ** 2
+                                + 10 * a[3] + 5 * a[4])
+  with pytest.raises(ValueError):
+    bm.load_uci_folder(str(tmp_path))
+
+
+def test_split_sizes_and_preprocessing():
+  rng = np.random.default_rng(0)
+  x = np.column_stack([rng.normal(3, 2, 1200), np.ones(1200), rng.exponential(size=1200) * 50])
+  y = 4 * x[:, 0] + rng.normal(size=1200)
+  s = bm.make_split(x, y, seed=1)
+  assert len(s.x_test) == 240 and len(s.x_valid) == 256 and len(s.x_initial) == 64
+  assert len(s.x_pool) == 1200 - 240 - 256 - 64 and s.standard and s.batch_size == 32
+  assert s.x_pool.shape[1] == 2  # the constant column is dropped
+  ref = np.concatenate([s.x_initial, s.x_pool])
+  # before clipping the reference rows are standardised; tanh clipping keeps |x| < 5
+  raw = 5 * np.arctanh(np.clip(ref / 5, -0.999999, 0.999999))
+  np.testing.assert_allclose(raw.mean(0), 0, atol=1e-3)
+  np.testing.assert_allclose(raw.std(0), 1, atol=1e-3)
+  assert np.abs(s.x_test).max() < 5
+  yref = np.concatenate([s.y_initial, s.y_pool])
+  assert abs(yref.mean()) < 1e-4 and abs(yref.std() - 1) < 1e-4
+  # same seed, same split; another seed, another split
+  np.testing.assert_array_equal(bm.make_split(x, y, seed=1).x_test, s.x_test)
+  assert not np.array_equal(bm.make_split(x, y, seed=2).x_test, s.x_test)
+
+
+def test_small_data_fallback_and_pool_cap():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(308, 4)), rng.normal(size=308)
+  s = bm.make_split(x, y, seed=0)
+  assert not s.standard and len(s.x_valid) == 61 and len(s.x_initial) == 61
+  assert s.batch_size * s.rounds * 2 <= len(s.x_pool)
+  big = bm.make_split(rng.normal(size=(3000, 2)), rng.normal(size=3000), seed=0, max_pool=500)
+  assert len(big.x_pool) == 500
+  with pytest.raises(ValueError):
+    bm.make_split(x[:20], y[:20], seed=0)
+
+
+def _reference_train(model, key, x, y, xv, yv, epochs, lr):
+  """Plain full-batch Adam loop (n < batch size: every epoch is one step on all rows)."""
+  k_init, _ = jax.random.split(key)
+  params = model.init(k_init, x.shape[1])
+  opt = optax.adam(optax.linear_schedule(lr, 0.0, epochs))
+  state = opt.init(params)
+  loss = lambda p: jnp.mean(jnp.square(model(p, x) - y))
+  best, best_rmse = params, np.inf
+  for _ in range(epochs):
+    upd, state = opt.update(jax.grad(loss)(params), state)
+    params = optax.apply_updates(params, upd)
+    rmse = float(jnp.sqrt(jnp.mean(jnp.square(model(params, xv) - yv))))
+    if rmse < best_rmse:
+      best, best_rmse = params, rmse
+  return best, best_rmse
+
+
+def test_jitted_trainer_matches_plain_adam_loop_with_padding():
+  model = bm.NTKMLP(hidden=(8, 8))
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(12, 3)).astype(np.float32)
+  y = np.sin(x[:, 0]).astype(np.float32)
+  xv, yv = x[:6] + 0.1, y[:6]
+  xpad = np.concatenate([x, np.full((20, 3), 7.0, np.float32)])  # junk padding rows
+  ypad = np.concatenate([y, np.full(20, -9.0, np.float32)])
+  key = jax.random.key(4)
+  params, rmse = bm.train(model, key, xpad, ypad, 12, xv, yv, epochs=30, batch_size=256, lr=0.05)
+  want, want_rmse = _reference_train(model, key, x, y, xv, yv, 30, 0.05)
+  assert float(rmse) == pytest.approx(want_rmse, rel=1e-4)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_takes_floor_n_over_b_steps_per_epoch():
+  # identical labelled rows make every minibatch the same, so the schedule is checkable exactly:
+  # n = 10, batch 4 -> 2 steps per epoch (the incomplete batch of 2 dropped), lr over 2·epochs.
+  model = bm.NTKMLP(hidden=(8,))
+  row = np.array([[0.3, -1.2]], np.float32)
+  x = np.concatenate([np.repeat(row, 10, 0), np.full((6, 2), 5.0, np.float32)])
+  y = np.concatenate([np.full(10, 0.7, np.float32), np.full(6, -3.0, np.float32)])
+  xv, yv = np.array([[0.2, -1.0], [0.5, 0.1]], np.float32), np.array([0.6, 0.2], np.float32)
+  key, epochs, lr = jax.random.key(0), 7, 0.05
+  params, _ = bm.train(model, key, x, y, 10, xv, yv, epochs=epochs, batch_size=4, lr=lr)
+  ref = model.init(jax.random.split(key)[0], 2)
+  opt = optax.adam(optax.linear_schedule(lr, 0.0, 2 * epochs))
+  state = opt.init(ref)
+  loss = lambda p: jnp.mean(jnp.square(model(p, x[:4]) - y[:4]))
+  best, best_rmse = ref, np.inf
+  for _ in range(epochs):
+    for _ in range(2):
+      upd, state = opt.update(jax.grad(loss)(ref), state)
+      ref = optax.apply_updates(ref, upd)
+    rmse = float(jnp.sqrt(jnp.mean(jnp.square(model(ref, xv) - yv))))
+    if rmse < best_rmse:
+      best, best_rmse = ref, rmse
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(best)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_posthoc_tangent_matches_dense_solve():
+  import curiojax
+
+  model = bm.NTKMLP(hidden=(4,))
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(9, 2)).astype(np.float32)
+  y = rng.normal(size=9).astype(np.float32)
+  params = model.init(jax.random.key(1), 2)
+  tau = bm.posthoc_tangent(model, params, x, y, 6, jnp.float32(0.05), maxiter=200)
+  loss = curiojax.prediction_loss(model)
+  want = curiojax.exact_tangent(loss, params, dict(x=x[:6], y=y[:6]), regularizer=curiojax.l2(),
+                                strength=0.05, curvature="gauss_newton", solver="dense")
+  for a, b in zip(jax.tree.leaves(tau), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
+
+
+def test_metric_and_paired_summary():
+  r = lambda vals: dict(rmse=[9.0, *vals], select_s=[0.1, 0.2, 0.3], batch_size=4, n_initial=8)
+  results = {"d": {"random": {0: r([1.0, 1.0]), 1: r([2.0, 2.0])},
+                   "lcmd": {0: r([0.5, 0.5]), 1: r([1.0, 1.0])}}}
+  assert bm.metric([9.0, 1.0, np.e]) == pytest.approx(0.5)
+  rows = {row["strategy"]: row for row in bm.summarise(results)}
+  assert rows["random"]["mean"] == pytest.approx(np.log(2) / 2)
+  assert rows["lcmd"]["delta"] == pytest.approx(np.log(0.5))
+  assert rows["lcmd"]["delta_se"] == pytest.approx(0.0, abs=1e-12)
+  assert rows["lcmd"]["select_s"] == pytest.approx(0.2)
+  table = bm.markdown_table(list(rows.values()), ["random", "lcmd"])
+  assert "-0.693" in table
+
+
+def test_end_to_end_tiny_run(tmp_path):
+  folder = bm.write_friedman1(str(tmp_path / "f1"), n=300)
+  c = ml_collections.ConfigDict(dict(
+    fast=False, datasets=(folder,), friedman_dir="", friedman_rows=0, max_rows=0, splits=(0,),
+    strategies=("random", "lcmd"), strategy_kwargs={"lcmd": {"dim": 16}}, n_valid=30,
+    n_initial=20, max_pool=100, rounds=2, batch_size=5, hidden=(8,), sigma_w=0.2, sigma_b=0.2,
+    epochs=3, train_batch=256, lr=0.1, tangent_strength=1e-3, tangent_maxiter=5,
+    results_dir=str(tmp_path / "out")))
+  out = bm.run(c, log=lambda *_: None)
+  assert os.path.isfile(tmp_path / "out" / "report.md")
+  assert all(os.path.isfile(p) for p in out["plots"])
+  res = out["results"]["f1"]["lcmd"][0]
+  assert len(res["rmse"]) == 3 and len(res["select_s"]) == 2
