@@ -14,6 +14,7 @@ UCI = os.environ.get("CURIOJAX_UCI", "/work/shared/data/uci")
 def get_config():
   c = ml_collections.ConfigDict()
   c.fast = False
+  c.report_only = False  # True: tabulate the saved results only
   # any folder in the UCI layout, or "friedman1" (generated into friedman_dir on first use)
   c.datasets = tuple(os.path.join(UCI, d) for d in
                      ("concrete", "energy", "power-plant", "wine-quality-red", "yacht")) + ("friedman1",)

@@ -41,7 +41,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -164,7 +163,7 @@ class NTKMLP:
     sizes = (d_in, *self.hidden, 1)
     keys = jax.random.split(key, len(sizes) - 1)
     return [{"w": jax.random.normal(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
-            for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)]
 
   def __call__(self, params, x):
     h = x
@@ -429,7 +428,7 @@ def plot(results, rows, strategies, out_dir: str) -> list[str]:
   paths = []
   datasets = list(results)
   fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
-  for ax, ds in zip(axes[0], datasets):
+  for ax, ds in zip(axes[0], datasets, strict=False):
     for s in strategies:
       by_split = results[ds].get(s)
       if not by_split:
@@ -504,7 +503,8 @@ def run(cfg, log=print) -> dict:
   """Run the benchmark described by ``cfg`` (``configs/benchmark.py``); resumable.
 
   Each (dataset, split, strategy) result is a JSON file under ``cfg.results_dir``; existing
-  files are reused. Writes ``report.md``, ``results.json`` and two plots there.
+  files are reused (``cfg.report_only``: only those, nothing is computed). Writes
+  ``report.md``, ``results.json`` and two plots there.
   """
   if cfg.get("fast", False):
     cfg = fast_config(cfg)
@@ -527,6 +527,8 @@ def run(cfg, log=print) -> dict:
           with open(path) as f:
             results[ds][s][k] = json.load(f)
           continue
+        if cfg.get("report_only", False):
+          continue
         if p0 is None:
           p0 = initial_model(model, split, seed=k, epochs=cfg.epochs, train_batch=cfg.train_batch,
                              lr=cfg.lr)
@@ -542,6 +544,8 @@ def run(cfg, log=print) -> dict:
         log(f"{ds} split {k} {s:18s} metric {metric(res['rmse']):+.4f}  "
             f"select {np.mean(res['select_s']):.2f}s/step  total {time.perf_counter() - t0:.0f}s")
     results[ds] = {s: v for s, v in results[ds].items() if v}
+    if not results[ds]:
+      del results[ds]
   rows = summarise(results)
   table = markdown_table(rows, strategies)
   paths = plot(results, rows, strategies, cfg.results_dir)

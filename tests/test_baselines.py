@@ -58,7 +58,7 @@ def test_gradient_factors_are_exact_per_example_gradients(problem):
   model, params, _, _, x_pool = problem
   x = jnp.asarray(x_pool[:5])
   grads = jax.vmap(jax.grad(lambda p, xi: model(p, xi[None])[0]), in_axes=(None, 0))(params, x)
-  for layer, (u, d) in zip(grads, model.gradient_factors(params, x)):
+  for layer, (u, d) in zip(grads, model.gradient_factors(params, x), strict=False):
     outer = u[:, :, None] * d[:, None, :]  # (n, fan_in + 1, fan_out): weight rows, then bias
     np.testing.assert_allclose(outer[:, :-1], layer["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outer[:, -1], layer["b"], rtol=1e-5, atol=1e-6)

@@ -90,7 +90,7 @@ def test_jitted_trainer_matches_plain_adam_loop_with_padding():
   params, rmse = bm.train(model, key, xpad, ypad, 12, xv, yv, epochs=30, batch_size=256, lr=0.05)
   want, want_rmse = _reference_train(model, key, x, y, xv, yv, 30, 0.05)
   assert float(rmse) == pytest.approx(want_rmse, rel=1e-4)
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=False):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -116,7 +116,7 @@ def test_trainer_takes_floor_n_over_b_steps_per_epoch():
     rmse = float(jnp.sqrt(jnp.mean(jnp.square(model(ref, xv) - yv))))
     if rmse < best_rmse:
       best, best_rmse = ref, rmse
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(best)):
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(best), strict=False):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -132,7 +132,7 @@ def test_posthoc_tangent_matches_dense_solve():
   loss = curiojax.prediction_loss(model)
   want = curiojax.exact_tangent(loss, params, dict(x=x[:6], y=y[:6]), regularizer=curiojax.l2(),
                                 strength=0.05, curvature="gauss_newton", solver="dense")
-  for a, b in zip(jax.tree.leaves(tau), jax.tree.leaves(want)):
+  for a, b in zip(jax.tree.leaves(tau), jax.tree.leaves(want), strict=False):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
 
 
