@@ -334,6 +334,19 @@ class Scorer:
         )
     return scores if padded == n else scores[:n]
 
+  def lower(self, params, tangent, x, y=None):
+    """The jitted scorer lowered for a pool like ``x`` (an array or ``jax.ShapeDtypeStruct``).
+
+    ``scorer.lower(...).compile().memory_analysis()`` shows the scratch memory, which
+    depends on the chunk size, not on the pool size.
+    """
+    n = x.shape[0]
+    padded, _ = bucket_size(n, self.chunk_size, 1 if self.mesh is None else self.mesh.devices.size, self.bucket)
+    pad = lambda a: None if a is None else jax.ShapeDtypeStruct((padded,) + tuple(a.shape[1:]), a.dtype)
+    y = y if self.heuristic in LABELLED_HEURISTICS else None
+    return self._jitted.lower(params, tangent, pad(x), pad(y), jax.ShapeDtypeStruct((padded,), bool),
+                              self._sigma2_arg(None), k=tangent_count(params, tangent))
+
   def _sigma2_arg(self, noise_variance):
     if callable(noise_variance):
       raise TypeError("A noise-variance function σ²(x) is fixed when the scorer is built: make_scorer(..., noise_variance=fn).")

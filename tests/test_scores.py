@@ -1,0 +1,339 @@
+"""Curiosity scores against their definitions computed the slow way (per-example gradients)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import curiojax
+from curiojax.losses import gaussian_nll, huber, squared_error
+
+N, D, OUT = 37, 3, 2
+
+
+def mlp_fn(params, x):
+  h = jnp.tanh(x @ params["w1"] + params["b1"])
+  return h @ params["w2"] + params["b2"]
+
+
+def _tree_like(key, params, scale=1.0, k=None):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  shape = lambda p: p.shape if k is None else (k,) + p.shape
+  return jax.tree.unflatten(treedef, [scale * jax.random.normal(kk, shape(p)) for kk, p in zip(keys, leaves)])
+
+
+def _mlp(out=OUT):
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = {"w1": jax.random.normal(k1, (D, 8)) / 2, "b1": jnp.full(8, 0.1),
+            "w2": jax.random.normal(k2, (8, out)) / 3, "b2": jnp.zeros(out)}
+  return mlp_fn, params
+
+
+class _Net(nnx.Module):
+  def __init__(self, rngs):
+    self.l1 = nnx.Linear(D, 8, rngs=rngs)
+    self.l2 = nnx.Linear(8, OUT, rngs=rngs)
+
+  def __call__(self, x):
+    return self.l2(nnx.relu(self.l1(x)) + 0.1 * jnp.sin(x[:, :1]))
+
+
+def _nnx():
+  return curiojax.nnx_model_fn(_Net(nnx.Rngs(1)))
+
+
+MODELS = {"mlp": _mlp, "nnx": _nnx}
+
+
+def _data(out=OUT, n=N):
+  kx, ky = jax.random.split(jax.random.key(2))
+  return jax.random.normal(kx, (n, D)), jax.random.normal(ky, (n, out))
+
+
+def _per_example_scores(model_fn, params, tangent, x, y, loss):
+  """The slow way: per-example parameter gradients dotted with τ."""
+  def ell(p, xi, yi):
+    return loss(model_fn(p, xi[None])[0], yi)
+  grads = jax.vmap(jax.grad(ell), in_axes=(None, 0, 0))(params, x, y)
+  return jax.vmap(lambda g: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(tangent))))(grads)
+
+
+def _per_example_jvp(model_fn, params, tangent, x):
+  """The slow way: per-example Jacobians ∂f(x)/∂θ contracted with τ."""
+  jac = jax.vmap(jax.jacrev(lambda p, xi: model_fn(p, xi[None])[0]), in_axes=(None, 0))(params, x)
+  return sum(jnp.einsum("no...,...->no", j, t) for j, t in zip(jax.tree.leaves(jac), jax.tree.leaves(tangent)))
+
+
+def _rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_labelled_heuristics_equal_per_example_gradients(model):
+  model_fn, params = MODELS[model]()
+  tangent = _tree_like(jax.random.key(3), params, 0.3)
+  x, y = _data()
+  for loss_name, loss in (("squared_error", squared_error), ("huber", huber())):
+    slow = _per_example_scores(model_fn, params, tangent, x, y, loss)
+    for h, f in (("signed", lambda c: c), ("squared", jnp.square), ("magnitude", jnp.abs)):
+      fast = curiojax.curiosity_scores(model_fn, params, tangent, x, y, heuristic=h, loss=loss_name, chunk_size=16)
+      assert fast.shape == (N,)
+      assert _rel(fast, f(slow)) <= 1e-4, (loss_name, h)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_jvp_equals_per_example_jacobian(model):
+  model_fn, params = MODELS[model]()
+  tangent = _tree_like(jax.random.key(4), params, 0.3)
+  x, _ = _data()
+  fast = curiojax.curiosity_scores(model_fn, params, tangent, x, heuristic="jvp", chunk_size=8)
+  assert fast.shape == (N, OUT)
+  assert _rel(fast, _per_example_jvp(model_fn, params, tangent, x)) <= 1e-4
+
+
+def _expected_squared_oracle(model_fn, params, tangent, x, sigma2):
+  """E_y[c²] for y ~ f + σε from per-example gradients: c is affine in y, so
+  E[c²] = c(f)² + Σ_o σ²_o (∂c/∂y_o)², both from the per-example-gradient score."""
+  def c(xi, yi):
+    return _per_example_scores(model_fn, params, tangent, xi[None], yi[None], squared_error)[0]
+  preds = model_fn(params, x)
+  c0 = jax.vmap(c)(x, preds)
+  dc = jax.vmap(jax.jacfwd(c, argnums=1))(x, preds)
+  return c0**2 + jnp.sum(sigma2 * dc**2, axis=-1)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_expected_squared_equals_expectation_of_per_example_score(model):
+  model_fn, params = MODELS[model]()
+  tangent = _tree_like(jax.random.key(5), params, 0.3)
+  x, _ = _data()
+  sigma2 = jnp.array([0.3, 1.7])  # per-output noise variance
+  fast = curiojax.curiosity_scores(model_fn, params, tangent, x, noise_variance=sigma2, chunk_size=16)
+  assert _rel(fast, _expected_squared_oracle(model_fn, params, tangent, x, sigma2)) <= 1e-4
+  # σ²(x) as a function of x, per example.
+  fn = lambda xb: 0.5 + xb[:, 0] ** 2
+  fast_fn = curiojax.make_scorer(model_fn, noise_variance=fn, chunk_size=16)(params, tangent, x)
+  oracle = _expected_squared_oracle(model_fn, params, tangent, x, 1.0) * fn(x)
+  assert _rel(fast_fn, oracle) <= 1e-4
+
+
+def test_expected_squared_monte_carlo():
+  """Loose check of E_y[c²] by sampling y ~ f + σε and per-example gradients."""
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(6), params, 0.3)
+  x, _ = _data(n=5)
+  sigma2, samples = 0.4, 20000
+  preds = model_fn(params, x)
+  eps = jax.random.normal(jax.random.key(7), (samples,) + preds.shape)
+  ys = preds + jnp.sqrt(sigma2) * eps
+  c = jax.vmap(lambda y: _per_example_scores(model_fn, params, tangent, x, y, squared_error))(ys)
+  mc = jnp.mean(c**2, axis=0)
+  fast = curiojax.curiosity_scores(model_fn, params, tangent, x, noise_variance=sigma2)
+  np.testing.assert_allclose(fast, mc, rtol=0.05)
+
+
+def test_gaussian_nll_expected_squared_is_exact_expectation():
+  """(μ, log v) model: E_y[c²] with y ~ N(μ, v), exact by 5-point Gauss-Hermite (c² is a
+  degree-4 polynomial in y), against per-example gradients at the nodes."""
+  model_fn, params = _mlp(out=2)
+  tangent = _tree_like(jax.random.key(8), params, 0.3)
+  x, _ = _data(n=11)
+  preds = model_fn(params, x)
+  t, w = np.polynomial.hermite.hermgauss(5)
+  ys = preds[None, :, 0] + np.sqrt(2.0) * t[:, None] * jnp.exp(0.5 * preds[None, :, 1])
+  c = jax.vmap(lambda y: _per_example_scores(model_fn, params, tangent, x, y, gaussian_nll))(ys)
+  oracle = jnp.sum(w[:, None] / np.sqrt(np.pi) * c**2, axis=0)
+  fast = curiojax.curiosity_scores(model_fn, params, tangent, x, loss="gaussian_nll")
+  assert _rel(fast, oracle) <= 1e-4
+
+
+def test_other_loss_expected_squared_by_quadrature_matches_monte_carlo():
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(9), params, 0.3)
+  x, _ = _data(n=4)
+  sigma2, samples = 2.0, 40000
+  preds = model_fn(params, x)
+  ys = preds + jnp.sqrt(sigma2) * jax.random.normal(jax.random.key(10), (samples,) + preds.shape)
+  c = jax.vmap(lambda y: _per_example_scores(model_fn, params, tangent, x, y, huber()))(ys)
+  fast = curiojax.curiosity_scores(model_fn, params, tangent, x, loss="huber", noise_variance=sigma2)
+  np.testing.assert_allclose(fast, jnp.mean(c**2, 0), rtol=0.05)
+  # A given E[∇ℓ∇ℓᵀ] is used as is: σ²I reproduces the squared-error score.
+  cov = curiojax.make_scorer(model_fn, loss="huber", gradient_covariance=lambda f: 0.7 * jnp.eye(OUT))
+  plain = curiojax.curiosity_scores(model_fn, params, tangent, x, noise_variance=0.7)
+  assert _rel(cov(params, tangent, x), plain) <= 1e-5
+
+
+def test_several_tangents_one_pass():
+  model_fn, params = _mlp()
+  tangents = _tree_like(jax.random.key(11), params, 0.3, k=3)
+  x, y = _data()
+  for h in ("signed", "expected_squared", "jvp"):
+    many = curiojax.curiosity_scores(model_fn, params, tangents, x, y, heuristic=h, chunk_size=16)
+    assert many.shape == ((N, 3) if h != "jvp" else (N, 3, OUT))
+    for j in range(3):
+      one = curiojax.curiosity_scores(model_fn, params, jax.tree.map(lambda t: t[j], tangents), x, y,
+                                      heuristic=h, chunk_size=16)
+      np.testing.assert_allclose(many[:, j], one, rtol=1e-5, atol=1e-7)
+
+
+def test_jvp_equals_finite_difference_retraining_on_ridge():
+  """J_x τ = d f(θ*(s), x)/ds: closed-form ridge θ*(s) = (ΦᵀΦ/n + sI)⁻¹Φᵀy/n retrained at s ± ε."""
+  rng = np.random.default_rng(0)
+  n, p, s, eps = 40, 5, 0.3, 1e-4
+  phi, y = rng.normal(size=(n, p)), rng.normal(size=n)
+  theta = lambda s: np.linalg.solve(phi.T @ phi / n + s * np.eye(p), phi.T @ y / n)
+  model_fn = lambda params, x: x @ params["w"]
+  params = {"w": jnp.asarray(theta(s), jnp.float32)}
+  loss = curiojax.prediction_loss(model_fn)
+  tangent = curiojax.exact_tangent(loss, params, {"x": jnp.asarray(phi, jnp.float32), "y": jnp.asarray(y, jnp.float32)},
+                                   regularizer=curiojax.l2(), strength=s, solver="dense")
+  pool = rng.normal(size=(300, p))
+  fd = pool @ (theta(s + eps) - theta(s - eps)) / (2 * eps)
+  fast = curiojax.curiosity_scores(model_fn, params, tangent, pool.astype(np.float32), heuristic="jvp", chunk_size=64)
+  assert _rel(fast, fd) <= 1e-4
+
+
+def test_chunking_and_buckets_reuse_one_compilation():
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(12), params, 0.3)
+  x, _ = _data(n=700)
+  scorer = curiojax.make_scorer(model_fn, chunk_size=64)
+  a = scorer(params, tangent, x[:300])  # 300 and 400 both pad to 512 = 64·2³
+  b = scorer(params, tangent, x[:400])
+  assert scorer.trace_count == 1
+  scorer(params, tangent, x[:700])  # next bucket: 1024
+  assert scorer.trace_count == 2
+  whole = curiojax.make_scorer(model_fn, chunk_size=4096)(params, tangent, x[:400])
+  np.testing.assert_allclose(b, whole, rtol=1e-6)
+  np.testing.assert_allclose(a, whole[:300], rtol=1e-6)
+  assert curiojax.scores.bucket_size(300, 64) == (512, 64)
+  assert curiojax.scores.bucket_size(5, 64) == (8, 8)
+  assert curiojax.scores.bucket_size(300, 64, bucket="chunk") == (320, 64)
+
+
+def test_million_point_pool_is_chunked_with_bounded_memory():
+  model_fn = lambda p, x: x @ p["w"] + p["b"]
+  params = {"w": jnp.array([1.0, -2.0, 0.5, 3.0]), "b": jnp.array(0.1)}
+  tangent = {"w": jnp.array([0.2, 0.1, -0.3, 0.05]), "b": jnp.array(-0.1)}
+  scorer = curiojax.make_scorer(model_fn, chunk_size=1 << 14)
+  temp = {}
+  for n in (1 << 16, 1 << 20):
+    mem = scorer.lower(params, tangent, jax.ShapeDtypeStruct((n, 4), jnp.float32)).compile().memory_analysis()
+    if mem is None:
+      pytest.skip("backend gives no memory analysis")
+    temp[n] = mem.temp_size_in_bytes
+  # Scratch memory is set by the chunk, not by the pool (a per-example anything would be ≥ 4 MB).
+  assert temp[1 << 20] <= temp[1 << 16] + 4096, temp
+  assert temp[1 << 20] < 4 * (1 << 20)
+  x = np.random.default_rng(0).normal(size=(1_000_000, 4)).astype(np.float32)
+  scores = scorer(params, tangent, x, noise_variance=0.5)
+  assert scores.shape == (1_000_000,)
+  sub = x[::9973]
+  np.testing.assert_allclose(np.asarray(scores)[::9973], 0.5 * (sub @ np.asarray(tangent["w"]) - 0.1) ** 2, rtol=1e-4)
+
+
+def test_noise_variance_from_residuals():
+  model_fn, params = _mlp()
+  x, y = _data()
+  r = np.asarray(model_fn(params, x) - y)
+  np.testing.assert_allclose(curiojax.noise_variance(model_fn, params, x, y), np.mean(r**2), rtol=1e-5)
+  np.testing.assert_allclose(curiojax.noise_variance(model_fn, params, x, y, per_output=True, ddof=2),
+                             np.sum(r**2, 0) / (N - 2), rtol=1e-5)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def setup():
+  model_fn, params = _mlp()
+  x, y = _data()
+  return model_fn, params, _tree_like(jax.random.key(13), params, 0.3), np.asarray(x), np.asarray(y)
+
+
+def test_nonfinite_pool_rows_raise_or_are_excluded(setup):
+  model_fn, params, tangent, x, y = setup
+  x = x.copy()
+  x[[3, 10, 11]] = np.nan
+  x[20, 1] = np.inf
+  with pytest.raises(ValueError, match=r"4 pool rows with NaN/Inf.*nonfinite='exclude'"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x)
+  s = curiojax.curiosity_scores(model_fn, params, tangent, x, nonfinite="exclude", chunk_size=8)
+  bad = np.zeros(N, bool)
+  bad[[3, 10, 11, 20]] = True
+  assert np.all(np.isneginf(np.asarray(s)[bad])) and np.all(np.isfinite(np.asarray(s)[~bad]))
+  clean = curiojax.curiosity_scores(model_fn, params, tangent, np.where(bad[:, None], 0, x))
+  np.testing.assert_allclose(np.asarray(s)[~bad], np.asarray(clean)[~bad], rtol=1e-6)
+  picked = curiojax.select_top_k(s, N - 4)
+  assert not set(picked.tolist()) & {3, 10, 11, 20}
+  with pytest.raises(ValueError, match="only 33 of 37"):
+    curiojax.select_top_k(s, N - 3)
+
+
+def test_nonfinite_labels(setup):
+  model_fn, params, tangent, x, y = setup
+  y = y.copy()
+  y[5, 0] = np.nan
+  with pytest.raises(ValueError, match="1 labels with NaN/Inf"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x, y, heuristic="signed")
+  s = curiojax.curiosity_scores(model_fn, params, tangent, x, y, heuristic="squared", nonfinite="exclude")
+  assert np.isneginf(np.asarray(s)[5]) and np.isfinite(np.asarray(s)[:5]).all()
+
+
+def test_bad_shapes_and_options(setup):
+  model_fn, params, tangent, x, y = setup
+  with pytest.raises(ValueError, match=r"feature shape \(5,\)"):
+    curiojax.curiosity_scores(model_fn, params, tangent, np.zeros((10, 5), np.float32))
+  scorer = curiojax.make_scorer(model_fn)
+  scorer(params, tangent, x)
+  with pytest.raises(ValueError, match=r"feature shape \(4,\).*last scored features of shape \(3,\)"):
+    scorer(params, tangent, np.zeros((10, 4), np.float32))
+  with pytest.raises(ValueError, match="empty"):
+    curiojax.curiosity_scores(model_fn, params, tangent, np.zeros((0, D), np.float32))
+  with pytest.raises(ValueError, match="y has 36 rows .* 37"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x, y[:-1], heuristic="signed")
+  with pytest.raises(ValueError, match="needs labels"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x, heuristic="signed")
+  with pytest.raises(ValueError, match="Unknown heuristic 'curious'"):
+    curiojax.make_scorer(model_fn, heuristic="curious")
+  with pytest.raises(TypeError, match="heuristic must be a string"):
+    curiojax.make_scorer(model_fn, heuristic=3)
+  with pytest.raises(ValueError, match="nonfinite"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x, nonfinite="ignore")
+  with pytest.raises(ValueError, match="same tree structure"):
+    curiojax.curiosity_scores(model_fn, params, {"w1": tangent["w1"]}, x)
+  with pytest.raises(ValueError, match="leading axis k"):
+    curiojax.curiosity_scores(model_fn, params, jax.tree.map(lambda t: t[..., None], tangent), x)
+  with pytest.raises(ValueError, match="non-finite entries"):
+    curiojax.curiosity_scores(model_fn, params, jax.tree.map(lambda t: t * jnp.nan, tangent), x)
+  with pytest.raises(ValueError, match="noise_variance must be finite"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x, noise_variance=-1.0)
+  with pytest.raises(ValueError, match="chunk_size"):
+    curiojax.make_scorer(model_fn, chunk_size=0)
+
+
+def test_float64_path_in_subprocess():
+  code = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np, curiojax
+    model_fn = lambda p, x: jnp.tanh(x @ p["w"]) @ p["v"]
+    p = {"w": jnp.linspace(-1, 1, 12).reshape(3, 4), "v": jnp.linspace(0.5, -0.5, 4)}
+    t = {"w": jnp.cos(jnp.arange(12.0)).reshape(3, 4), "v": jnp.sin(jnp.arange(4.0))}
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(50, 3))); y = jnp.sin(x[:, 0])
+    s = curiojax.curiosity_scores(model_fn, p, t, x, y, heuristic="signed", chunk_size=16)
+    g = jax.vmap(jax.grad(lambda p, xi, yi: 0.5 * (model_fn(p, xi[None])[0] - yi) ** 2), (None, 0, 0))(p, x, y)
+    slow = jnp.einsum("nij,ij->n", g["w"], t["w"]) + g["v"] @ t["v"]
+    assert s.dtype == jnp.float64, s.dtype
+    assert float(jnp.max(jnp.abs(s - slow))) < 1e-12 * float(jnp.max(jnp.abs(slow)))
+    print("ok")
+  """)
+  env = dict(os.environ, JAX_ENABLE_X64="1", XLA_FLAGS="")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
