@@ -1,0 +1,143 @@
+"""The curiojax command: outputs, one-line user errors, SIGKILL + --resume equals an uninterrupted run."""
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from curiojax.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.py")
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """Share compiled executables between the subprocesses (later runs skip most compiling)."""
+  ENV["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+  ENV["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  ENV["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  yield
+
+
+def _run(*args, cwd):
+  return subprocess.run([sys.executable, "-m", "curiojax", "run", *args], cwd=cwd, env=ENV,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _results(workdir):
+  with open(Path(workdir) / "results.csv") as f:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def _labelled(workdir):
+  meta = json.loads((Path(workdir) / "state.json").read_text())
+  return {(d["strategy"], d["split"]): d["labelled"] for d in meta["learners"]}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("ref") / "run"
+  proc = _run("--config", TINY, "--workdir", str(workdir), cwd=workdir.parent)
+  assert proc.returncode == 0, proc.stderr
+  return workdir, proc
+
+
+def test_run_writes_three_files_and_table(reference):
+  workdir, proc = reference
+  for name in ("results.csv", "summary.json", "learning_curve.png"):
+    assert (workdir / name).stat().st_size > 0
+  rows = _results(workdir)
+  assert len(rows) == 2 * 2 * 4  # strategies × splits × (rounds + 1)
+  assert {r["strategy"] for r in rows} == {"random", "curiosity"}
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert set(summary["random"]) >= {"mean_log_test_rmse", "final_test_rmse", "labels_used"}
+  assert (workdir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "mean log RMSE" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path):
+  ref_dir, _ = reference
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen([sys.executable, "-m", "curiojax", "run", "--config", TINY, "--workdir", str(workdir)],
+                          cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  state = workdir / "state.json"
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline:
+      try:
+        if json.loads(state.read_text())["unit"] >= 1:
+          break
+      except (OSError, ValueError, KeyError):
+        pass
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  unit = json.loads(state.read_text())["unit"]
+  assert 1 <= unit < 16, unit  # killed mid-run
+  resumed = _run("--resume", str(workdir), cwd=tmp_path)
+  assert resumed.returncode == 0, resumed.stderr
+  assert _results(workdir) == _results(ref_dir)
+  assert _labelled(workdir) == _labelled(ref_dir)
+  for labelled in _labelled(workdir).values():
+    assert len(labelled) == len(set(labelled)) == 50
+
+
+def _one_line_error(capsys, args, match):
+  rc = main(["run", *args])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2
+  assert err.count("\n") == 0 and err.startswith("curiojax: error:") and match in err, err
+  return err
+
+
+def test_user_errors_one_line(tmp_path, capsys):
+  ragged = tmp_path / "ragged"
+  ragged.mkdir()
+  (ragged / "data.txt").write_text("1 2 3\n4 5\n")
+  (ragged / "index_features.txt").write_text("0\n1\n")
+  (ragged / "index_target.txt").write_text("2\n")
+  nan = tmp_path / "nan.csv"
+  nan.write_text("a,y\n1,2\n3,nan\n4,5\n")
+  wd = ["--workdir", str(tmp_path / "out")]
+  cases = [
+    (["--config", TINY, "--config.strategies=random,oracle"], "Unknown strategy 'oracle'"),
+    (["--config", TINY, "--config.nope=3"], "unknown config field 'nope'"),
+    (["--config", TINY, "--config.rounds=many"], "bad value 'many'"),
+    (["--config", TINY, f"--config.dataset={ragged}"], "ragged row"),
+    (["--config", TINY, f"--config.dataset={nan}", "--config.target=y"], "NaN"),
+    (["--config", TINY, f"--config.dataset={tmp_path / 'missing'}"], "not found"),
+    (["--config", TINY, "--config.batch_size=5000"], "larger than the unlabelled pool"),
+    (["--config", str(tmp_path / "none.py")], "does not exist"),
+    (["--resume", str(tmp_path)], "no state.json"),
+  ]
+  for args, match in cases:
+    _one_line_error(capsys, [*args, *wd] if "--resume" not in args else args, match)
+  assert not (tmp_path / "out").exists()  # validated before anything was written
+
+
+def test_existing_run_is_never_overwritten(reference, capsys):
+  workdir, _ = reference
+  before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in workdir.iterdir()}
+  _one_line_error(capsys, ["--config", TINY, "--workdir", str(workdir)], "already holds a run")
+  _one_line_error(capsys, ["--resume", str(workdir), "--config.rounds=9"], "--resume continues")
+  after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in workdir.iterdir()}
+  assert before == after
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+  proc = _run("--config", TINY, "--config.no_such_field=1", cwd=tmp_path)
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+  assert "unknown config field 'no_such_field'" in proc.stderr
+  assert not (tmp_path / "curiojax_runs").exists()
