@@ -6,11 +6,16 @@ point would change the model. See ``README.md`` and the maths in ``docs``.
 """
 
 from curiojax.curvature import TangentSystem
+from curiojax.hypergradient import get_strength, hypergradient, set_strength, tune_strength, tunable_regularity_tangent
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.nnx_adapter import nnx_model_fn
 from curiojax.regularizers import L2, get_regularizer, group_l2, l2
 from curiojax.scores import HEURISTICS, Scorer, curiosity_scores, make_scorer, noise_variance
 from curiojax.select import select_top_k
+from curiojax.data import ArrayOracle, Dataset, load_dataset
+from curiojax.loop import ActiveLearner, Experiment, LearnerState, LoopOptions, run_active_learning
+from curiojax.models import ModelSpec, make_model, register_model
+from curiojax.train import Trainer, TrainOptions, TrainResult, train
 from curiojax.solvers import dense_curvature, exact_tangent, lissa, polish_tangent, relative_residual
 from curiojax.tangent import (
   RegularityTangentState,
@@ -28,12 +33,32 @@ import curiojax.baselines  # noqa: E402,F401  (registers variance/badge/lcmd/emc
 __version__ = "0.1.0"
 
 __all__ = [
+  "ActiveLearner",
+  "ArrayOracle",
+  "Dataset",
+  "Experiment",
+  "LearnerState",
+  "LoopOptions",
+  "ModelSpec",
+  "TrainOptions",
+  "TrainResult",
+  "Trainer",
+  "load_dataset",
+  "make_model",
+  "register_model",
+  "run_active_learning",
+  "train",
   "HEURISTICS",
   "Scorer",
   "curiosity_scores",
   "make_scorer",
   "noise_variance",
   "select_top_k",
+  "tunable_regularity_tangent",
+  "tune_strength",
+  "set_strength",
+  "hypergradient",
+  "get_strength",
   "L2",
   "LOSSES",
   "PredictionLoss",
