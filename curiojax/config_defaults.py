@@ -16,7 +16,7 @@ def get_config():
   config.dataset = "concrete"
   config.target = ""
   config.test_fraction = 0.2
-  config.num_splits = 3
+  config.num_splits = 5
   config.seed = 0
   # Active learning.
   config.strategies = ("random", "curiosity")
