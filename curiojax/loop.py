@@ -122,7 +122,7 @@ class LoopOptions:
       raise ValueError(f"stop_ratio must be in [0, 1), got {self.stop_ratio!r}.")
     if self.budget and self.budget < self.initial_size:
       raise ValueError(f"budget {self.budget} is smaller than initial_size {self.initial_size}.")
-    self.train_options  # validates the training fields
+    _ = self.train_options  # validates the training fields
 
   @property
   def train_options(self) -> TrainOptions:

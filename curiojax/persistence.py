@@ -22,7 +22,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
