@@ -195,12 +195,13 @@ class Scorer:
     m = n // chunk
     split = lambda a: None if a is None else a.reshape((m, chunk) + a.shape[1:])
 
-    def body(counts, inputs):
+    def body(_, inputs):
       xc, yc, vc = inputs
       scores, bad_x, bad_y = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
-      return counts + jnp.stack([bad_x, bad_y]), scores
+      return None, (scores, jnp.stack([bad_x, bad_y]))
 
-    counts, scores = jax.lax.scan(body, jnp.zeros(2, jnp.int32), (split(x), split(y), split(valid)))
+    _, (scores, counts) = jax.lax.scan(body, None, (split(x), split(y), split(valid)))
+    counts = jnp.sum(counts, axis=0)
     if axis_name is not None:
       counts = jax.lax.psum(counts, axis_name)
     return scores.reshape((n,) + scores.shape[2:]), counts
