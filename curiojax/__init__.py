@@ -7,6 +7,7 @@ point would change the model. See ``README.md`` and the maths in ``docs``.
 
 from curiojax.curvature import TangentSystem
 from curiojax.hypergradient import get_strength, hypergradient, set_strength, tune_strength, tunable_regularity_tangent
+from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.nnx_adapter import nnx_model_fn
 from curiojax.regularizers import L2, get_regularizer, group_l2, l2
@@ -44,6 +45,9 @@ __all__ = [
   "TrainResult",
   "Trainer",
   "load_dataset",
+  "loocv_grid",
+  "loocv_influence",
+  "loocv_linear",
   "make_model",
   "register_model",
   "run_active_learning",
@@ -60,6 +64,7 @@ __all__ = [
   "hypergradient",
   "get_strength",
   "L2",
+  "LeaveOneOut",
   "LOSSES",
   "PredictionLoss",
   "RegularityTangentState",
