@@ -135,9 +135,12 @@ def regularity_tangent(
   """
   regularizer = get_regularizer(regularizer)
   check_curvature(curvature)
-  if refresh_every < 1 or int(refresh_every) != refresh_every:
+  # Under optax.inject_hyperparams every numeric argument may arrive traced: check the
+  # concrete ones here, and keep the traced ones working (lax.cond, traced loop bounds).
+  if _is_concrete(refresh_every) and (refresh_every < 1 or int(refresh_every) != refresh_every):
     raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}.")
-  if tangent_learning_rate is not None and not tangent_learning_rate > 0:
+  every_step = _is_concrete(refresh_every) and refresh_every == 1
+  if _is_concrete(tangent_learning_rate) and tangent_learning_rate is not None and not tangent_learning_rate > 0:
     raise ValueError(f"tangent_learning_rate must be positive, got {tangent_learning_rate!r}.")
   for name, value in (("strength", strength), ("damping", damping)):
     if _is_concrete(value):
@@ -209,7 +212,7 @@ def regularity_tangent(
       step_size = jnp.asarray(tangent_learning_rate, dtype)
     else:
       due = (state.step_size == 0) | (refreshes % step_size_every == 0)
-      if refresh_every > 1:
+      if not every_step:
         due = due & (state.count % refresh_every == 0)
       step_size = jax.lax.cond(due, estimate_step_size, lambda _: state.step_size, None)
 
@@ -223,7 +226,7 @@ def regularity_tangent(
       grad = system.gradient(params, s, batch) if fused else params  # unused when not fused
       return grad, state.tangent, state.residual
 
-    if refresh_every == 1:
+    if every_step:
       grad, tangent, residual = refresh(None)
     else:
       grad, tangent, residual = jax.lax.cond(state.count % refresh_every == 0, refresh, keep, None)
