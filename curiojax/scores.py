@@ -30,7 +30,7 @@ is ever formed. The heuristics (``HEURISTICS``):
 Several tangents (leaves with a leading axis ``k``, from a vector of strengths) are one
 ``vmap`` of the JVP over ``k``: one pass, scores ``(n, k)``.
 
-Pools are padded to a size bucket (``chunk · 2^j``, per device) with a validity mask and
+Pools are padded to a size bucket (``chunk · 2^j · {1, 5/4, 6/4, 7/4}`` per device) with a validity mask and
 scored in fixed chunks by a ``lax.scan``: one compilation serves every pool size in a
 bucket, and memory is set by the chunk, not the pool. With a ``mesh`` the pool is sharded
 ``NamedSharding(mesh, P("data"))`` and each device scores its own rows (``shard_map``),
@@ -66,25 +66,37 @@ from curiojax.losses import Loss, gaussian_nll, get_loss, squared_error
 HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
 LABELLED_HEURISTICS = ("signed", "squared", "magnitude")
 NONFINITE = ("raise", "exclude")
-BUCKETS = ("pow2", "chunk")
+BUCKETS = ("geometric", "pow2", "chunk")
 
 
 def _next_pow2(n: int) -> int:
   return 1 << max(0, int(n) - 1).bit_length()
 
 
-def bucket_size(n: int, chunk_size: int, num_devices: int = 1, bucket: str = "pow2") -> tuple[int, int]:
+def _next_geometric(n: int) -> int:
+  """Smallest of ``2^j · {1, 5/4, 6/4, 7/4}`` (integers) that is ``≥ n``: four sizes per octave."""
+  if n <= 4:
+    return n
+  base = _next_pow2(n) // 2
+  return next(size for size in (base * q // 4 for q in (5, 6, 7, 8)) if size >= n)
+
+
+def bucket_size(n: int, chunk_size: int, num_devices: int = 1, bucket: str = "geometric") -> tuple[int, int]:
   """Padded pool size and chunk for ``n`` points: ``(padded_n, chunk)``.
 
   Per device ``m = ⌈n/D⌉`` rows; the chunk is ``min(chunk_size, 2^⌈log₂ m⌉)``; the number
-  of chunks is rounded up to a power of two (``bucket="pow2"``: at most 2× padding, few
-  compilations) or not at all (``"chunk"``: a multiple of the chunk).
+  of chunks is rounded up to one of four sizes per octave (``bucket="geometric"``, the
+  default: at most 25% padding, four compilations per doubling of the pool), to a power of
+  two (``"pow2"``: at most 2× padding, one compilation per doubling), or not at all
+  (``"chunk"``: a multiple of the chunk, one compilation per pool size in chunks).
   """
   per_device = -(-n // num_devices)
   chunk = min(chunk_size, _next_pow2(per_device))
   chunks = -(-per_device // chunk)
   if bucket == "pow2":
     chunks = _next_pow2(chunks)
+  elif bucket == "geometric":
+    chunks = _next_geometric(chunks)
   return num_devices * chunk * chunks, chunk
 
 
@@ -134,7 +146,7 @@ class Scorer:
     noise_variance: float | jax.Array | Callable | None = None,
     gradient_covariance: Callable | None = None,
     chunk_size: int = 4096,
-    bucket: str = "pow2",
+    bucket: str = "geometric",
     mesh: jax.sharding.Mesh | None = None,
     nonfinite: str = "raise",
     quadrature_points: int = 32,
@@ -433,7 +445,8 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
       :func:`noise_variance` for calibrated values).
     gradient_covariance: ``M(prediction) -> (p, p)``, ``E[∇_fℓ∇_fℓᵀ]`` for other losses.
     chunk_size: rows scored at once per device; memory scales with it, not with the pool.
-    bucket: ``"pow2"`` (pool padded to ``chunk·2^j``) or ``"chunk"`` (a multiple of chunk).
+    bucket: ``"geometric"`` (default; pool padded to ``chunk·2^j·{1, 5/4, 6/4, 7/4}``),
+      ``"pow2"`` (``chunk·2^j``) or ``"chunk"`` (a multiple of the chunk); see :func:`bucket_size`.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
       pool is sharded over it, params and tangent replicated.
     nonfinite: ``"raise"`` or ``"exclude"`` for NaN/Inf pool rows or labels.

@@ -59,8 +59,8 @@ def test_sharded_scores_equal_single_device():
     scorer = curiojax.make_scorer(mlp_fn, heuristic=h, chunk_size=16, mesh=mesh)
     sharded = scorer(params, tangent, x, y)
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), rtol=1e-5, atol=1e-7)
-  # 300 rows over 8 devices: 38 per device, chunk 16, 4 chunks each: padded pool 512.
-  assert curiojax.scores.bucket_size(300, 16, DEVICES) == (512, 16)
+  # 300 rows over 8 devices: 38 per device, chunk 16, 3 chunks each: padded pool 384.
+  assert curiojax.scores.bucket_size(300, 16, DEVICES) == (384, 16)
   assert len(sharded.sharding.device_set) == DEVICES
   # Non-finite rows are counted across devices.
   bad = np.asarray(x).copy()
