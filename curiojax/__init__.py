@@ -8,7 +8,9 @@ point would change the model. See ``README.md`` and the maths in ``docs``.
 from curiojax.curvature import TangentSystem
 from curiojax.hypergradient import get_strength, hypergradient, set_strength, tune_strength, tunable_regularity_tangent
 from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear
+from curiojax.hierarchical import hierarchical_l2, hierarchical_model_fn, hierarchical_params, per_user_scores, split_user, with_user
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
+from curiojax.multi import adjoint_curiosities, layer_groups, per_example_gradients, signed_curiosities
 from curiojax.nnx_adapter import nnx_model_fn
 from curiojax.regularizers import L2, get_regularizer, group_l2, l2
 from curiojax.scores import HEURISTICS, Scorer, curiosity_scores, make_scorer, noise_variance
@@ -35,6 +37,16 @@ import curiojax.baselines  # noqa: E402,F401  (registers variance/badge/lcmd/emc
 __version__ = "0.1.0"
 
 __all__ = [
+  "adjoint_curiosities",
+  "hierarchical_l2",
+  "hierarchical_model_fn",
+  "hierarchical_params",
+  "layer_groups",
+  "per_example_gradients",
+  "per_user_scores",
+  "signed_curiosities",
+  "split_user",
+  "with_user",
   "ActiveLearner",
   "ArrayOracle",
   "Dataset",
