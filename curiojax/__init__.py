@@ -7,7 +7,7 @@ point would change the model. See ``README.md`` and the maths in ``docs``.
 
 from curiojax.curvature import TangentSystem
 from curiojax.hypergradient import get_strength, hypergradient, set_strength, tune_strength, tunable_regularity_tangent
-from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear
+from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear, polynomial_features, ridge_fit
 from curiojax.hierarchical import hierarchical_l2, hierarchical_model_fn, hierarchical_params, per_user_scores, split_user, with_user
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.multi import adjoint_curiosities, layer_groups, per_example_gradients, signed_curiosities
@@ -61,6 +61,8 @@ __all__ = [
   "loocv_grid",
   "loocv_influence",
   "loocv_linear",
+  "polynomial_features",
+  "ridge_fit",
   "make_model",
   "register_model",
   "run_active_learning",

@@ -96,6 +96,27 @@ def _svd(features, y):
   return u, sv, u.T @ y2, y2
 
 
+def polynomial_features(x, degree: int) -> jax.Array:
+  """``[1, x, x², …, x^degree]`` for a 1-D ``x`` (or ``(n, 1)``), shape ``(n, degree + 1)``."""
+  x = jnp.asarray(x)
+  if x.ndim == 2 and x.shape[1] == 1:
+    x = x[:, 0]
+  if x.ndim != 1:
+    raise ValueError(f"x must be 1-D (or (n, 1)), got shape {x.shape}.")
+  if int(degree) != degree or degree < 0:
+    raise ValueError(f"degree must be a non-negative integer, got {degree!r}.")
+  return jnp.stack([x**k for k in range(int(degree) + 1)], axis=1)
+
+
+def ridge_fit(features, y, strength, *, log_strength: bool = False) -> jax.Array:
+  """``θ*(s) = (ΦᵀΦ + nsI)⁻¹Φᵀy``: the minimiser of ``mean ½(φᵀθ − y)² + s·½‖θ‖²`` (via SVD)."""
+  features, y = _check_features(features, y)
+  alpha = _alphas(strength, features.shape[0], log_strength, features.dtype)
+  u, sv, vt = jnp.linalg.svd(features, full_matrices=False)
+  coef = (sv / (sv**2 + alpha))[:, None] * (u.T @ y.reshape(y.shape[0], -1))
+  return (vt.T @ coef).reshape((features.shape[1],) + y.shape[1:])
+
+
 def loocv_linear(features, y, strength, *, log_strength: bool = False) -> LeaveOneOut:
   """Closed-form leave-one-out for ridge on features ``Φ`` (mean convention).
 

@@ -160,3 +160,14 @@ def test_bad_inputs():
     curiojax.loocv_influence(loss, jnp.zeros(6), phi, y, correction="exact")
   with pytest.raises(TypeError, match="prediction_loss"):
     curiojax.loocv_influence(lambda p, x, y: 0.0, jnp.zeros(6), phi, y)
+
+
+def test_ridge_fit_and_polynomial_features():
+  x, phi, y = _poly_data(seed=5)
+  np.testing.assert_allclose(curiojax.polynomial_features(x, 5), phi, rtol=1e-5, atol=1e-6)
+  s = 1e-2
+  expected = np.linalg.solve(phi.T @ phi / len(y) + s * np.eye(6), phi.T @ y / len(y))
+  np.testing.assert_allclose(curiojax.ridge_fit(phi, y, s), expected, rtol=1e-3, atol=1e-5)
+  np.testing.assert_allclose(curiojax.ridge_fit(phi, y, np.log(s), log_strength=True), expected, rtol=1e-3, atol=1e-5)
+  with pytest.raises(ValueError, match="degree"):
+    curiojax.polynomial_features(x, -1)
