@@ -52,7 +52,7 @@ def hierarchical_params(base_params, num_users: int, *, key: jax.Array | None = 
   if key is not None and scale:
     leaves, treedef = jax.tree.flatten(zeros)
     keys = jax.random.split(key, len(leaves))
-    zeros = treedef.unflatten([scale * jax.random.normal(k, z.shape, z.dtype) for k, z in zip(keys, leaves)])
+    zeros = treedef.unflatten([scale * jax.random.normal(k, z.shape, z.dtype) for k, z in zip(keys, leaves, strict=True)])
   return {"shared": base_params, "users": zeros}
 
 

@@ -60,10 +60,10 @@ def _tangent_count(params, tangent) -> int | None:
       "tangent and params have different tree structures:\n"
       f"  tangent: {jax.tree.structure(tangent)}\n  params:  {jax.tree.structure(params)}"
     )
-  if all(jnp.shape(t) == jnp.shape(p) for p, t in zip(p_leaves, t_leaves)):
+  if all(jnp.shape(t) == jnp.shape(p) for p, t in zip(p_leaves, t_leaves, strict=True)):
     return None
-  ks = {jnp.shape(t)[0] for p, t in zip(p_leaves, t_leaves) if jnp.shape(t)[1:] == jnp.shape(p)}
-  if len(ks) == 1 and all(jnp.ndim(t) == jnp.ndim(p) + 1 for p, t in zip(p_leaves, t_leaves)):
+  ks = {jnp.shape(t)[0] for p, t in zip(p_leaves, t_leaves, strict=True) if jnp.shape(t)[1:] == jnp.shape(p)}
+  if len(ks) == 1 and all(jnp.ndim(t) == jnp.ndim(p) + 1 for p, t in zip(p_leaves, t_leaves, strict=True)):
     return ks.pop()
   raise ValueError(
     "tangent leaves must be shaped like params (one tangent) or carry one leading axis k "

@@ -72,7 +72,7 @@ def test_forward_is_the_per_example_gradient_dot_tangent():
   grads = curiojax.per_example_gradients(LOSS, params, x[:6], y[:6])
   flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]
   g = jax.vmap(flat)(grads)
-  expected = jnp.stack([g @ flat(jax.tree.map(lambda t: t[k], tau)) for k in range(2)], 1)
+  expected = jnp.stack([g @ flat(jax.tree.map(lambda t, k=k: t[k], tau)) for k in range(2)], 1)
   np.testing.assert_allclose(curiojax.signed_curiosities(LOSS, params, tau, x[:6], y[:6]), expected, rtol=1e-4, atol=1e-7)
   one = jax.tree.map(lambda t: t[0], tau)
   np.testing.assert_allclose(curiojax.signed_curiosities(LOSS, params, one, x[:6], y[:6]), expected[:, 0], rtol=1e-4, atol=1e-7)

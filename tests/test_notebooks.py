@@ -6,7 +6,6 @@ as ``pytest --nbmake`` would. Each saved PNG must be non-trivial: over 5 kB and 
 colour.
 """
 
-import os
 import time
 from pathlib import Path
 
@@ -34,13 +33,15 @@ def test_notebook_is_colab_ready_and_clean(name):
   nb = _load(name)
   first = nb.cells[0]
   assert first.cell_type == "markdown"
-  assert f"colab.research.google.com/github/curiojax/curiojax/blob/main/notebooks/{name}.ipynb" in first.source
+  badge = f"colab.research.google.com/github/curiojax/curiojax/blob/main/notebooks/{name}.ipynb"
+  assert badge in first.source
   install = nb.cells[1]
   assert install.cell_type == "code" and "pip install" in install.source
   assert "skip-execution" in install.metadata.get("tags", [])
   code = [c for c in nb.cells if c.cell_type == "code"]
   for cell in code:
-    assert not cell.get("outputs") and cell.get("execution_count") is None, f"{name}: committed outputs"
+    assert not cell.get("outputs"), f"{name}: committed outputs"
+    assert cell.get("execution_count") is None, f"{name}: committed execution counts"
   source = "\n".join(c.source for c in code)
   assert 'os.environ.get("CURIOJAX_FAST", "0") == "1"' in source
   assert "import curiojax" in source
