@@ -37,7 +37,7 @@ def init(key):
   k = jax.random.split(key, 3)
   dims = [(FEATURES, WIDTH), (WIDTH, WIDTH), (WIDTH, 1)]
   params = {}
-  for i, (kk, (a, b)) in enumerate(zip(k, dims), start=1):
+  for i, (kk, (a, b)) in enumerate(zip(k, dims, strict=False), start=1):
     params[f"w{i}"] = jax.random.normal(kk, (a, b)) * np.sqrt(2.0 / a)
     params[f"b{i}"] = jnp.zeros(b)
   return params
@@ -63,7 +63,7 @@ def per_example_gradient_scores(model_fn, chunk):
   def scores(params, tangent, x, y):
     def one(xy):
       g = jax.grad(ell)(params, *xy)
-      return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(tangent)))
+      return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(tangent), strict=False))
 
     return jax.lax.map(one, (x, y), batch_size=chunk)  # vmapped per-example grads, chunk at a time
 
@@ -122,8 +122,10 @@ def main():
     if mem is None:
       print("memory analysis not available on this backend")
       break
-    print(f"10^6 pool, {label:12s}: compiled scratch {mem.temp_size_in_bytes / 2**20:9.1f} MiB, "
-          f"output {mem.output_size_in_bytes / 2**20:.1f} MiB, pool argument {mem.argument_size_in_bytes / 2**20:.1f} MiB")
+    print(
+      f"10^6 pool, {label:12s}: compiled scratch {mem.temp_size_in_bytes / 2**20:9.1f} MiB, "
+      f"output {mem.output_size_in_bytes / 2**20:.1f} MiB, pool argument {mem.argument_size_in_bytes / 2**20:.1f} MiB"
+    )
   print(f"10^6 pool, per-example gradients would hold {big * n_params * 4 / 2**30:.0f} GiB")
   xb = jax.random.normal(jax.random.key(2), (big, FEATURES))
   t_big = timeit(lambda: unlabelled(params, tangent, xb), 1)

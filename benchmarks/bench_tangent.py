@@ -23,8 +23,10 @@ import curiojax
 
 def mlp_init(key, sizes):
   keys = jax.random.split(key, len(sizes) - 1)
-  return [{"w": jax.random.normal(k, (a, b)) * np.sqrt(2.0 / a), "b": jnp.zeros(b)}
-          for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+  return [
+    {"w": jax.random.normal(k, (a, b)) * np.sqrt(2.0 / a), "b": jnp.zeros(b)}
+    for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
+  ]
 
 
 def mlp(params, x):
@@ -71,11 +73,25 @@ def main():
   base = optax.chain(optax.add_decayed_weights(1e-3), adam)
   configs = {
     "baseline (no tangent)": (base, False),
-    "gauss_newton, every step": (optax.chain(curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3), adam), True),
+    "gauss_newton, every step": (
+      optax.chain(curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3), adam),
+      True,
+    ),
     "hessian, every step": (optax.chain(curiojax.regularity_tangent("l2", 1e-3, damping=1e-3), adam), True),
-    "gauss_newton, every 8 steps": (optax.chain(curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3, refresh_every=8), adam), True),
-    "hessian, every 8 steps": (optax.chain(curiojax.regularity_tangent("l2", 1e-3, damping=1e-3, refresh_every=8), adam), True),
-    "gauss_newton, every step, grads given (unfused)": (optax.chain(curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3), adam), False),
+    "gauss_newton, every 8 steps": (
+      optax.chain(
+        curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3, refresh_every=8), adam
+      ),
+      True,
+    ),
+    "hessian, every 8 steps": (
+      optax.chain(curiojax.regularity_tangent("l2", 1e-3, damping=1e-3, refresh_every=8), adam),
+      True,
+    ),
+    "gauss_newton, every step, grads given (unfused)": (
+      optax.chain(curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3), adam),
+      False,
+    ),
   }
   runners = {}
   for name, (tx, fused) in configs.items():
@@ -90,8 +106,10 @@ def main():
       entry[1] = jax.block_until_ready(run(*carry, xs, ys))  # training continues across blocks
       times[name].append((time.perf_counter() - t0) / block)
   base_t = np.median(times["baseline (no tangent)"])
-  print(f"device: {jax.devices()[0].platform}, MLP {args.inputs}-512-512-1, batch 256, Adam, "
-        f"{block} steps x {repeats} repeats (median)")
+  print(
+    f"device: {jax.devices()[0].platform}, MLP {args.inputs}-512-512-1, batch 256, Adam, "
+    f"{block} steps x {repeats} repeats (median)"
+  )
   print(f"{'configuration':50s} {'ms/step':>9s} {'ratio':>7s}")
   for name in configs:
     t = np.median(times[name])

@@ -16,16 +16,16 @@ def get_config():
   c.fast = False
   c.report_only = False  # True: tabulate the saved results only
   # any folder in the UCI layout, or "friedman1" (generated into friedman_dir on first use)
-  c.datasets = tuple(os.path.join(UCI, d) for d in
-                     ("concrete", "energy", "power-plant", "wine-quality-red", "yacht")) + ("friedman1",)
+  c.datasets = tuple(
+    os.path.join(UCI, d) for d in ("concrete", "energy", "power-plant", "wine-quality-red", "yacht")
+  ) + ("friedman1",)
   c.friedman_dir = os.path.expanduser("~/.cache/curiojax/friedman1")
   c.friedman_rows = 25_000
   c.max_rows = 0  # 0: all rows
   c.splits = (0, 1, 2, 3, 4)
   c.strategies = ("random", "variance", "emcm", "badge", "lcmd", "curiosity", "curiosity_diverse")
   # curiosity_diverse: fixed before the final run on Friedman #1 splits 100-101 (docs/benchmark.md)
-  c.strategy_kwargs = ml_collections.ConfigDict(
-    {"curiosity_diverse": {"gamma": 1.0, "noise": 0.1}})
+  c.strategy_kwargs = ml_collections.ConfigDict({"curiosity_diverse": {"gamma": 1.0, "noise": 0.1}})
   # protocol
   c.n_valid, c.n_initial, c.max_pool = 256, 64, 20_000
   c.rounds, c.batch_size = 12, 32

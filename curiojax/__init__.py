@@ -5,20 +5,27 @@ model trains; ``J_x τ`` over a pool (one forward-mode JVP) scores how much labe
 point would change the model. See ``README.md`` and the maths in ``docs``.
 """
 
+import curiojax.baselines  # noqa: E402,F401  (registers variance/badge/lcmd/emcm/curiosity_diverse)
 from curiojax.curvature import TangentSystem
-from curiojax.hypergradient import get_strength, hypergradient, set_strength, tune_strength, tunable_regularity_tangent
+from curiojax.data import ArrayOracle, Dataset, load_dataset
+from curiojax.hierarchical import (
+  hierarchical_l2,
+  hierarchical_model_fn,
+  hierarchical_params,
+  per_user_scores,
+  split_user,
+  with_user,
+)
+from curiojax.hypergradient import get_strength, hypergradient, set_strength, tunable_regularity_tangent, tune_strength
 from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear, polynomial_features, ridge_fit
-from curiojax.hierarchical import hierarchical_l2, hierarchical_model_fn, hierarchical_params, per_user_scores, split_user, with_user
+from curiojax.loop import ActiveLearner, Experiment, LearnerState, LoopOptions, run_active_learning
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
+from curiojax.models import ModelSpec, make_model, register_model
 from curiojax.multi import adjoint_curiosities, layer_groups, per_example_gradients, signed_curiosities
 from curiojax.nnx_adapter import nnx_model_fn
 from curiojax.regularizers import L2, get_regularizer, group_l2, l2
 from curiojax.scores import HEURISTICS, Scorer, curiosity_scores, make_scorer, noise_variance
 from curiojax.select import select_top_k
-from curiojax.data import ArrayOracle, Dataset, load_dataset
-from curiojax.loop import ActiveLearner, Experiment, LearnerState, LoopOptions, run_active_learning
-from curiojax.models import ModelSpec, make_model, register_model
-from curiojax.train import Trainer, TrainOptions, TrainResult, train
 from curiojax.sharding import data_mesh, make_data_parallel_step
 from curiojax.solvers import dense_curvature, exact_tangent, lissa, polish_tangent, relative_residual
 from curiojax.tangent import (
@@ -31,8 +38,7 @@ from curiojax.tangent import (
   tangent_diagnostics,
   tangent_of,
 )
-
-import curiojax.baselines  # noqa: E402,F401  (registers variance/badge/lcmd/emcm/curiosity_diverse)
+from curiojax.train import Trainer, TrainOptions, TrainResult, train
 
 __version__ = "0.1.0"
 

@@ -145,8 +145,11 @@ def _scale(fp, mp, fl, ml):
   """Scale features so the labelled points' mean kernel diagonal is 1 (bmdal's ``scale``)."""
   diag_l = jnp.sum(fl * fl, 1)
   diag_p = jnp.sum(fp * fp, 1)
-  mean = jnp.where(jnp.any(ml), jnp.sum(jnp.where(ml, diag_l, 0)) / jnp.maximum(jnp.sum(ml), 1),
-                   jnp.sum(jnp.where(mp, diag_p, 0)) / jnp.maximum(jnp.sum(mp), 1))
+  mean = jnp.where(
+    jnp.any(ml),
+    jnp.sum(jnp.where(ml, diag_l, 0)) / jnp.maximum(jnp.sum(ml), 1),
+    jnp.sum(jnp.where(mp, diag_p, 0)) / jnp.maximum(jnp.sum(mp), 1),
+  )
   s = 1.0 / jnp.sqrt(jnp.maximum(mean, 1e-30))
   return fp * s, fl * s
 
@@ -278,8 +281,7 @@ class CuriosityDiverseStrategy(_Sketched):
     dim, chunk_size: as for the sketch.
   """
 
-  def __init__(self, gamma: float = 1.0, noise: float = 0.1, dim: int = 512,
-               chunk_size: int = 2048):
+  def __init__(self, gamma: float = 1.0, noise: float = 0.1, dim: int = 512, chunk_size: int = 2048):
     super().__init__(dim, chunk_size)
     if gamma < 0 or not noise > 0:
       raise ValueError(f"need gamma >= 0 and noise > 0, got gamma={gamma}, noise={noise}.")
@@ -298,5 +300,4 @@ class CuriosityDiverseStrategy(_Sketched):
     return _finish(idx, ctx, batch_size)
 
 
-__all__ = ["BadgeStrategy", "CuriosityDiverseStrategy", "EMCMStrategy", "LCMDStrategy",
-           "VarianceStrategy"]
+__all__ = ["BadgeStrategy", "CuriosityDiverseStrategy", "EMCMStrategy", "LCMDStrategy", "VarianceStrategy"]

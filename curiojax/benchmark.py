@@ -76,8 +76,13 @@ def friedman1(n: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np
   """
   rng = np.random.default_rng(seed)
   x = rng.uniform(size=(n, 10))
-  y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
-       + 5 * x[:, 4] + noise * rng.normal(size=n))
+  y = (
+    10 * np.sin(np.pi * x[:, 0] * x[:, 1])
+    + 20 * (x[:, 2] - 0.5) ** 2
+    + 10 * x[:, 3]
+    + 5 * x[:, 4]
+    + noise * rng.normal(size=n)
+  )
   return x, y
 
 
@@ -110,9 +115,19 @@ class Split:
   standard: bool  # the exact protocol (False: the small-data fallback was used)
 
 
-def make_split(x, y, seed: int, *, test_fraction: float = 0.2, n_valid: int = 256,
-               n_initial: int = 64, max_pool: int = 20_000, rounds: int = 12,
-               batch_size: int = 32, clip: float = 5.0) -> Split:
+def make_split(
+  x,
+  y,
+  seed: int,
+  *,
+  test_fraction: float = 0.2,
+  n_valid: int = 256,
+  n_initial: int = 64,
+  max_pool: int = 20_000,
+  rounds: int = 12,
+  batch_size: int = 32,
+  clip: float = 5.0,
+) -> Split:
   """Split, standardise and soft-clip as in the protocol (module docstring)."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   if x.ndim != 2 or y.shape != (len(x),):
@@ -129,9 +144,9 @@ def make_split(x, y, seed: int, *, test_fraction: float = 0.2, n_valid: int = 25
       raise ValueError(f"{n} rows are too few for {rounds} rounds of active learning.")
   perm = np.random.default_rng(seed).permutation(n)
   i_test = perm[:n_test]
-  i_valid = perm[n_test:n_test + n_valid]
-  i_init = perm[n_test + n_valid:n_test + n_valid + n_initial]
-  i_pool = perm[n_test + n_valid + n_initial:][:max_pool]
+  i_valid = perm[n_test : n_test + n_valid]
+  i_init = perm[n_test + n_valid : n_test + n_valid + n_initial]
+  i_pool = perm[n_test + n_valid + n_initial :][:max_pool]
   ref = np.concatenate([i_init, i_pool])
   mean, std = x[ref].mean(0), x[ref].std(0)
   keep = std > 0
@@ -139,8 +154,19 @@ def make_split(x, y, seed: int, *, test_fraction: float = 0.2, n_valid: int = 25
   xs = clip * np.tanh(xs / clip)
   ys = (y - y[ref].mean()) / y[ref].std()
   f = lambda a: np.asarray(a, np.float32)
-  return Split(f(xs[i_test]), f(ys[i_test]), f(xs[i_valid]), f(ys[i_valid]), f(xs[i_init]),
-               f(ys[i_init]), f(xs[i_pool]), f(ys[i_pool]), batch_size, rounds, standard)
+  return Split(
+    f(xs[i_test]),
+    f(ys[i_test]),
+    f(xs[i_valid]),
+    f(ys[i_valid]),
+    f(xs[i_init]),
+    f(ys[i_init]),
+    f(xs[i_pool]),
+    f(ys[i_pool]),
+    batch_size,
+    rounds,
+    standard,
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,15 +181,16 @@ class NTKMLP:
   forming them (the gradient of layer ``l`` is the outer product ``u_l ⊗ δ_l``).
   """
 
-  def __init__(self, hidden: Sequence[int] = (512, 512), sigma_w: float = 0.2,
-               sigma_b: float = 0.2):
+  def __init__(self, hidden: Sequence[int] = (512, 512), sigma_w: float = 0.2, sigma_b: float = 0.2):
     self.hidden, self.sigma_w, self.sigma_b = tuple(hidden), float(sigma_w), float(sigma_b)
 
   def init(self, key, d_in: int):
     sizes = (d_in, *self.hidden, 1)
     keys = jax.random.split(key, len(sizes) - 1)
-    return [{"w": jax.random.normal(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
-            for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)]
+    return [
+      {"w": jax.random.normal(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
+      for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
+    ]
 
   def __call__(self, params, x):
     h = x
@@ -205,8 +232,9 @@ def _rmse(model, params, x, y):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "epochs", "batch_size", "lr"))
-def train(model, key, x_lab, y_lab, n_lab, x_valid, y_valid, *, epochs: int = 256,
-          batch_size: int = 256, lr: float = 0.375):
+def train(
+  model, key, x_lab, y_lab, n_lab, x_valid, y_valid, *, epochs: int = 256, batch_size: int = 256, lr: float = 0.375
+):
   """Train from scratch on the first ``n_lab`` rows of the padded labelled arrays.
 
   One jitted ``lax.scan`` over epochs; each epoch takes ``⌊n/b⌋`` minibatches of ``b =
@@ -281,9 +309,17 @@ def posthoc_tangent(model, params, x_lab, y_lab, n_lab, strength, *, maxiter: in
 
   loss = prediction_loss(model)
   weights = (jnp.arange(x_lab.shape[0]) < n_lab).astype(x_lab.dtype)
-  return exact_tangent(loss, params, dict(x=x_lab, y=y_lab, weights=weights), regularizer=l2(),
-                       strength=strength, curvature="gauss_newton", solver="cg", tol=1e-5,
-                       maxiter=maxiter)
+  return exact_tangent(
+    loss,
+    params,
+    dict(x=x_lab, y=y_lab, weights=weights),
+    regularizer=l2(),
+    strength=strength,
+    curvature="gauss_newton",
+    solver="cg",
+    tol=1e-5,
+    maxiter=maxiter,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -296,9 +332,20 @@ def _noise_variance(model, params, x_lab, y_lab, n_lab):
 # Active-learning runs
 
 
-def run_strategy(model, split: Split, name: str, *, seed: int, initial_params, epochs: int,
-                 train_batch: int, lr: float, tangent_strength: float, tangent_maxiter: int,
-                 strategy_kwargs: dict | None = None) -> dict:
+def run_strategy(
+  model,
+  split: Split,
+  name: str,
+  *,
+  seed: int,
+  initial_params,
+  epochs: int,
+  train_batch: int,
+  lr: float,
+  tangent_strength: float,
+  tangent_maxiter: int,
+  strategy_kwargs: dict | None = None,
+) -> dict:
   """One strategy on one split: ``rounds`` acquisitions, retraining from scratch after each.
 
   Returns:
@@ -325,24 +372,38 @@ def run_strategy(model, split: Split, name: str, *, seed: int, initial_params, e
     t0 = time.perf_counter()
     tangent = None
     if needs_tangent:
-      tangent = posthoc_tangent(model, params, x_lab, y_lab, n, jnp.float32(tangent_strength),
-                                maxiter=tangent_maxiter)
+      tangent = posthoc_tangent(model, params, x_lab, y_lab, n, jnp.float32(tangent_strength), maxiter=tangent_maxiter)
     ctx = SelectionContext(
-      model_fn=model, params=params, tangent=tangent, x_labelled=x_lab[:n], y_labelled=y_lab[:n],
-      x_pool=split.x_pool[remaining], key=jax.random.fold_in(jax.random.key(seed + 7919), r),
-      noise_variance=float(_noise_variance(model, params, x_lab, y_lab, n)))
+      model_fn=model,
+      params=params,
+      tangent=tangent,
+      x_labelled=x_lab[:n],
+      y_labelled=y_lab[:n],
+      x_pool=split.x_pool[remaining],
+      key=jax.random.fold_in(jax.random.key(seed + 7919), r),
+      noise_variance=float(_noise_variance(model, params, x_lab, y_lab, n)),
+    )
     picked = np.asarray(strategy.select(ctx, b))
     select_s.append(time.perf_counter() - t0)
     chosen = remaining[picked]
-    x_lab[n:n + b], y_lab[n:n + b] = split.x_pool[chosen], split.y_pool[chosen]
+    x_lab[n : n + b], y_lab[n : n + b] = split.x_pool[chosen], split.y_pool[chosen]
     remaining = np.delete(remaining, picked)
     t0 = time.perf_counter()
-    params, _ = train(model, jax.random.fold_in(key, r), x_lab, y_lab, n + b, split.x_valid,
-                      split.y_valid, epochs=epochs, batch_size=train_batch, lr=lr)
+    params, _ = train(
+      model,
+      jax.random.fold_in(key, r),
+      x_lab,
+      y_lab,
+      n + b,
+      split.x_valid,
+      split.y_valid,
+      epochs=epochs,
+      batch_size=train_batch,
+      lr=lr,
+    )
     rmse.append(float(test_rmse(model, params, split.x_test, split.y_test)))
     train_s.append(time.perf_counter() - t0)
-  return dict(rmse=rmse, select_s=select_s, train_s=train_s, batch_size=b, n_initial=n0,
-              standard=split.standard)
+  return dict(rmse=rmse, select_s=select_s, train_s=train_s, batch_size=b, n_initial=n0, standard=split.standard)
 
 
 def initial_model(model, split: Split, *, seed: int, epochs: int, train_batch: int, lr: float):
@@ -351,8 +412,18 @@ def initial_model(model, split: Split, *, seed: int, epochs: int, train_batch: i
   x_lab = np.zeros((n_max, split.x_initial.shape[1]), np.float32)
   y_lab = np.zeros(n_max, np.float32)
   x_lab[:n0], y_lab[:n0] = split.x_initial, split.y_initial
-  params, _ = train(model, jax.random.fold_in(jax.random.key(seed), 0), x_lab, y_lab, n0,
-                    split.x_valid, split.y_valid, epochs=epochs, batch_size=train_batch, lr=lr)
+  params, _ = train(
+    model,
+    jax.random.fold_in(jax.random.key(seed), 0),
+    x_lab,
+    y_lab,
+    n0,
+    split.x_valid,
+    split.y_valid,
+    epochs=epochs,
+    batch_size=train_batch,
+    lr=lr,
+  )
   return params
 
 
@@ -376,21 +447,27 @@ def summarise(results: dict[str, dict[str, dict[int, dict]]], reference: str = "
       se = lambda a: float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
       paired = [k for k in splits if k in ref]
       diff = np.array([metric(by_split[k]["rmse"]) - metric(ref[k]["rmse"]) for k in paired])
-      rows.append(dict(
-        dataset=ds, strategy=name, n=len(splits), mean=float(m.mean()), se=se(m),
-        delta=float(diff.mean()) if len(diff) else float("nan"),
-        delta_se=se(diff) if len(diff) else float("nan"),
-        # median over rounds (round 1 includes compilation), then mean over splits
-        select_s=float(np.mean([np.median(by_split[k]["select_s"]) for k in splits])),
-        standard=all(by_split[k].get("standard", True) for k in splits),
-        batch_size=by_split[splits[0]].get("batch_size")))
+      rows.append(
+        dict(
+          dataset=ds,
+          strategy=name,
+          n=len(splits),
+          mean=float(m.mean()),
+          se=se(m),
+          delta=float(diff.mean()) if len(diff) else float("nan"),
+          delta_se=se(diff) if len(diff) else float("nan"),
+          # median over rounds (round 1 includes compilation), then mean over splits
+          select_s=float(np.mean([np.median(by_split[k]["select_s"]) for k in splits])),
+          standard=all(by_split[k].get("standard", True) for k in splits),
+          batch_size=by_split[splits[0]].get("batch_size"),
+        )
+      )
   return rows
 
 
 def markdown_table(rows: list[dict], strategies: Sequence[str]) -> str:
   """Per dataset: mean ± se of the metric for random, Δ to random ± paired se for the others."""
-  lines = ["| dataset | splits | " + " | ".join(strategies) + " |",
-           "|---|---|" + "---|" * len(strategies)]
+  lines = ["| dataset | splits | " + " | ".join(strategies) + " |", "|---|---|" + "---|" * len(strategies)]
   datasets = list(dict.fromkeys(r["dataset"] for r in rows))
   for ds in datasets:
     cells, n = [], 0
@@ -407,8 +484,13 @@ def markdown_table(rows: list[dict], strategies: Sequence[str]) -> str:
       else:
         cells.append(f"{r['delta']:+.3f} ± {r['delta_se']:.3f}")
     lines.append(f"| {ds}{flag} | {n} | " + " | ".join(cells) + " |")
-  lines += ["", "Seconds per selection step (median over rounds, mean over splits; tangent included):", "",
-            "| dataset | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+  lines += [
+    "",
+    "Seconds per selection step (median over rounds, mean over splits; tangent included):",
+    "",
+    "| dataset | " + " | ".join(strategies) + " |",
+    "|---|" + "---|" * len(strategies),
+  ]
   for ds in datasets:
     cells = []
     for s in strategies:
@@ -450,10 +532,8 @@ def plot(results, rows, strategies, out_dir: str) -> list[str]:
   fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(datasets), 3.2))
   width = 0.8 / max(1, len(others))
   for i, s in enumerate(others):
-    vals = [next((r["delta"] for r in rows if r["dataset"] == ds and r["strategy"] == s), np.nan)
-            for ds in datasets]
-    errs = [next((r["delta_se"] for r in rows if r["dataset"] == ds and r["strategy"] == s), np.nan)
-            for ds in datasets]
+    vals = [next((r["delta"] for r in rows if r["dataset"] == ds and r["strategy"] == s), np.nan) for ds in datasets]
+    errs = [next((r["delta_se"] for r in rows if r["dataset"] == ds and r["strategy"] == s), np.nan) for ds in datasets]
     ax.bar(np.arange(len(datasets)) + i * width, vals, width, yerr=errs, label=s)
   ax.axhline(0, color="k", lw=0.8)
   ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, fontsize=8)
@@ -518,8 +598,16 @@ def run(cfg, log=print) -> dict:
     x, y = x[: cfg.max_rows] if cfg.max_rows else x, y[: cfg.max_rows] if cfg.max_rows else y
     results[ds] = {s: {} for s in strategies}
     for k in cfg.splits:
-      split = make_split(x, y, k, n_valid=cfg.n_valid, n_initial=cfg.n_initial,
-                         max_pool=cfg.max_pool, rounds=cfg.rounds, batch_size=cfg.batch_size)
+      split = make_split(
+        x,
+        y,
+        k,
+        n_valid=cfg.n_valid,
+        n_initial=cfg.n_initial,
+        max_pool=cfg.max_pool,
+        rounds=cfg.rounds,
+        batch_size=cfg.batch_size,
+      )
       p0 = None
       for s in strategies:
         path = os.path.join(cfg.results_dir, ds, f"split{k}_{s}.json")
@@ -530,19 +618,29 @@ def run(cfg, log=print) -> dict:
         if cfg.get("report_only", False):
           continue
         if p0 is None:
-          p0 = initial_model(model, split, seed=k, epochs=cfg.epochs, train_batch=cfg.train_batch,
-                             lr=cfg.lr)
+          p0 = initial_model(model, split, seed=k, epochs=cfg.epochs, train_batch=cfg.train_batch, lr=cfg.lr)
         t0 = time.perf_counter()
-        res = run_strategy(model, split, s, seed=k, initial_params=p0, epochs=cfg.epochs,
-                           train_batch=cfg.train_batch, lr=cfg.lr,
-                           tangent_strength=cfg.tangent_strength,
-                           tangent_maxiter=cfg.tangent_maxiter, strategy_kwargs=kwargs.get(s))
+        res = run_strategy(
+          model,
+          split,
+          s,
+          seed=k,
+          initial_params=p0,
+          epochs=cfg.epochs,
+          train_batch=cfg.train_batch,
+          lr=cfg.lr,
+          tangent_strength=cfg.tangent_strength,
+          tangent_maxiter=cfg.tangent_maxiter,
+          strategy_kwargs=kwargs.get(s),
+        )
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
           json.dump(res, f)
         results[ds][s][k] = res
-        log(f"{ds} split {k} {s:18s} metric {metric(res['rmse']):+.4f}  "
-            f"select {np.mean(res['select_s']):.2f}s/step  total {time.perf_counter() - t0:.0f}s")
+        log(
+          f"{ds} split {k} {s:18s} metric {metric(res['rmse']):+.4f}  "
+          f"select {np.mean(res['select_s']):.2f}s/step  total {time.perf_counter() - t0:.0f}s"
+        )
     results[ds] = {s: v for s, v in results[ds].items() if v}
     if not results[ds]:
       del results[ds]
@@ -552,9 +650,14 @@ def run(cfg, log=print) -> dict:
   with open(os.path.join(cfg.results_dir, "results.json"), "w") as f:
     json.dump(dict(rows=rows, results=results), f)
   with open(os.path.join(cfg.results_dir, "report.md"), "w") as f:
-    f.write("Mean over rounds of log test RMSE: random as mean ± se over splits; the others as the "
-            "paired difference to random ± se (negative is better).\n\n" + table + "\n\n"
-            + "\n".join(f"![]({os.path.basename(p)})" for p in paths) + "\n")
+    f.write(
+      "Mean over rounds of log test RMSE: random as mean ± se over splits; the others as the "
+      "paired difference to random ± se (negative is better).\n\n"
+      + table
+      + "\n\n"
+      + "\n".join(f"![]({os.path.basename(p)})" for p in paths)
+      + "\n"
+    )
   log(table)
   return dict(rows=rows, results=results, table=table, plots=paths)
 

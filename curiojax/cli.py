@@ -28,8 +28,19 @@ import sys
 from pathlib import Path
 
 CONFIG_ONLY_FIELDS = ("name", "dataset", "target")
-RESULT_COLUMNS = ("strategy", "split", "round", "labels", "test_rmse", "test_mae", "seconds",
-                  "strength", "noise_variance", "top_score", "stopped")
+RESULT_COLUMNS = (
+  "strategy",
+  "split",
+  "round",
+  "labels",
+  "test_rmse",
+  "test_mae",
+  "seconds",
+  "strength",
+  "noise_variance",
+  "top_score",
+  "stopped",
+)
 
 
 class UserError(ValueError):
@@ -106,7 +117,9 @@ def apply_overrides(config, overrides: list[tuple[str, str]]):
       value = parse_value(text, current)
       node[parts[-1]] = value
     except (ValueError, TypeError, SyntaxError) as e:
-      raise UserError(f"bad value {text!r} for config field {field!r} ({type(current).__name__} expected): {e}") from None
+      raise UserError(
+        f"bad value {text!r} for config field {field!r} ({type(current).__name__} expected): {e}"
+      ) from None
   return config
 
 
@@ -233,7 +246,9 @@ def run(args, overrides) -> int:
       stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
       workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
     if (workdir / persistence.STATE_FILE).exists():
-      raise UserError(f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir.")
+      raise UserError(
+        f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir."
+      )
     if workdir.exists() and not workdir.is_dir():
       raise UserError(f"--workdir {workdir} exists and is not a directory.")
     state = experiment.init_state()
@@ -251,8 +266,14 @@ def run(args, overrides) -> int:
 
   from curiojax.loop import summarise
 
-  with tqdm(total=len(experiment.units), initial=state.unit, desc="rounds x strategies",
-            unit="fit", file=sys.stderr, disable=None) as bar:
+  with tqdm(
+    total=len(experiment.units),
+    initial=state.unit,
+    desc="rounds x strategies",
+    unit="fit",
+    file=sys.stderr,
+    disable=None,
+  ) as bar:
     while not experiment.done(state):
       r, split, name = experiment.units[state.unit]
       bar.set_postfix_str(f"round {r} split {split} {name}")
@@ -276,8 +297,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser():
   parser = _Parser(prog="curiojax", description="Active learning with regularity tangents.")
   sub = parser.add_subparsers(dest="command")
-  p = sub.add_parser("run", help="run the active-learning experiment",
-                     epilog="Override config fields with --config.<field>=value.")
+  p = sub.add_parser(
+    "run", help="run the active-learning experiment", epilog="Override config fields with --config.<field>=value."
+  )
   p.add_argument("--config", help="config file with get_config() (default: the packaged default)")
   p.add_argument("--workdir", help="output directory (default: ./curiojax_runs/<name>-<time>)")
   p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
@@ -291,7 +313,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
   while i < len(argv):
     a = argv[i]
     if a.startswith("--config."):
-      body = a[len("--config."):]
+      body = a[len("--config.") :]
       if "=" in body:
         field, value = body.split("=", 1)
       elif i + 1 < len(argv):

@@ -41,3 +41,16 @@ def get_config():
   config.damping = 1e-3
   config.curvature = "gauss_newton"
   return config
+
+
+def uci_config(name: str):
+  """The default experiment on ``../shared/data/uci/<name>`` (UCI layout), 5 splits.
+
+  ``dataset`` is relative to the current directory; elsewhere pass
+  ``--config.dataset=/path/to/uci/<name>``.
+  """
+  config = get_config()
+  config.name = f"uci_{name.replace('-', '_')}"
+  config.dataset = f"../shared/data/uci/{name}"
+  config.num_splits = 5
+  return config

@@ -78,6 +78,7 @@ class TangentSystem:
     """``(∇_θF, C v + ds·ρ)`` in one pass, for scalar ``strength``."""
     grad_r = jax.grad(self.regularizer)
     if self.curvature == "hessian":
+
       def grad_f(p, s):
         return optax.tree.add(jax.grad(self.value_fn)(p, **batch), grad_r(p, s))
 
@@ -110,9 +111,9 @@ class TangentSystem:
     else:
       k = strength.shape[0]
       directions = scale * jnp.eye(k, dtype=strength.dtype)
-      grad, prod = jax.vmap(
-        lambda v, e: self._jvp_grad(params, strength, v, e, batch), out_axes=(None, 0)
-      )(tangent, directions)
+      grad, prod = jax.vmap(lambda v, e: self._jvp_grad(params, strength, v, e, batch), out_axes=(None, 0))(
+        tangent, directions
+      )
     prod = jax.tree.map(lambda p, v: p + damping * v, prod, tangent)
     return grad, prod
 

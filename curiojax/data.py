@@ -78,9 +78,7 @@ def _read_matrix(path: Path) -> np.ndarray:
       if width is None:
         width = len(tokens)
       elif len(tokens) != width:
-        raise ValueError(
-          f"{path}:{lineno}: ragged row with {len(tokens)} values, expected {width} like the first row."
-        )
+        raise ValueError(f"{path}:{lineno}: ragged row with {len(tokens)} values, expected {width} like the first row.")
       rows.append([_parse_number(t, f"{path}:{lineno}") for t in tokens])
   if not rows:
     raise ValueError(f"{path}: no data rows.")
@@ -135,7 +133,9 @@ def load_uci_folder(path: str | os.PathLike, name: str | None = None) -> Dataset
     raise ValueError(f"dataset folder {path} does not exist.")
   data_file = path / "data.txt"
   if not data_file.is_file():
-    raise ValueError(f"missing file {data_file}: a dataset folder needs data.txt, index_features.txt, index_target.txt.")
+    raise ValueError(
+      f"missing file {data_file}: a dataset folder needs data.txt, index_features.txt, index_target.txt."
+    )
   features = _read_indices(path / "index_features.txt")
   target = _read_indices(path / "index_target.txt")
   if len(target) != 1:
@@ -145,7 +145,9 @@ def load_uci_folder(path: str | os.PathLike, name: str | None = None) -> Dataset
   for file, idx in (("index_features.txt", features), ("index_target.txt", target)):
     bad = [i for i in idx if not 0 <= i < ncols]
     if bad:
-      raise ValueError(f"{path / file}: column index {bad[0]} is out of range; data.txt has {ncols} columns (0..{ncols - 1}).")
+      raise ValueError(
+        f"{path / file}: column index {bad[0]} is out of range; data.txt has {ncols} columns (0..{ncols - 1})."
+      )
   if len(set(features)) != len(features):
     raise ValueError(f"{path / 'index_features.txt'}: duplicated column index.")
   if target[0] in features:

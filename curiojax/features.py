@@ -65,8 +65,7 @@ def _generic_sketch(model_fn, params, x, key, dim):
   return out / math.sqrt(dim)
 
 
-def gradient_sketch(model_fn: Callable, params, x, key, *, dim: int = 512,
-                    chunk_size: int = 2048) -> jax.Array:
+def gradient_sketch(model_fn: Callable, params, x, key, *, dim: int = 512, chunk_size: int = 2048) -> jax.Array:
   """Sketched gradient features ``φ(x)`` of shape ``(n, dim)`` (module docstring).
 
   Args:
@@ -106,6 +105,11 @@ _sketch_jit = jax.jit(_sketch_impl, static_argnums=(0, 4, 5))
 def gradient_kernel(model_fn: Callable, params, x1, x2) -> np.ndarray:
   """Exact empirical NTK ``∇f(x1)ᵀ∇f(x2)`` (small models; an oracle for tests)."""
   single = lambda p, xi: model_fn(p, xi[None])[0]
-  flat = lambda x: jnp.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree.leaves(
-    jax.vmap(jax.grad(single), in_axes=(None, 0))(params, jnp.asarray(x)))], axis=1)
+  flat = lambda x: jnp.concatenate(
+    [
+      g.reshape(g.shape[0], -1)
+      for g in jax.tree.leaves(jax.vmap(jax.grad(single), in_axes=(None, 0))(params, jnp.asarray(x)))
+    ],
+    axis=1,
+  )
   return np.asarray(flat(x1) @ flat(x2).T)

@@ -52,7 +52,9 @@ def hierarchical_params(base_params, num_users: int, *, key: jax.Array | None = 
   if key is not None and scale:
     leaves, treedef = jax.tree.flatten(zeros)
     keys = jax.random.split(key, len(leaves))
-    zeros = treedef.unflatten([scale * jax.random.normal(k, z.shape, z.dtype) for k, z in zip(keys, leaves, strict=True)])
+    zeros = treedef.unflatten(
+      [scale * jax.random.normal(k, z.shape, z.dtype) for k, z in zip(keys, leaves, strict=True)]
+    )
   return {"shared": base_params, "users": zeros}
 
 
@@ -117,7 +119,9 @@ def hierarchical_l2(*, per_user: bool = False, log_strength: bool = False) -> Ca
     per = 0.5 * sum(jnp.sum(jnp.square(d).reshape(d.shape[0], -1), axis=1) for d in jax.tree.leaves(params["users"]))
     if per_user:
       if scale.shape != (1 + per.shape[0],):
-        raise ValueError(f"per-user strengths must have shape (1 + num_users,) = ({1 + per.shape[0]},), got {scale.shape}.")
+        raise ValueError(
+          f"per-user strengths must have shape (1 + num_users,) = ({1 + per.shape[0]},), got {scale.shape}."
+        )
       return scale[0] * shared + jnp.sum(scale[1:] * per)
     if scale.shape != (2,):
       raise ValueError(f"hierarchical strengths must have shape (2,) = (shared, users), got {scale.shape}.")

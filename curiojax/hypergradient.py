@@ -48,8 +48,16 @@ import optax
 from curiojax.regularizers import Regularizer
 from curiojax.tangent import RegularityTangentState, regularity_tangent, tangent_of
 
-_STATIC = ("regularizer", "curvature", "tangent_learning_rate", "refresh_every", "power_iterations",
-           "step_size_every", "divergence_threshold", "seed")
+_STATIC = (
+  "regularizer",
+  "curvature",
+  "tangent_learning_rate",
+  "refresh_every",
+  "power_iterations",
+  "step_size_every",
+  "divergence_threshold",
+  "seed",
+)
 
 
 def _tangent_count(params, tangent) -> int | None:
@@ -113,8 +121,10 @@ def tunable_regularity_tangent(
 
 def _is_tunable(node) -> bool:
   return (
-    hasattr(node, "hyperparams") and hasattr(node, "inner_state")
-    and isinstance(node.inner_state, RegularityTangentState) and "strength" in node.hyperparams
+    hasattr(node, "hyperparams")
+    and hasattr(node, "inner_state")
+    and isinstance(node.inner_state, RegularityTangentState)
+    and "strength" in node.hyperparams
   )
 
 
@@ -162,8 +172,15 @@ def set_strength(opt_state, strength):
 
 
 def tune_strength(
-  opt_state, params, val_value_fn: Callable, val_batch: Mapping[str, Any], *, learning_rate: float,
-  log_scale: bool = True, max_step: float | None = 0.5, min_strength: float = 1e-8,
+  opt_state,
+  params,
+  val_value_fn: Callable,
+  val_batch: Mapping[str, Any],
+  *,
+  learning_rate: float,
+  log_scale: bool = True,
+  max_step: float | None = 0.5,
+  min_strength: float = 1e-8,
   max_strength: float = 1e8,
 ):
   """One hypergradient step on the injected strength, using the carried tangent.

@@ -162,8 +162,16 @@ def loocv_grid(features, y, strengths, *, log_strength: bool = False) -> tuple[j
 
 
 def loocv_influence(
-  loss: PredictionLoss, params, x, y, *, regularizer: str | Regularizer = "l2", strength=1e-2,
-  curvature: str = "hessian", damping=0.0, correction: str = "newton",
+  loss: PredictionLoss,
+  params,
+  x,
+  y,
+  *,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
+  correction: str = "newton",
 ) -> LeaveOneOut:
   """Approximate leave-one-out by one Newton step per point from the trained ``θ*``.
 
@@ -191,15 +199,17 @@ def loocv_influence(
   if x.shape[0] == 0 or y.shape[0] != x.shape[0]:
     raise ValueError(f"x and y must share a non-empty leading axis, got {x.shape} and {y.shape}.")
   regularizer = get_regularizer(regularizer)
-  return _loocv_influence(loss, regularizer, curvature, correction, params, x, y,
-                          jnp.asarray(strength), jnp.asarray(damping))
+  return _loocv_influence(
+    loss, regularizer, curvature, correction, params, x, y, jnp.asarray(strength), jnp.asarray(damping)
+  )
 
 
 def _loocv_influence_impl(loss, regularizer, curvature, correction, params, x, y, strength, damping):
   n = x.shape[0]
   batch = dict(x=x, y=y)
-  h = dense_curvature(loss, params, batch, regularizer=regularizer, strength=strength,
-                      curvature=curvature, damping=damping)
+  h = dense_curvature(
+    loss, params, batch, regularizer=regularizer, strength=strength, curvature=curvature, damping=damping
+  )
   flat, unravel = ravel_pytree(params)
   one = lambda v, xi: loss.model_fn(unravel(v), xi[None])[0]
   preds = loss.model_fn(params, x)

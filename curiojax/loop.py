@@ -102,8 +102,14 @@ class LoopOptions:
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
 
-    for name, low in (("seed", 0), ("num_splits", 1), ("initial_size", 2), ("batch_size", 1),
-                      ("rounds", 0), ("budget", 0)):
+    for name, low in (
+      ("seed", 0),
+      ("num_splits", 1),
+      ("initial_size", 2),
+      ("batch_size", 1),
+      ("rounds", 0),
+      ("budget", 0),
+    ):
       integer(name, low)
     if not self.strategies:
       raise ValueError("strategies is empty; give at least one, e.g. ('random', 'curiosity').")
@@ -126,9 +132,13 @@ class LoopOptions:
 
   @property
   def train_options(self) -> TrainOptions:
-    return TrainOptions(epochs=self.epochs, learning_rate=self.learning_rate,
-                        minibatch_size=self.minibatch_size, damping=self.damping,
-                        curvature=self.curvature)
+    return TrainOptions(
+      epochs=self.epochs,
+      learning_rate=self.learning_rate,
+      minibatch_size=self.minibatch_size,
+      damping=self.damping,
+      curvature=self.curvature,
+    )
 
   def label_schedule(self, pool_size: int) -> list[int]:
     """Labels used at each fit: ``[initial, initial + b, …]`` capped by budget and pool."""
@@ -184,9 +194,20 @@ class ActiveLearner:
     capacity: padded labelled-set size (default from the label schedule).
   """
 
-  def __init__(self, x_pool, oracle: Callable, *, strategy, options: LoopOptions,
-               model: ModelSpec | None = None, trainer: Trainer | None = None,
-               x_test=None, y_test=None, capacity: int | None = None, name: str = ""):
+  def __init__(
+    self,
+    x_pool,
+    oracle: Callable,
+    *,
+    strategy,
+    options: LoopOptions,
+    model: ModelSpec | None = None,
+    trainer: Trainer | None = None,
+    x_test=None,
+    y_test=None,
+    capacity: int | None = None,
+    name: str = "",
+  ):
     self.x_pool = _check_x(x_pool, "x_pool")
     self.oracle = oracle
     self.options = options
@@ -194,8 +215,7 @@ class ActiveLearner:
     self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
     self.name = name or (strategy if isinstance(strategy, str) else type(strategy).__name__)
     d = self.x_pool.shape[1]
-    self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes,
-                                     activation=options.activation)
+    self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
     self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
     self.capacity = capacity or capacity_for(self.schedule[-1], options.minibatch_size)
     self.x_mean = self.x_pool.mean(0)
@@ -236,9 +256,15 @@ class ActiveLearner:
     mask = pad_rows(np.ones(n, np.float32), self.capacity)
     if params is None:
       params, opt_state = self.model.init(jax.random.fold_in(key, 1)), None
-    return self.trainer.fit(params, pad_rows(xs, self.capacity), pad_rows(ys, self.capacity),
-                            mask=mask, strength=strength, key=jax.random.fold_in(key, 2),
-                            opt_state=opt_state)
+    return self.trainer.fit(
+      params,
+      pad_rows(xs, self.capacity),
+      pad_rows(ys, self.capacity),
+      mask=mask,
+      strength=strength,
+      key=jax.random.fold_in(key, 2),
+      opt_state=opt_state,
+    )
 
   def choose_strength(self, xs, ys, key) -> float:
     """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""
@@ -269,8 +295,12 @@ class ActiveLearner:
     strength = self.choose_strength(xs, ys, key) if self.options.strength_grid else self.options.strength
     warm = self.options.warm_start and state.params is not None
     res = self._fit(xs, ys, strength, key, state.params if warm else None, state.opt_state if warm else None)
-    record = {"round": r, "labels": int(len(state.labelled)), "strength": float(strength),
-              "noise_variance": float(res.noise_variance)}
+    record = {
+      "round": r,
+      "labels": int(len(state.labelled)),
+      "strength": float(strength),
+      "noise_variance": float(res.noise_variance),
+    }
     if self.x_test is not None:
       pred = np.asarray(self.trainer.predict(res.params, self.xs_test)) * self.y_std + self.y_mean
       err = pred - self.y_test
@@ -282,9 +312,15 @@ class ActiveLearner:
       unlabelled = np.setdiff1d(np.arange(len(self.x_pool)), state.labelled)
       batch = self.schedule[r + 1] - self.schedule[r]
       ctx = SelectionContext(
-        model_fn=self.model.model_fn, params=res.params, tangent=res.tangent, x_labelled=xs,
-        y_labelled=ys, x_pool=self.xs_pool[unlabelled], key=jax.random.fold_in(key, 4),
-        noise_variance=float(res.noise_variance), options={"heuristic": self.options.heuristic},
+        model_fn=self.model.model_fn,
+        params=res.params,
+        tangent=res.tangent,
+        x_labelled=xs,
+        y_labelled=ys,
+        x_pool=self.xs_pool[unlabelled],
+        key=jax.random.fold_in(key, 4),
+        noise_variance=float(res.noise_variance),
+        options={"heuristic": self.options.heuristic},
       )
       picked = _check_indices(self.strategy.select(ctx, batch), len(unlabelled), f"strategy {self.name!r}")
       if len(picked) != batch:
@@ -337,10 +373,20 @@ def _check_labels(labels, n) -> np.ndarray:
   return labels
 
 
-def run_active_learning(x_pool, oracle, *, strategy="curiosity", options: LoopOptions | None = None,
-                        key=None, initial=None, x_test=None, y_test=None,
-                        model: ModelSpec | None = None, capacity: int | None = None,
-                        callback=None) -> tuple[LearnerState, list[dict]]:
+def run_active_learning(
+  x_pool,
+  oracle,
+  *,
+  strategy="curiosity",
+  options: LoopOptions | None = None,
+  key=None,
+  initial=None,
+  x_test=None,
+  y_test=None,
+  model: ModelSpec | None = None,
+  capacity: int | None = None,
+  callback=None,
+) -> tuple[LearnerState, list[dict]]:
   """Run one active learner to the end of its schedule; notebook front end.
 
   Args:
@@ -356,8 +402,9 @@ def run_active_learning(x_pool, oracle, *, strategy="curiosity", options: LoopOp
   """
   options = options or LoopOptions()
   key = jax.random.key(options.seed) if key is None else key
-  learner = ActiveLearner(x_pool, oracle, strategy=strategy, options=options, model=model,
-                          x_test=x_test, y_test=y_test, capacity=capacity)
+  learner = ActiveLearner(
+    x_pool, oracle, strategy=strategy, options=options, model=model, x_test=x_test, y_test=y_test, capacity=capacity
+  )
   state = learner.init_state(key, initial)
   records = []
   while not learner.done(state):
@@ -398,8 +445,9 @@ class Experiment:
     n_test = max(1, int(round(options.test_fraction * n)))
     if n - n_test < 3:
       raise ValueError(f"{n} rows leave too few for training after holding out {n_test} for testing.")
-    self.model = model or make_model(options.model, self.x.shape[1], hidden_sizes=options.hidden_sizes,
-                                     activation=options.activation)
+    self.model = model or make_model(
+      options.model, self.x.shape[1], hidden_sizes=options.hidden_sizes, activation=options.activation
+    )
     self.trainer = cached_trainer(self.model.model_fn, options.train_options)
     self.learners: dict[tuple[str, int], ActiveLearner] = {}
     self.split_keys = []
@@ -410,12 +458,23 @@ class Experiment:
       self.split_keys.append(jax.random.fold_in(key, 1))
       for name in options.strategies:
         self.learners[name, split] = ActiveLearner(
-          self.x[pool], ArrayOracle(self.y[pool]), strategy=name, options=options, model=self.model,
-          trainer=self.trainer, x_test=self.x[test], y_test=self.y[test], name=name,
+          self.x[pool],
+          ArrayOracle(self.y[pool]),
+          strategy=name,
+          options=options,
+          model=self.model,
+          trainer=self.trainer,
+          x_test=self.x[test],
+          y_test=self.y[test],
+          name=name,
         )
     schedule = next(iter(self.learners.values())).schedule
-    self.units = [(r, split, name) for r in range(len(schedule))
-                  for split in range(options.num_splits) for name in options.strategies]
+    self.units = [
+      (r, split, name)
+      for r in range(len(schedule))
+      for split in range(options.num_splits)
+      for name in options.strategies
+    ]
 
   def init_state(self) -> ExperimentState:
     """Initial labelled sets (the same for every strategy of a split)."""

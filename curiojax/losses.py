@@ -88,7 +88,9 @@ class PredictionLoss:
     return self.mean_on_predictions(self.model_fn(params, x), y, weights)
 
 
-def prediction_loss(model_fn: Callable[[Any, jax.Array], jax.Array], loss: str | Loss = "squared_error") -> PredictionLoss:
+def prediction_loss(
+  model_fn: Callable[[Any, jax.Array], jax.Array], loss: str | Loss = "squared_error"
+) -> PredictionLoss:
   """Mean loss of ``model_fn`` over a batch, usable as optax ``value_fn``.
 
   Args:

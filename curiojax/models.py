@@ -83,9 +83,7 @@ def _mlp(in_features, hidden_sizes, activation) -> ModelSpec:
 
   class MLP(nnx.Module):
     def __init__(self, rngs):
-      self.layers = nnx.List(
-        [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
-      )
+      self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=False)])
 
     def __call__(self, x):
       for layer in self.layers[:-1]:

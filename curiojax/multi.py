@@ -97,9 +97,19 @@ def per_example_gradients(loss: PredictionLoss, params, x, y):
 
 
 def adjoint_curiosities(
-  loss: PredictionLoss, params, batch: Mapping[str, Any], x, y, *,
-  regularizer: str | Regularizer = "l2", strength=1e-2, curvature: str = "hessian", damping=0.0,
-  solver: str = "dense", tol: float = 1e-6, maxiter: int | None = None,
+  loss: PredictionLoss,
+  params,
+  batch: Mapping[str, Any],
+  x,
+  y,
+  *,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
+  solver: str = "dense",
+  tol: float = 1e-6,
+  maxiter: int | None = None,
 ) -> jax.Array:
   """Adjoint form ``c_k(zᵢ) = −λ(zᵢ)ᵀρ_k`` with ``λ(zᵢ) = (C + λI)⁻¹∇_θℓ(zᵢ)``.
 
@@ -125,8 +135,20 @@ def adjoint_curiosities(
   if not isinstance(batch, Mapping):
     raise TypeError(f"batch must be a dict of loss's keyword arguments, got {type(batch).__name__}.")
   x, y = _check_xy(x, y)
-  return _adjoint(loss, get_regularizer(regularizer), curvature, solver, tol, maxiter, params, dict(batch),
-                  x, y, jnp.asarray(strength), jnp.asarray(damping))
+  return _adjoint(
+    loss,
+    get_regularizer(regularizer),
+    curvature,
+    solver,
+    tol,
+    maxiter,
+    params,
+    dict(batch),
+    x,
+    y,
+    jnp.asarray(strength),
+    jnp.asarray(damping),
+  )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
@@ -139,13 +161,13 @@ def _adjoint(loss, regularizer, curvature, solver, tol, maxiter, params, batch, 
   g_mat = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)  # (n, d)
   r_mat = jax.vmap(lambda r: ravel_pytree(r)[0])(rho) if many else ravel_pytree(rho)[0][None]  # (k, d)
   if solver == "dense":
-    a = dense_curvature(loss, params, batch, regularizer=regularizer, strength=strength,
-                        curvature=curvature, damping=damping)
+    a = dense_curvature(
+      loss, params, batch, regularizer=regularizer, strength=strength, curvature=curvature, damping=damping
+    )
     lam = jnp.linalg.solve(a, g_mat.T).T  # (n, d)
   else:
     matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
-    solve = lambda g: ravel_pytree(
-      jax.scipy.sparse.linalg.cg(matvec, unravel(g), tol=tol, maxiter=maxiter)[0])[0]
+    solve = lambda g: ravel_pytree(jax.scipy.sparse.linalg.cg(matvec, unravel(g), tol=tol, maxiter=maxiter)[0])[0]
     lam = jax.lax.map(solve, g_mat)
   c = -lam @ r_mat.T  # (n, k)
   return c if many else c[:, 0]

@@ -30,13 +30,13 @@ STATE_FILE = "state.json"
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-  """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+def _atomic_write(path: str | os.PathLike, write) -> None:
+  """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync, then ``os.replace``."""
   path = Path(path)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
     with os.fdopen(fd, "wb") as f:
-      f.write(data)
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -44,6 +44,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+  _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -51,17 +56,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) -> None:
@@ -101,17 +96,19 @@ def experiment_to_saved(state) -> tuple[dict, dict[str, np.ndarray]]:
   """Flatten an :class:`curiojax.loop.ExperimentState` into JSON-able meta and arrays."""
   learners, arrays = [], {}
   for i, ((name, split), ls) in enumerate(state.learners.items()):
-    learners.append({
-      "strategy": name,
-      "split": split,
-      "round": ls.round,
-      "labelled": [int(v) for v in ls.labelled],
-      "labels": [float(v) for v in ls.labels],
-      "key_data": np.asarray(jax.random.key_data(ls.key)).tolist(),
-      "top_score0": ls.top_score0,
-      "stopped": ls.stopped,
-      "has_model": ls.params is not None,
-    })
+    learners.append(
+      {
+        "strategy": name,
+        "split": split,
+        "round": ls.round,
+        "labelled": [int(v) for v in ls.labelled],
+        "labels": [float(v) for v in ls.labels],
+        "key_data": np.asarray(jax.random.key_data(ls.key)).tolist(),
+        "top_score0": ls.top_score0,
+        "stopped": ls.stopped,
+        "has_model": ls.params is not None,
+      }
+    )
     if ls.params is not None:
       for j, leaf in enumerate(jax.tree.leaves(ls.params)):
         arrays[f"{i}/params/{j}"] = np.asarray(leaf)
@@ -152,11 +149,15 @@ def experiment_from_saved(experiment, meta: dict, arrays: dict[str, np.ndarray])
       opt_state = rebuild(i, "opt_state", o_def, o_like)
     key = jax.random.wrap_key_data(np.asarray(d["key_data"], np.uint32))
     learners[d["strategy"], int(d["split"])] = LearnerState(
-      labelled=np.asarray(d["labelled"], np.int64), labels=np.asarray(d["labels"], np.float32),
-      round=int(d["round"]), key=key, params=params, opt_state=opt_state,
-      top_score0=d["top_score0"], stopped=bool(d["stopped"]),
+      labelled=np.asarray(d["labelled"], np.int64),
+      labels=np.asarray(d["labels"], np.float32),
+      round=int(d["round"]),
+      key=key,
+      params=params,
+      opt_state=opt_state,
+      top_score0=d["top_score0"],
+      stopped=bool(d["stopped"]),
     )
   if set(learners) != set(experiment.learners):
     raise ValueError("the saved learners do not match the saved config's strategies and splits.")
   return ExperimentState(learners, list(meta["records"]), int(meta["unit"]))
-

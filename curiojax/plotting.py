@@ -47,8 +47,18 @@ def save(fig, name: str, *, show: bool = True, dpi: int = 110) -> Path:
   return path
 
 
-def plot_curves(ax, x, curves: Mapping[str, np.ndarray], *, normalize: bool = False, logx: bool = False,
-                styles: Mapping[str, str] | None = None, xlabel: str = "", ylabel: str = "", title: str = ""):
+def plot_curves(
+  ax,
+  x,
+  curves: Mapping[str, np.ndarray],
+  *,
+  normalize: bool = False,
+  logx: bool = False,
+  styles: Mapping[str, str] | None = None,
+  xlabel: str = "",
+  ylabel: str = "",
+  title: str = "",
+):
   """Several named curves over ``x`` (``normalize``: each divided by its max |value|)."""
   styles = styles or {}
   for label, y in curves.items():
@@ -69,9 +79,20 @@ def plot_points(ax, x, y, *, label: str = "data", color: str = "k", marker: str 
   return ax
 
 
-def plot_signed_heatmap(ax, xs, ys, values, *, curve=None, title: str = "", cmap: str = "RdBu_r",
-                        xlabel: str = "x", ylabel: str = "y", colorbar_label: str = "c(x, y)",
-                        clip_quantile: float = 0.98):
+def plot_signed_heatmap(
+  ax,
+  xs,
+  ys,
+  values,
+  *,
+  curve=None,
+  title: str = "",
+  cmap: str = "RdBu_r",
+  xlabel: str = "x",
+  ylabel: str = "y",
+  colorbar_label: str = "c(x, y)",
+  clip_quantile: float = 0.98,
+):
   """A signed field ``values[len(ys), len(xs)]`` on a diverging scale centred at zero.
 
   The colour scale saturates at the ``clip_quantile`` of ``|values|`` so a few extreme cells
@@ -79,8 +100,9 @@ def plot_signed_heatmap(ax, xs, ys, values, *, curve=None, title: str = "", cmap
   """
   values = np.asarray(values, float)
   vmax = max(float(np.quantile(np.abs(values), clip_quantile)), 1e-300)
-  mesh = ax.pcolormesh(np.asarray(xs), np.asarray(ys), values, shading="auto", cmap=cmap,
-                       norm=TwoSlopeNorm(0.0, -vmax, vmax))
+  mesh = ax.pcolormesh(
+    np.asarray(xs), np.asarray(ys), values, shading="auto", cmap=cmap, norm=TwoSlopeNorm(0.0, -vmax, vmax)
+  )
   ax.figure.colorbar(mesh, ax=ax, label=colorbar_label)
   if curve is not None:
     ax.plot(np.asarray(curve[0]), np.asarray(curve[1]), "k-", lw=1.2, label="fit")
@@ -89,8 +111,17 @@ def plot_signed_heatmap(ax, xs, ys, values, *, curve=None, title: str = "", cmap
   return ax
 
 
-def plot_pool(ax, x_pool, scores, *, selected=None, labelled=None, title: str = "", cmap: str = "viridis",
-              colorbar_label: str = "score"):
+def plot_pool(
+  ax,
+  x_pool,
+  scores,
+  *,
+  selected=None,
+  labelled=None,
+  title: str = "",
+  cmap: str = "viridis",
+  colorbar_label: str = "score",
+):
   """A 2-D pool coloured by score, with the selected batch (red x) and labelled points (white o)."""
   x_pool = np.asarray(x_pool)
   sc = ax.scatter(x_pool[:, 0], x_pool[:, 1], c=np.asarray(scores), s=8, cmap=cmap)

@@ -34,10 +34,8 @@ def _weighted_half_sq_norms(params, weights) -> list[jax.Array]:
     try:
       w_leaves = jax.tree.leaves(jax.tree.broadcast(weights, params))
     except ValueError as e:  # tree structure mismatch
-      raise ValueError(
-        f"l2 weights must be a pytree prefix of params (floats or booleans per group): {e}"
-      ) from None
-  return [0.5 * jnp.sum(jnp.asarray(w, p.dtype) * jnp.square(p)) for p, w in zip(leaves, w_leaves)]
+      raise ValueError(f"l2 weights must be a pytree prefix of params (floats or booleans per group): {e}") from None
+  return [0.5 * jnp.sum(jnp.asarray(w, p.dtype) * jnp.square(p)) for p, w in zip(leaves, w_leaves, strict=False)]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,7 +84,7 @@ def group_l2(groups: Any, *, log_strength: bool = False) -> Regularizer:
     scale = jnp.exp(strength) if log_strength else strength
     group_leaves = jax.tree.leaves(jax.tree.broadcast(groups, params))
     norms = _weighted_half_sq_norms(params, None)
-    return sum(scale[int(g)] * n for g, n in zip(group_leaves, norms))
+    return sum(scale[int(g)] * n for g, n in zip(group_leaves, norms, strict=False))
 
   return regularizer
 

@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -116,12 +115,14 @@ def tangent_count(params, tangent) -> int | None:
     raise ValueError("tangent is None: train with curiojax.regularity_tangent and pass curiojax.tangent_of(opt_state).")
   p_def, t_def = jax.tree.structure(params), jax.tree.structure(tangent)
   if p_def != t_def:
-    raise ValueError(f"tangent must have the same tree structure as params; got\n  params:  {p_def}\n  tangent: {t_def}")
+    raise ValueError(
+      f"tangent must have the same tree structure as params; got\n  params:  {p_def}\n  tangent: {t_def}"
+    )
   p_shapes, t_shapes = _leaf_shapes(params), _leaf_shapes(tangent)
   if p_shapes == t_shapes:
     return None
-  ks = {t[0] for p, t in zip(p_shapes, t_shapes) if len(t) == len(p) + 1 and t[1:] == p}
-  if len(ks) == 1 and all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes)):
+  ks = {t[0] for p, t in zip(p_shapes, t_shapes, strict=False) if len(t) == len(p) + 1 and t[1:] == p}
+  if len(ks) == 1 and all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=False)):
     return ks.pop()
   raise ValueError(
     "tangent leaves must have the params' shapes (one tangent) or a common leading axis k "
@@ -187,7 +188,9 @@ class Scorer:
   def _padded_scores(self, params, tangent, x, y, valid, sigma2, k):
     """Scores of a padded pool, plus counts ``[bad x rows, bad y rows, bad tangent entries]``."""
     self.trace_count += 1  # Python side effect: runs once per trace (compilation).
-    bad_tangent = sum(jnp.sum(~jnp.isfinite(t)) for t in jax.tree.leaves(tangent) if jnp.issubdtype(t.dtype, jnp.inexact))
+    bad_tangent = sum(
+      jnp.sum(~jnp.isfinite(t)) for t in jax.tree.leaves(tangent) if jnp.issubdtype(t.dtype, jnp.inexact)
+    )
     if self.mesh is None:
       scores, counts = self._local_scores(params, tangent, x, y, valid, sigma2, k)
     else:
@@ -284,7 +287,9 @@ class Scorer:
     w = jnp.asarray(weights, preds.dtype).reshape((-1,) + (1,) * preds.ndim)
     mean, second = jnp.sum(w * gs, 0), jnp.sum(w * jnp.square(gs), 0)
     var = jnp.maximum(second - jnp.square(mean), 0.0)
-    return jnp.sum(var[:, None] * jnp.square(jt), axis=out_axes) + jnp.square(jnp.sum(mean[:, None] * jt, axis=out_axes))
+    return jnp.sum(var[:, None] * jnp.square(jt), axis=out_axes) + jnp.square(
+      jnp.sum(mean[:, None] * jt, axis=out_axes)
+    )
 
   # -- the boundary -----------------------------------------------------------------------
 
@@ -309,7 +314,9 @@ class Scorer:
     k = tangent_count(params, tangent)
     x = _as_array(x, "x (the pool)")
     if x.ndim < 1 or x.shape[0] == 0:
-      raise ValueError(f"The pool x is empty (shape {x.shape}); pass at least one candidate point, shape (n, *features).")
+      raise ValueError(
+        f"The pool x is empty (shape {x.shape}); pass at least one candidate point, shape (n, *features)."
+      )
     n = x.shape[0]
     if self.heuristic in LABELLED_HEURISTICS:
       if y is None:
@@ -318,7 +325,10 @@ class Scorer:
         )
       y = _as_array(y, "y (the labels)")
       if y.ndim < 1 or y.shape[0] != n:
-        raise ValueError(f"y has {y.shape[0] if y.ndim else 'no'} rows (shape {y.shape}) but the pool x has {n}; give one label per pool row.")
+        raise ValueError(
+          f"y has {y.shape[0] if y.ndim else 'no'} rows (shape {y.shape}) but the pool x has {n}; "
+          "give one label per pool row."
+        )
     else:
       y = None
     self._check_shapes(params, x, y)
@@ -339,8 +349,14 @@ class Scorer:
       if bad_t:
         raise ValueError(f"The tangent has {bad_t} non-finite entries (it diverged?); see curiojax.check_tangent.")
       if bad_x or bad_y:
-        what = ", ".join(s for s in (f"{bad_x} pool rows with NaN/Inf features" if bad_x else "",
-                                      f"{bad_y} labels with NaN/Inf" if bad_y else "") if s)
+        what = ", ".join(
+          s
+          for s in (
+            f"{bad_x} pool rows with NaN/Inf features" if bad_x else "",
+            f"{bad_y} labels with NaN/Inf" if bad_y else "",
+          )
+          if s
+        )
         raise ValueError(
           f"{what} (of {n} points). Clean them, or pass nonfinite='exclude' to give those rows "
           "score -inf (never selected)."
@@ -357,12 +373,21 @@ class Scorer:
     padded, _ = bucket_size(n, self.chunk_size, 1 if self.mesh is None else self.mesh.devices.size, self.bucket)
     pad = lambda a: None if a is None else jax.ShapeDtypeStruct((padded,) + tuple(a.shape[1:]), a.dtype)
     y = y if self.heuristic in LABELLED_HEURISTICS else None
-    return self._jitted.lower(params, tangent, pad(x), pad(y), jax.ShapeDtypeStruct((padded,), bool),
-                              self._sigma2_arg(None), k=tangent_count(params, tangent))
+    return self._jitted.lower(
+      params,
+      tangent,
+      pad(x),
+      pad(y),
+      jax.ShapeDtypeStruct((padded,), bool),
+      self._sigma2_arg(None),
+      k=tangent_count(params, tangent),
+    )
 
   def _sigma2_arg(self, noise_variance):
     if callable(noise_variance):
-      raise TypeError("A noise-variance function σ²(x) is fixed when the scorer is built: make_scorer(..., noise_variance=fn).")
+      raise TypeError(
+        "A noise-variance function σ²(x) is fixed when the scorer is built: make_scorer(..., noise_variance=fn)."
+      )
     value = self.noise_variance if noise_variance is None else noise_variance
     if value is None:
       value = 1.0
@@ -373,22 +398,34 @@ class Scorer:
 
   def _check_shapes(self, params, x, y):
     """Trace the model (and loss) on one chunk's shapes; say clearly what does not fit."""
-    key = (x.shape[1:], str(x.dtype), None if y is None else (y.shape[1:], str(y.dtype)), jax.tree.structure(params), tuple(_leaf_shapes(params)))
+    key = (
+      x.shape[1:],
+      str(x.dtype),
+      None if y is None else (y.shape[1:], str(y.dtype)),
+      jax.tree.structure(params),
+      tuple(_leaf_shapes(params)),
+    )
     if key in self._checked:
       return
     struct = lambda a: jax.ShapeDtypeStruct((2,) + a.shape[1:], a.dtype)
     try:
       out = jax.eval_shape(self.model_fn, params, struct(x))
     except Exception as err:  # noqa: BLE001 - re-raised with context
-      expected = "" if self._feature_shape is None else f" (this scorer last scored features of shape {self._feature_shape})"
+      expected = (
+        "" if self._feature_shape is None else f" (this scorer last scored features of shape {self._feature_shape})"
+      )
       raise ValueError(
         f"model_fn cannot be applied to pool rows of feature shape {x.shape[1:]} (dtype {x.dtype}){expected}: "
         f"{type(err).__name__}: {err}. The pool must be (n, *features) with the features the model was trained on."
       ) from err
     if not hasattr(out, "shape") or out.shape[:1] != (2,):
-      raise ValueError(f"model_fn must return one prediction array with a leading batch axis; for a batch of 2 it returned {out}.")
+      raise ValueError(
+        f"model_fn must return one prediction array with a leading batch axis; for a batch of 2 it returned {out}."
+      )
     if self.loss is gaussian_nll and self.heuristic == "expected_squared" and out.shape[-1:] != (2,):
-      raise ValueError(f"gaussian_nll needs predictions (..., 2) = (mean, log_variance); the model returns {out.shape[1:]} per row.")
+      raise ValueError(
+        f"gaussian_nll needs predictions (..., 2) = (mean, log_variance); the model returns {out.shape[1:]} per row."
+      )
     if y is not None:
       try:
         jax.eval_shape(jax.vmap(jax.grad(self.loss)), out, struct(y))

@@ -77,7 +77,11 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
   if size != n:
     pad = size - n
     scores = jnp.pad(scores, (0, pad)) if isinstance(scores, jax.Array) else np.pad(scores, (0, pad))
-    mask = jnp.pad(mask, (0, pad), constant_values=True) if isinstance(mask, jax.Array) else np.pad(mask, (0, pad), constant_values=True)
+    mask = (
+      jnp.pad(mask, (0, pad), constant_values=True)
+      if isinstance(mask, jax.Array)
+      else np.pad(mask, (0, pad), constant_values=True)
+    )
   idx, counts = jax.device_get(_top_k(scores, mask, k=int(k)))  # the one transfer
   selectable, masked, nonfinite = (int(c) for c in counts)
   masked -= size - n

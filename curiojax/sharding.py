@@ -51,9 +51,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def make_data_parallel_step(
-  tx: optax.GradientTransformation, value_fn: Callable, mesh: Mesh | None = None
-) -> Callable:
+def make_data_parallel_step(tx: optax.GradientTransformation, value_fn: Callable, mesh: Mesh | None = None) -> Callable:
   """A jitted data-parallel step ``step(params, opt_state, batch) -> (params, opt_state)``.
 
   ``batch`` (a dict of ``value_fn``'s keyword arguments, e.g. ``x``, ``y``, ``weights``) is

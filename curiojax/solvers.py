@@ -45,8 +45,15 @@ def _check_batch(batch):
 
 
 def dense_curvature(
-  value_fn: Callable, params, batch: Mapping[str, Any], *, regularizer: str | Regularizer = "l2",
-  strength=1e-2, curvature: str = "hessian", damping=0.0, chunk_size: int = 256,
+  value_fn: Callable,
+  params,
+  batch: Mapping[str, Any],
+  *,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
+  chunk_size: int = 256,
 ) -> jax.Array:
   """The matrix ``C + λI`` (``d × d`` over the ravelled params), column by column from HVPs."""
   system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
@@ -56,9 +63,18 @@ def dense_curvature(
 
 
 def exact_tangent(
-  value_fn: Callable, params, batch: Mapping[str, Any], *, regularizer: str | Regularizer = "l2",
-  strength=1e-2, curvature: str = "hessian", damping=0.0, solver: str = "auto",
-  x0=None, tol: float = 1e-6, maxiter: int | None = None,
+  value_fn: Callable,
+  params,
+  batch: Mapping[str, Any],
+  *,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
+  solver: str = "auto",
+  x0=None,
+  tol: float = 1e-6,
+  maxiter: int | None = None,
 ):
   """``τ = −(C + λI)⁻¹ρ`` at ``params`` on the full ``batch``, by dense solve or CG.
 
@@ -83,8 +99,9 @@ def exact_tangent(
   if solver == "auto":
     solver = "dense" if flat.size <= DENSE_LIMIT else "cg"
   if solver == "dense":
-    a = dense_curvature(value_fn, params, batch, regularizer=regularizer, strength=strength,
-                        curvature=curvature, damping=damping)
+    a = dense_curvature(
+      value_fn, params, batch, regularizer=regularizer, strength=strength, curvature=curvature, damping=damping
+    )
     ravel = lambda t: ravel_pytree(t)[0]
     if many:
       rhs = -jax.vmap(ravel)(rho).T
@@ -102,20 +119,47 @@ def exact_tangent(
 
 
 def polish_tangent(
-  value_fn: Callable, params, tangent, batch: Mapping[str, Any], *, regularizer: str | Regularizer = "l2",
-  strength=1e-2, curvature: str = "hessian", damping=0.0, tol: float = 1e-6, maxiter: int = 100,
+  value_fn: Callable,
+  params,
+  tangent,
+  batch: Mapping[str, Any],
+  *,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
+  tol: float = 1e-6,
+  maxiter: int = 100,
 ):
   """Finish a carried tangent after training: CG on ``(C + λI)v = −ρ`` started from it.
 
   Put the result back into an optimizer state with ``optax.tree.set(state, tangent=...)``.
   """
-  return exact_tangent(value_fn, params, batch, regularizer=regularizer, strength=strength,
-                       curvature=curvature, damping=damping, solver="cg", x0=tangent, tol=tol, maxiter=maxiter)
+  return exact_tangent(
+    value_fn,
+    params,
+    batch,
+    regularizer=regularizer,
+    strength=strength,
+    curvature=curvature,
+    damping=damping,
+    solver="cg",
+    x0=tangent,
+    tol=tol,
+    maxiter=maxiter,
+  )
 
 
 def relative_residual(
-  value_fn: Callable, params, tangent, batch: Mapping[str, Any], *, regularizer: str | Regularizer = "l2",
-  strength=1e-2, curvature: str = "hessian", damping=0.0,
+  value_fn: Callable,
+  params,
+  tangent,
+  batch: Mapping[str, Any],
+  *,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
 ) -> jax.Array:
   """``‖(C + λI)v + ρ‖ / ‖ρ‖``: zero for the exact tangent; the accuracy check users need."""
   system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
@@ -124,8 +168,17 @@ def relative_residual(
 
 
 def lissa(
-  value_fn: Callable, params, batches: Mapping[str, Any], *, scale: float, regularizer: str | Regularizer = "l2",
-  strength=1e-2, curvature: str = "hessian", damping=0.0, init=None, return_iterates: bool = False,
+  value_fn: Callable,
+  params,
+  batches: Mapping[str, Any],
+  *,
+  scale: float,
+  regularizer: str | Regularizer = "l2",
+  strength=1e-2,
+  curvature: str = "hessian",
+  damping=0.0,
+  init=None,
+  return_iterates: bool = False,
 ):
   """LiSSA for ``−(C + λI)⁻¹ρ``: ``v ← v − (1/scale)((C_B + λI)v + ρ)`` over a stream of batches.
 

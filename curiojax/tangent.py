@@ -231,9 +231,7 @@ def regularity_tangent(
     else:
       grad, tangent, residual = jax.lax.cond(state.count % refresh_every == 0, refresh, keep, None)
 
-    finite = jnp.isfinite(residual) & jnp.all(
-      jnp.array([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(tangent)])
-    )
+    finite = jnp.isfinite(residual) & jnp.all(jnp.array([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(tangent)]))
     healthy = finite & (residual <= divergence_threshold)
     newly_diverged = (~healthy) & (~state.diverged)
     jax.lax.cond(

@@ -28,8 +28,9 @@ def problem():
 def _ctx(problem, key=0, pool=None):
   model, params, tangent, x_lab, x_pool = problem
   pool = x_pool if pool is None else pool
-  return SelectionContext(model, params, tangent, x_lab, np.zeros(len(x_lab), np.float32), pool,
-                          jax.random.key(key), noise_variance=0.1)
+  return SelectionContext(
+    model, params, tangent, x_lab, np.zeros(len(x_lab), np.float32), pool, jax.random.key(key), noise_variance=0.1
+  )
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -115,12 +116,12 @@ def test_variance_matches_dense_posterior():
   # kernel form: k(x,x) − k(x,L)(K_LL + σ²I)⁻¹k(L,x), scaled features
   kp, kl = fp / np.sqrt(s), fl / np.sqrt(s)
   kernel_form = (kp**2).sum(1) - np.einsum(
-    "nl,nl->n", kp @ kl.T, np.linalg.solve(kl @ kl.T + noise * np.eye(5), kl @ kp.T).T)
+    "nl,nl->n", kp @ kl.T, np.linalg.solve(kl @ kl.T + noise * np.eye(5), kl @ kp.T).T
+  )
   np.testing.assert_allclose(want, kernel_form, rtol=1e-6)
   fpp, mp = baselines._pad(fp, 32)
   flp, ml = baselines._pad(fl, 8)
-  got, _ = baselines._posterior_variance(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp),
-                                         jnp.asarray(ml), noise)
+  got, _ = baselines._posterior_variance(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), noise)
   np.testing.assert_allclose(np.asarray(got)[:30], want, rtol=2e-3, atol=1e-6)
 
 

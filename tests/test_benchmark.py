@@ -22,8 +22,7 @@ def test_friedman_roundtrip_through_uci_loader(tmp_path):
   # noise-free Friedman #1 against the formula evaluated by hand at one point
   xn, yn = bm.friedman1(5, seed=1, noise=0.0)
   a = xn[2]
-  assert yn[2] == pytest.approx(10 * np.sin(np.pi * a[0] * a[1]) + 20 * (a[2] - 0.5) ** 2
-                                + 10 * a[3] + 5 * a[4])
+  assert yn[2] == pytest.approx(10 * np.sin(np.pi * a[0] * a[1]) + 20 * (a[2] - 0.5) ** 2 + 10 * a[3] + 5 * a[4])
   with pytest.raises(ValueError):
     bm.load_uci_folder(str(tmp_path))
 
@@ -130,16 +129,22 @@ def test_posthoc_tangent_matches_dense_solve():
   params = model.init(jax.random.key(1), 2)
   tau = bm.posthoc_tangent(model, params, x, y, 6, jnp.float32(0.05), maxiter=200)
   loss = curiojax.prediction_loss(model)
-  want = curiojax.exact_tangent(loss, params, dict(x=x[:6], y=y[:6]), regularizer=curiojax.l2(),
-                                strength=0.05, curvature="gauss_newton", solver="dense")
+  want = curiojax.exact_tangent(
+    loss,
+    params,
+    dict(x=x[:6], y=y[:6]),
+    regularizer=curiojax.l2(),
+    strength=0.05,
+    curvature="gauss_newton",
+    solver="dense",
+  )
   for a, b in zip(jax.tree.leaves(tau), jax.tree.leaves(want), strict=False):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
 
 
 def test_metric_and_paired_summary():
   r = lambda vals: dict(rmse=[9.0, *vals], select_s=[0.1, 0.2, 0.3], batch_size=4, n_initial=8)
-  results = {"d": {"random": {0: r([1.0, 1.0]), 1: r([2.0, 2.0])},
-                   "lcmd": {0: r([0.5, 0.5]), 1: r([1.0, 1.0])}}}
+  results = {"d": {"random": {0: r([1.0, 1.0]), 1: r([2.0, 2.0])}, "lcmd": {0: r([0.5, 0.5]), 1: r([1.0, 1.0])}}}
   assert bm.metric([9.0, 1.0, np.e]) == pytest.approx(0.5)
   rows = {row["strategy"]: row for row in bm.summarise(results)}
   assert rows["random"]["mean"] == pytest.approx(np.log(2) / 2)
@@ -152,12 +157,32 @@ def test_metric_and_paired_summary():
 
 def test_end_to_end_tiny_run(tmp_path):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=300)
-  c = ml_collections.ConfigDict(dict(
-    fast=False, datasets=(folder,), friedman_dir="", friedman_rows=0, max_rows=0, splits=(0,),
-    strategies=("random", "lcmd"), strategy_kwargs={"lcmd": {"dim": 16}}, n_valid=30,
-    n_initial=20, max_pool=100, rounds=2, batch_size=5, hidden=(8,), sigma_w=0.2, sigma_b=0.2,
-    epochs=3, train_batch=256, lr=0.1, tangent_strength=1e-3, tangent_maxiter=5,
-    results_dir=str(tmp_path / "out")))
+  c = ml_collections.ConfigDict(
+    dict(
+      fast=False,
+      datasets=(folder,),
+      friedman_dir="",
+      friedman_rows=0,
+      max_rows=0,
+      splits=(0,),
+      strategies=("random", "lcmd"),
+      strategy_kwargs={"lcmd": {"dim": 16}},
+      n_valid=30,
+      n_initial=20,
+      max_pool=100,
+      rounds=2,
+      batch_size=5,
+      hidden=(8,),
+      sigma_w=0.2,
+      sigma_b=0.2,
+      epochs=3,
+      train_batch=256,
+      lr=0.1,
+      tangent_strength=1e-3,
+      tangent_maxiter=5,
+      results_dir=str(tmp_path / "out"),
+    )
+  )
   out = bm.run(c, log=lambda *_: None)
   assert os.path.isfile(tmp_path / "out" / "report.md")
   assert all(os.path.isfile(p) for p in out["plots"])

@@ -29,8 +29,9 @@ def _compilation_cache(tmp_path_factory):
 
 
 def _run(*args, cwd):
-  return subprocess.run([sys.executable, "-m", "curiojax", "run", *args], cwd=cwd, env=ENV,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "curiojax", "run", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+  )
 
 
 def _results(workdir):
@@ -67,8 +68,13 @@ def test_run_writes_three_files_and_table(reference):
 def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path):
   ref_dir, _ = reference
   workdir = tmp_path / "run"
-  proc = subprocess.Popen([sys.executable, "-m", "curiojax", "run", "--config", TINY, "--workdir", str(workdir)],
-                          cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "curiojax", "run", "--config", TINY, "--workdir", str(workdir)],
+    cwd=tmp_path,
+    env=ENV,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   state = workdir / "state.json"
   deadline = time.time() + 240
   try:

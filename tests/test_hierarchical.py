@@ -9,7 +9,9 @@ import pytest
 import curiojax
 
 U, D = 3, 3
-exact_tangent = jax.jit(curiojax.exact_tangent, static_argnums=0, static_argnames=("regularizer", "curvature", "solver"))
+exact_tangent = jax.jit(
+  curiojax.exact_tangent, static_argnums=0, static_argnames=("regularizer", "curvature", "solver")
+)
 
 
 def _data(seed=0, sizes=(12, 6, 3)):
@@ -27,7 +29,7 @@ def _design(users, phi):
   a = np.zeros((len(users), D * (1 + U)))
   a[:, :D] = phi
   for i, u in enumerate(users):
-    a[i, D * (1 + u): D * (2 + u)] = phi[i]
+    a[i, D * (1 + u) : D * (2 + u)] = phi[i]
   return a
 
 
@@ -39,8 +41,10 @@ def _fit(users, phi, y, strengths):
 
 
 def _to_tree(flat):
-  return {"shared": {"w": jnp.asarray(flat[:D], jnp.float32)},
-          "users": {"w": jnp.asarray(flat[D:].reshape(U, D), jnp.float32)}}
+  return {
+    "shared": {"w": jnp.asarray(flat[:D], jnp.float32)},
+    "users": {"w": jnp.asarray(flat[D:].reshape(U, D), jnp.float32)},
+  }
 
 
 MODEL = curiojax.hierarchical_model_fn(lambda p, x: x @ p["w"])
@@ -111,7 +115,8 @@ def test_model_and_regularizer_values():
   np.testing.assert_allclose(log_reg(params, np.log(s)), expected, rtol=1e-5)
   per = np.array([0.2, 0.1, 0.5, 0.9])
   expected_per = 0.5 * per[0] * np.sum(flat[:D] ** 2) + sum(
-    0.5 * per[1 + u] * np.sum(flat[D * (1 + u): D * (2 + u)] ** 2) for u in range(U))
+    0.5 * per[1 + u] * np.sum(flat[D * (1 + u) : D * (2 + u)] ** 2) for u in range(U)
+  )
   np.testing.assert_allclose(curiojax.hierarchical_l2(per_user=True)(params, per), expected_per, rtol=1e-5)
   agg = curiojax.per_user_scores(np.array([1.0, 5.0, 2.0, 0.5]), np.array([0, 0, 2, 2]), 3)
   assert agg[0] == 5.0 and agg[1] == -np.inf and agg[2] == 2.0

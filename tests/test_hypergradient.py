@@ -33,10 +33,12 @@ def _val_loss64(xv, yv, theta):
 
 LINEAR = curiojax.prediction_loss(lambda p, x: x @ p["w"])
 # The reference solvers, compiled (eagerly they trace their loops op by op).
-exact_tangent = jax.jit(curiojax.exact_tangent, static_argnums=0,
-                        static_argnames=("regularizer", "curvature", "solver", "maxiter"))
-polish_tangent = jax.jit(curiojax.polish_tangent, static_argnums=0,
-                         static_argnames=("regularizer", "curvature", "maxiter"))
+exact_tangent = jax.jit(
+  curiojax.exact_tangent, static_argnums=0, static_argnames=("regularizer", "curvature", "solver", "maxiter")
+)
+polish_tangent = jax.jit(
+  curiojax.polish_tangent, static_argnums=0, static_argnames=("regularizer", "curvature", "maxiter")
+)
 
 
 def test_hypergradient_ridge_matches_central_differences():
@@ -67,8 +69,9 @@ def test_hypergradient_of_carried_tangent_ridge():
 
   params = {"w": jnp.zeros(x.shape[1])}
   (params, state), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=600)
-  g = curiojax.hypergradient(LINEAR, params, curiojax.tangent_of(state),
-                             dict(x=jnp.asarray(xv, jnp.float32), y=jnp.asarray(yv, jnp.float32)))
+  g = curiojax.hypergradient(
+    LINEAR, params, curiojax.tangent_of(state), dict(x=jnp.asarray(xv, jnp.float32), y=jnp.asarray(yv, jnp.float32))
+  )
   assert abs(float(g) - fd) <= 1e-3 * abs(fd), (float(g), fd)
 
 
@@ -77,8 +80,10 @@ def test_hypergradient_vector_strength_per_group():
   x, y, xv, yv = _ridge_data(seed=2, d=6)
   s = np.array([0.1, 0.5])
   coord = np.array([0, 0, 0, 1, 1, 1])
-  params = {"a": jnp.asarray(_ridge_fit(x, y, s[coord])[:3], jnp.float32),
-            "b": jnp.asarray(_ridge_fit(x, y, s[coord])[3:], jnp.float32)}
+  params = {
+    "a": jnp.asarray(_ridge_fit(x, y, s[coord])[:3], jnp.float32),
+    "b": jnp.asarray(_ridge_fit(x, y, s[coord])[3:], jnp.float32),
+  }
   model = curiojax.prediction_loss(lambda p, x: x[:, :3] @ p["a"] + x[:, 3:] @ p["b"])
   reg = curiojax.group_l2({"a": 0, "b": 1})
   batch = dict(x=jnp.asarray(x, jnp.float32), y=jnp.asarray(y, jnp.float32))
@@ -88,7 +93,9 @@ def test_hypergradient_vector_strength_per_group():
   eps = 1e-4
   for k in range(2):
     e = np.eye(2)[k] * eps
-    fd = (_val_loss64(xv, yv, _ridge_fit(x, y, (s + e)[coord])) - _val_loss64(xv, yv, _ridge_fit(x, y, (s - e)[coord]))) / (2 * eps)
+    fd = (
+      _val_loss64(xv, yv, _ridge_fit(x, y, (s + e)[coord])) - _val_loss64(xv, yv, _ridge_fit(x, y, (s - e)[coord]))
+    ) / (2 * eps)
     assert abs(float(g[k]) - fd) <= 1e-3 * abs(fd), (k, float(g[k]), fd)
 
 
@@ -102,8 +109,12 @@ def _mlp(p, x):
 
 def _mlp_init(key, d_in=2, width=6):
   k1, k2 = jax.random.split(key)
-  return {"w1": jax.random.normal(k1, (d_in, width)) / np.sqrt(d_in), "b1": jnp.zeros(width),
-          "w2": jax.random.normal(k2, (width,)) / np.sqrt(width), "b2": jnp.zeros(())}
+  return {
+    "w1": jax.random.normal(k1, (d_in, width)) / np.sqrt(d_in),
+    "b1": jnp.zeros(width),
+    "w2": jax.random.normal(k2, (width,)) / np.sqrt(width),
+    "b2": jnp.zeros(()),
+  }
 
 
 MLP = curiojax.prediction_loss(_mlp)
@@ -135,8 +146,9 @@ def test_hypergradient_mlp_gauss_newton_damped_matches_retraining():
   y = _mlp(teacher, x) + 0.05 * jax.random.normal(key_n, (96,))
   batch, val = dict(x=x[:48], y=y[:48]), dict(x=x[48:], y=y[48:])
   s, damping, eps = 3e-2, 1e-4, 1e-3
-  tx = optax.chain(curiojax.regularity_tangent(curiojax.l2(), s, curvature="gauss_newton", damping=damping),
-                   optax.adam(1e-2))
+  tx = optax.chain(
+    curiojax.regularity_tangent(curiojax.l2(), s, curvature="gauss_newton", damping=damping), optax.adam(1e-2)
+  )
 
   def step(carry, _):
     params, state = carry
@@ -146,8 +158,17 @@ def test_hypergradient_mlp_gauss_newton_damped_matches_retraining():
   init = _mlp_init(key_i)
   (params, state), _ = jax.lax.scan(step, (init, tx.init(init)), None, length=3000)
   params = _newton_polish(params, s, batch)
-  tau = polish_tangent(MLP, params, curiojax.tangent_of(state), batch, regularizer=curiojax.l2(),
-                                strength=s, curvature="gauss_newton", damping=damping, maxiter=200)
+  tau = polish_tangent(
+    MLP,
+    params,
+    curiojax.tangent_of(state),
+    batch,
+    regularizer=curiojax.l2(),
+    strength=s,
+    curvature="gauss_newton",
+    damping=damping,
+    maxiter=200,
+  )
   g = float(curiojax.hypergradient(MLP, params, tau, val))
   plus = _newton_polish(params, s + eps, batch)
   minus = _newton_polish(params, s - eps, batch)
@@ -184,7 +205,9 @@ def test_online_tuning_ridge_reaches_grid_optimum():
     state = jax.lax.cond(
       t % every == every - 1,
       lambda st: curiojax.tune_strength(st, params, LINEAR, val, learning_rate=20.0, max_step=0.3)[0],
-      lambda st: st, state)
+      lambda st: st,
+      state,
+    )
     return (params, state), curiojax.get_strength(state)
 
   params = {"w": jnp.zeros(x.shape[1])}

@@ -53,8 +53,11 @@ def test_log_strength_and_grid_agree_with_single_evaluations():
   singles = [float(curiojax.loocv_linear(phi, y, float(jnp.exp(g))).mse) for g in log_grid]
   np.testing.assert_allclose(errors, singles, rtol=1e-4)
   assert float(best) == float(log_grid[int(np.argmin(singles))])
-  np.testing.assert_allclose(curiojax.loocv_linear(phi, y, -3.0, log_strength=True).mse,
-                             curiojax.loocv_linear(phi, y, float(np.exp(-3.0))).mse, rtol=1e-5)
+  np.testing.assert_allclose(
+    curiojax.loocv_linear(phi, y, -3.0, log_strength=True).mse,
+    curiojax.loocv_linear(phi, y, float(np.exp(-3.0))).mse,
+    rtol=1e-5,
+  )
 
 
 def test_multi_output_is_the_sum_over_outputs():
@@ -71,19 +74,32 @@ def test_influence_is_exact_for_a_linear_model():
   n, s = len(y), 1e-2
   theta = np.linalg.solve(phi.T @ phi / n + s * np.eye(4), phi.T @ y / n)
   loss = curiojax.prediction_loss(lambda p, x: x @ p["w"])
-  loo = curiojax.loocv_influence(loss, {"w": jnp.asarray(theta, jnp.float32)}, jnp.asarray(phi, jnp.float32),
-                                 jnp.asarray(y, jnp.float32), regularizer=curiojax.l2(), strength=s)
+  loo = curiojax.loocv_influence(
+    loss,
+    {"w": jnp.asarray(theta, jnp.float32)},
+    jnp.asarray(phi, jnp.float32),
+    jnp.asarray(y, jnp.float32),
+    regularizer=curiojax.l2(),
+    strength=s,
+  )
   brute = _brute_loo_residuals(phi, y, s)
   np.testing.assert_allclose(loo.residuals, brute, rtol=2e-3, atol=1e-5)
   closed = curiojax.loocv_linear(phi, y, s)
   np.testing.assert_allclose(loo.leverages, closed.leverages, rtol=1e-3, atol=1e-6)
   # Without the downdate, the plain influence function under-shoots by the factor (1 − h).
-  plain = curiojax.loocv_influence(loss, {"w": jnp.asarray(theta, jnp.float32)}, jnp.asarray(phi, jnp.float32),
-                                   jnp.asarray(y, jnp.float32), regularizer=curiojax.l2(), strength=s,
-                                   correction="none")
+  plain = curiojax.loocv_influence(
+    loss,
+    {"w": jnp.asarray(theta, jnp.float32)},
+    jnp.asarray(phi, jnp.float32),
+    jnp.asarray(y, jnp.float32),
+    regularizer=curiojax.l2(),
+    strength=s,
+    correction="none",
+  )
   r = y - phi @ theta
-  np.testing.assert_allclose(plain.residuals, r + (brute - r) * (1 - np.asarray(closed.leverages)),
-                             rtol=2e-3, atol=1e-5)
+  np.testing.assert_allclose(
+    plain.residuals, r + (brute - r) * (1 - np.asarray(closed.leverages)), rtol=2e-3, atol=1e-5
+  )
 
 
 def _net(p, x):
@@ -108,8 +124,9 @@ def test_influence_matches_brute_force_on_a_nonlinear_model():
   theta = _refit(init, x, y, jnp.ones(n), s)
   loss = curiojax.prediction_loss(_net)
   loo = curiojax.loocv_influence(loss, theta, x, y, regularizer=curiojax.l2(), strength=s)
-  brute = np.array([float(y[i] - _net(_refit(theta, x, y, jnp.ones(n).at[i].set(0.0), s), x[i : i + 1])[0])
-                    for i in range(n)])
+  brute = np.array(
+    [float(y[i] - _net(_refit(theta, x, y, jnp.ones(n).at[i].set(0.0), s), x[i : i + 1])[0]) for i in range(n)]
+  )
   r = np.asarray(y - _net(theta, x))
   # Compare the leave-one-out corrections e_i − r_i (the part the approximation supplies).
   err = np.linalg.norm(np.asarray(loo.residuals) - brute) / np.linalg.norm(brute - r)

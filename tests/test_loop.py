@@ -68,10 +68,12 @@ def test_budget_and_batch_checks():
 
 def test_run_active_learning_with_warm_start_and_strength_grid():
   x, y = _data(200, seed=1)
-  opts = LoopOptions(initial_size=20, batch_size=10, rounds=2, epochs=40, **SMALL,
-                     warm_start=True, strength_grid=(1e-4, 1e-1), budget=35)
-  state, records = run_active_learning(x[:150], ArrayOracle(y[:150]), strategy="random", options=opts,
-                                       x_test=x[150:], y_test=y[150:], capacity=128)
+  opts = LoopOptions(
+    initial_size=20, batch_size=10, rounds=2, epochs=40, **SMALL, warm_start=True, strength_grid=(1e-4, 1e-1), budget=35
+  )
+  state, records = run_active_learning(
+    x[:150], ArrayOracle(y[:150]), strategy="random", options=opts, x_test=x[150:], y_test=y[150:], capacity=128
+  )
   assert [r["labels"] for r in records] == [20, 30, 35]
   assert len(np.unique(state.labelled)) == 35
   assert all(r["strength"] in (1e-4, 1e-1) for r in records)
@@ -93,8 +95,7 @@ class _Decaying:
 def test_curiosity_stopping_rule():
   x, y = _data(200, seed=2)
   opts = LoopOptions(initial_size=20, batch_size=10, rounds=6, epochs=40, stop_ratio=0.3, **SMALL)
-  state, records = run_active_learning(x, ArrayOracle(y), strategy=_Decaying(), options=opts,
-                                       capacity=128)
+  state, records = run_active_learning(x, ArrayOracle(y), strategy=_Decaying(), options=opts, capacity=128)
   # Scores 1, .5, .25 ≤ 0.3·1 at round 2: stop, no label queried that round.
   assert [r["labels"] for r in records] == [20, 30, 40]
   assert records[-1]["stopped"] and state.stopped and len(state.labelled) == 40
@@ -102,14 +103,30 @@ def test_curiosity_stopping_rule():
 
 def test_curiosity_strategy_is_top_k_of_scores():
   x, y = _data(120, seed=3)
-  learner = ActiveLearner(x[:100], ArrayOracle(y[:100]), strategy="curiosity",
-                          options=LoopOptions(initial_size=20, batch_size=7, rounds=1, epochs=40, **SMALL), capacity=128)
+  learner = ActiveLearner(
+    x[:100],
+    ArrayOracle(y[:100]),
+    strategy="curiosity",
+    options=LoopOptions(initial_size=20, batch_size=7, rounds=1, epochs=40, **SMALL),
+    capacity=128,
+  )
   state = learner.init_state(jax.random.key(0))
   res = learner._fit(learner.xs_pool[state.labelled], learner._standardise_y(state), 1e-3, jax.random.key(1))
-  ctx = SelectionContext(learner.model.model_fn, res.params, res.tangent, None, None, learner.xs_pool,
-                         jax.random.key(2), noise_variance=float(res.noise_variance))
+  ctx = SelectionContext(
+    learner.model.model_fn,
+    res.params,
+    res.tangent,
+    None,
+    None,
+    learner.xs_pool,
+    jax.random.key(2),
+    noise_variance=float(res.noise_variance),
+  )
   picked = get_strategy("curiosity").select(ctx, 7)
-  scores = np.asarray(curiosity_scores(learner.model.model_fn, res.params, res.tangent, learner.xs_pool,
-                                     noise_variance=float(res.noise_variance)))
+  scores = np.asarray(
+    curiosity_scores(
+      learner.model.model_fn, res.params, res.tangent, learner.xs_pool, noise_variance=float(res.noise_variance)
+    )
+  )
   assert set(picked.tolist()) == set(np.argsort(-scores)[:7].tolist())
   assert ctx.info["top_score"] == pytest.approx(scores.max())

@@ -8,7 +8,9 @@ import pytest
 
 import curiojax
 
-exact_tangent = jax.jit(curiojax.exact_tangent, static_argnums=0, static_argnames=("regularizer", "curvature", "solver"))
+exact_tangent = jax.jit(
+  curiojax.exact_tangent, static_argnums=0, static_argnames=("regularizer", "curvature", "solver")
+)
 
 
 def _mlp(p, x):
@@ -17,8 +19,10 @@ def _mlp(p, x):
 
 def _setup(seed=0, n=40):
   k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
-  params = {"layer1": {"w": jax.random.normal(k1, (3, 8)) / 2, "b": jnp.zeros(8)},
-            "layer2": {"w": jax.random.normal(k2, (8,)) / 3, "b": jnp.zeros(())}}
+  params = {
+    "layer1": {"w": jax.random.normal(k1, (3, 8)) / 2, "b": jnp.zeros(8)},
+    "layer2": {"w": jax.random.normal(k2, (8,)) / 3, "b": jnp.zeros(())},
+  }
   x = jax.random.normal(k3, (n, 3))
   y = jnp.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2] + 0.1 * jax.random.normal(k4, (n,))
   return params, x, y
@@ -53,12 +57,25 @@ def test_per_layer_forward_equals_adjoint(curvature, damping):
   xq, yq = x[:10] + 0.3, y[:10] - 0.2
   fwd = curiojax.signed_curiosities(LOSS, params, tau, xq, yq)
   assert fwd.shape == (10, 2)
-  adj = curiojax.adjoint_curiosities(LOSS, params, batch, xq, yq, regularizer=reg, strength=s,
-                                     curvature=curvature, damping=damping)
+  adj = curiojax.adjoint_curiosities(
+    LOSS, params, batch, xq, yq, regularizer=reg, strength=s, curvature=curvature, damping=damping
+  )
   for k in range(2):
     assert _rel(adj[:, k], fwd[:, k]) <= 1e-4, (k, _rel(adj[:, k], fwd[:, k]))
-  adj_cg = curiojax.adjoint_curiosities(LOSS, params, batch, xq, yq, regularizer=reg, strength=s,
-                                        curvature=curvature, damping=damping, solver="cg", tol=1e-7, maxiter=500)
+  adj_cg = curiojax.adjoint_curiosities(
+    LOSS,
+    params,
+    batch,
+    xq,
+    yq,
+    regularizer=reg,
+    strength=s,
+    curvature=curvature,
+    damping=damping,
+    solver="cg",
+    tol=1e-7,
+    maxiter=500,
+  )
   assert _rel(adj_cg, fwd) <= 1e-3
 
 
@@ -67,15 +84,20 @@ def test_forward_is_the_per_example_gradient_dot_tangent():
   params, x, y = _setup(seed=1)
   reg = curiojax.group_l2(curiojax.layer_groups(params))
   batch = dict(x=x, y=y)
-  tau = exact_tangent(LOSS, params, batch, regularizer=reg, strength=jnp.array([0.1, 0.3]),
-                      curvature="gauss_newton", damping=1e-2)
+  tau = exact_tangent(
+    LOSS, params, batch, regularizer=reg, strength=jnp.array([0.1, 0.3]), curvature="gauss_newton", damping=1e-2
+  )
   grads = curiojax.per_example_gradients(LOSS, params, x[:6], y[:6])
   flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]
   g = jax.vmap(flat)(grads)
   expected = jnp.stack([g @ flat(jax.tree.map(lambda t, k=k: t[k], tau)) for k in range(2)], 1)
-  np.testing.assert_allclose(curiojax.signed_curiosities(LOSS, params, tau, x[:6], y[:6]), expected, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    curiojax.signed_curiosities(LOSS, params, tau, x[:6], y[:6]), expected, rtol=1e-4, atol=1e-7
+  )
   one = jax.tree.map(lambda t: t[0], tau)
-  np.testing.assert_allclose(curiojax.signed_curiosities(LOSS, params, one, x[:6], y[:6]), expected[:, 0], rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    curiojax.signed_curiosities(LOSS, params, one, x[:6], y[:6]), expected[:, 0], rtol=1e-4, atol=1e-7
+  )
 
 
 def test_scalar_strength_adjoint_matches_ridge_closed_form():

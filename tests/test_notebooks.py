@@ -16,8 +16,13 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED_PLOTS = {
-  "01_polynomial_curiosity": ["01_loocv", "01_fits", "01_signed_curiosity", "01_unlabelled_scores",
-                              "01_active_learning"],
+  "01_polynomial_curiosity": [
+    "01_loocv",
+    "01_fits",
+    "01_signed_curiosity",
+    "01_unlabelled_scores",
+    "01_active_learning",
+  ],
   "02_quickstart": ["02_training", "02_pool_selection"],
   "03_tuning_regularization": ["03_hypergradient_vs_fd", "03_online_tuning"],
   "04_multi_user": ["04_user_curiosity", "04_forward_vs_adjoint"],
@@ -59,8 +64,9 @@ def test_notebook_executes_and_plots_render(name, tmp_path, monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device is enough (conftest asks for 8)
   start = time.perf_counter()
-  client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                   resources={"metadata": {"path": str(tmp_path)}})
+  client = nbclient.NotebookClient(
+    nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+  )
   client.execute()
   elapsed = time.perf_counter() - start
   print(f"{name}: {elapsed:.1f} s")

@@ -26,13 +26,19 @@ def _tree_like(key, params, scale=1.0, k=None):
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
   shape = lambda p: p.shape if k is None else (k,) + p.shape
-  return jax.tree.unflatten(treedef, [scale * jax.random.normal(kk, shape(p)) for kk, p in zip(keys, leaves)])
+  return jax.tree.unflatten(
+    treedef, [scale * jax.random.normal(kk, shape(p)) for kk, p in zip(keys, leaves, strict=False)]
+  )
 
 
 def _mlp(out=OUT):
   k1, k2 = jax.random.split(jax.random.key(0))
-  params = {"w1": jax.random.normal(k1, (D, 8)) / 2, "b1": jnp.full(8, 0.1),
-            "w2": jax.random.normal(k2, (8, out)) / 3, "b2": jnp.zeros(out)}
+  params = {
+    "w1": jax.random.normal(k1, (D, 8)) / 2,
+    "b1": jnp.full(8, 0.1),
+    "w2": jax.random.normal(k2, (8, out)) / 3,
+    "b2": jnp.zeros(out),
+  }
   return mlp_fn, params
 
 
@@ -59,16 +65,22 @@ def _data(out=OUT, n=N):
 
 def _per_example_scores(model_fn, params, tangent, x, y, loss):
   """The slow way: per-example parameter gradients dotted with τ."""
+
   def ell(p, xi, yi):
     return loss(model_fn(p, xi[None])[0], yi)
+
   grads = jax.vmap(jax.grad(ell), in_axes=(None, 0, 0))(params, x, y)
-  return jax.vmap(lambda g: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(tangent))))(grads)
+  return jax.vmap(
+    lambda g: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(tangent), strict=False))
+  )(grads)
 
 
 def _per_example_jvp(model_fn, params, tangent, x):
   """The slow way: per-example Jacobians ∂f(x)/∂θ contracted with τ."""
   jac = jax.vmap(jax.jacrev(lambda p, xi: model_fn(p, xi[None])[0]), in_axes=(None, 0))(params, x)
-  return sum(jnp.einsum("no...,...->no", j, t) for j, t in zip(jax.tree.leaves(jac), jax.tree.leaves(tangent)))
+  return sum(
+    jnp.einsum("no...,...->no", j, t) for j, t in zip(jax.tree.leaves(jac), jax.tree.leaves(tangent), strict=False)
+  )
 
 
 def _rel(a, b):
@@ -104,8 +116,10 @@ def test_jvp_equals_per_example_jacobian(model):
 def _expected_squared_oracle(model_fn, params, tangent, x, sigma2):
   """E_y[c²] for y ~ f + σε from per-example gradients: c is affine in y, so
   E[c²] = c(f)² + Σ_o σ²_o (∂c/∂y_o)², both from the per-example-gradient score."""
+
   def c(xi, yi):
     return _per_example_scores(model_fn, params, tangent, xi[None], yi[None], squared_error)[0]
+
   preds = model_fn(params, x)
   c0 = jax.vmap(c)(x, preds)
   dc = jax.vmap(jax.jacfwd(c, argnums=1))(x, preds)
@@ -181,8 +195,9 @@ def test_several_tangents_one_pass():
     many = curiojax.curiosity_scores(model_fn, params, tangents, x, y, heuristic=h, chunk_size=16)
     assert many.shape == ((N, 3) if h != "jvp" else (N, 3, OUT))
     for j in range(3):
-      one = curiojax.curiosity_scores(model_fn, params, jax.tree.map(lambda t: t[j], tangents), x, y,
-                                      heuristic=h, chunk_size=16)
+      one = curiojax.curiosity_scores(
+        model_fn, params, jax.tree.map(lambda t, j=j: t[j], tangents), x, y, heuristic=h, chunk_size=16
+      )
       np.testing.assert_allclose(many[:, j], one, rtol=1e-5, atol=1e-7)
 
 
@@ -195,8 +210,14 @@ def test_jvp_equals_finite_difference_retraining_on_ridge():
   model_fn = lambda params, x: x @ params["w"]
   params = {"w": jnp.asarray(theta(s), jnp.float32)}
   loss = curiojax.prediction_loss(model_fn)
-  tangent = curiojax.exact_tangent(loss, params, {"x": jnp.asarray(phi, jnp.float32), "y": jnp.asarray(y, jnp.float32)},
-                                   regularizer=curiojax.l2(), strength=s, solver="dense")
+  tangent = curiojax.exact_tangent(
+    loss,
+    params,
+    {"x": jnp.asarray(phi, jnp.float32), "y": jnp.asarray(y, jnp.float32)},
+    regularizer=curiojax.l2(),
+    strength=s,
+    solver="dense",
+  )
   pool = rng.normal(size=(300, p))
   fd = pool @ (theta(s + eps) - theta(s - eps)) / (2 * eps)
   fast = curiojax.curiosity_scores(model_fn, params, tangent, pool.astype(np.float32), heuristic="jvp", chunk_size=64)
@@ -252,8 +273,9 @@ def test_noise_variance_from_residuals():
   x, y = _data()
   r = np.asarray(model_fn(params, x) - y)
   np.testing.assert_allclose(curiojax.noise_variance(model_fn, params, x, y), np.mean(r**2), rtol=1e-5)
-  np.testing.assert_allclose(curiojax.noise_variance(model_fn, params, x, y, per_output=True, ddof=2),
-                             np.sum(r**2, 0) / (N - 2), rtol=1e-5)
+  np.testing.assert_allclose(
+    curiojax.noise_variance(model_fn, params, x, y, per_output=True, ddof=2), np.sum(r**2, 0) / (N - 2), rtol=1e-5
+  )
 
 
 # -- bad input --------------------------------------------------------------------------------

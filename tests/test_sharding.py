@@ -22,8 +22,13 @@ DEVICES = 8
 
 def _rerun_in_subprocess(test_name):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_name}"],
-                       env=env, capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_name}"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
 
 
@@ -67,8 +72,9 @@ def test_sharded_scores_equal_single_device():
   bad[[0, 150, 299]] = np.nan
   with pytest.raises(ValueError, match="3 pool rows"):
     curiojax.curiosity_scores(mlp_fn, params, one, bad, chunk_size=16, mesh=mesh)
-  idx = curiojax.select_top_k(curiojax.curiosity_scores(mlp_fn, params, one, bad, chunk_size=16, mesh=mesh,
-                                                        nonfinite="exclude"), 297)
+  idx = curiojax.select_top_k(
+    curiojax.curiosity_scores(mlp_fn, params, one, bad, chunk_size=16, mesh=mesh, nonfinite="exclude"), 297
+  )
   assert not set(idx.tolist()) & {0, 150, 299}
 
 
@@ -89,7 +95,7 @@ def test_data_parallel_step_gives_the_single_device_tangent():
   (p1, t1), (p8, t8) = results
   assert len(p8["w1"].sharding.device_set) == DEVICES  # replicated over the mesh
   assert float(jnp.linalg.norm(t1["w1"])) > 1e-3  # the tangent moved
-  for a, b in zip(jax.tree.leaves((p1, t1)), jax.tree.leaves((p8, t8))):
+  for a, b in zip(jax.tree.leaves((p1, t1)), jax.tree.leaves((p8, t8)), strict=False):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)
   step = make_data_parallel_step(tx, loss, data_mesh())
   with pytest.raises(ValueError, match="not a multiple of the 8 devices"):

@@ -82,12 +82,22 @@ def test_ill_conditioned_polynomial_carried_then_polished():
   h = phi.T @ phi / 40 + s * np.eye(10)
   assert np.linalg.cond(h) >= 1e4
   x, yj = jnp.asarray(phi, jnp.float32), jnp.asarray(y, jnp.float32)
-  tx = optax.chain(curiojax.regularity_tangent(curiojax.l2(), strength=s), optax.adam(optax.exponential_decay(0.02, 5000, 0.3)))
+  tx = optax.chain(
+    curiojax.regularity_tangent(curiojax.l2(), strength=s), optax.adam(optax.exponential_decay(0.02, 5000, 0.3))
+  )
   params, state = train(tx, {"w": jnp.zeros(10)}, 20000, x=x, y=yj)
   theta_star, tau_star = ridge_closed_form(phi, y, s)
   loss = curiojax.prediction_loss(linear)
-  polished = curiojax.polish_tangent(loss, params, curiojax.tangent_of(state), dict(x=x, y=yj),
-                                     regularizer=curiojax.l2(), strength=s, maxiter=200, tol=1e-7)
+  polished = curiojax.polish_tangent(
+    loss,
+    params,
+    curiojax.tangent_of(state),
+    dict(x=x, y=yj),
+    regularizer=curiojax.l2(),
+    strength=s,
+    maxiter=200,
+    tol=1e-7,
+  )
   _, rel = cosine_and_rel(polished["w"], tau_star)
   assert rel <= 1e-2, rel
   residual = curiojax.relative_residual(loss, params, polished, dict(x=x, y=yj), regularizer=curiojax.l2(), strength=s)
@@ -98,7 +108,7 @@ def mlp_init(key, sizes=(8, 64, 64, 1)):
   keys = jax.random.split(key, len(sizes) - 1)
   return [
     {"w": jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)}
-    for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
   ]
 
 
@@ -114,9 +124,10 @@ def test_mlp_gauss_newton_tangent_matches_exact_solve():
   y = jnp.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2]
   loss = curiojax.prediction_loss(mlp)
   kw = dict(regularizer=curiojax.l2(), strength=1e-2, curvature="gauss_newton", damping=1e-2)
-  tx = optax.chain(curiojax.regularity_tangent(kw["regularizer"], kw["strength"], curvature="gauss_newton",
-                                               damping=kw["damping"]),
-                   optax.adam(optax.exponential_decay(3e-3, 1000, 0.3)))
+  tx = optax.chain(
+    curiojax.regularity_tangent(kw["regularizer"], kw["strength"], curvature="gauss_newton", damping=kw["damping"]),
+    optax.adam(optax.exponential_decay(3e-3, 1000, 0.3)),
+  )
   params, state = train(tx, mlp_init(kp), 3000, x=x, y=y, loss=loss)
   exact = curiojax.exact_tangent(loss, params, dict(x=x, y=y), solver="cg", tol=1e-7, maxiter=3000, **kw)
   cos, _ = cosine_and_rel(curiojax.tangent_of(state), exact)
@@ -172,8 +183,13 @@ def test_finite_difference_on_convex_nonquadratic_model():
       assert err < 1e-2, err
     print("ok")
   """)
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**__import__("os").environ, "JAX_ENABLE_X64": "1"}, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    env={**__import__("os").environ, "JAX_ENABLE_X64": "1"},
+    timeout=300,
+  )
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 
@@ -186,8 +202,9 @@ def test_frozen_parameters_sgd_recursion_equals_lissa():
   tx = optax.chain(curiojax.regularity_tangent(curiojax.l2(), 0.1, tangent_learning_rate=eta), optax.set_to_zero())
   step = jax.jit(lambda st, b: tx.update(None, st, params, value_fn=loss, **b))
   state = tx.init(params)
-  _, iterates = curiojax.lissa(loss, params, batches, scale=1 / eta, regularizer=curiojax.l2(), strength=0.1,
-                               return_iterates=True)
+  _, iterates = curiojax.lissa(
+    loss, params, batches, scale=1 / eta, regularizer=curiojax.l2(), strength=0.1, return_iterates=True
+  )
   for t in range(8):
     updates, state = step(state, {k: v[t] for k, v in batches.items()})
     chex.assert_trees_all_equal(updates, {"w": jnp.zeros(6)})
@@ -309,7 +326,9 @@ def test_log_strength_form():
   loss = curiojax.prediction_loss(linear)
   params = {"w": jnp.array([0.3, -0.2, 0.5])}
   log_s = jnp.log(0.2)
-  t_log = curiojax.exact_tangent(loss, params, dict(x=x, y=y), regularizer=curiojax.l2(log_strength=True), strength=log_s)
+  t_log = curiojax.exact_tangent(
+    loss, params, dict(x=x, y=y), regularizer=curiojax.l2(log_strength=True), strength=log_s
+  )
   t_lin = curiojax.exact_tangent(loss, params, dict(x=x, y=y), regularizer=curiojax.l2(), strength=0.2)
   chex.assert_trees_all_close(t_log, jax.tree.map(lambda t: 0.2 * t, t_lin), rtol=1e-4)  # d/dlog s = s d/ds
 
@@ -371,7 +390,8 @@ def test_bad_input_gets_clear_errors():
     curiojax.regularity_tangent("l1", 0.1)
   with pytest.raises(TypeError, match="prediction_loss"):
     curiojax.regularity_tangent("l2", 0.1, curvature="gauss_newton").update(
-      None, state, params, value_fn=lambda p, x, y: jnp.sum(p["w"]), x=x, y=y)
+      None, state, params, value_fn=lambda p, x, y: jnp.sum(p["w"]), x=x, y=y
+    )
   with pytest.raises(ValueError, match="Unknown solver"):
     curiojax.exact_tangent(loss, params, dict(x=x, y=y), solver="qr")
   curiojax.regularity_tangent(curiojax.l2(log_strength=True), -3.0)  # negative log-strength is fine
@@ -394,6 +414,11 @@ def test_float64_path():
     assert np.abs(np.asarray(tau) - exact).max() / np.abs(exact).max() < 1e-10
     print("ok")
   """)
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**__import__("os").environ, "JAX_ENABLE_X64": "1"}, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    env={**__import__("os").environ, "JAX_ENABLE_X64": "1"},
+    timeout=300,
+  )
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
