@@ -33,9 +33,9 @@ def mlp_fn(params, x):
   return h @ params["w3"] + params["b3"]
 
 
-def init(key):
+def init(key, width=WIDTH):
   k = jax.random.split(key, 3)
-  dims = [(FEATURES, WIDTH), (WIDTH, WIDTH), (WIDTH, 1)]
+  dims = [(FEATURES, width), (width, width), (width, 1)]
   params = {}
   for i, (kk, (a, b)) in enumerate(zip(k, dims, strict=False), start=1):
     params[f"w{i}"] = jax.random.normal(kk, (a, b)) * np.sqrt(2.0 / a)
@@ -75,17 +75,18 @@ def main():
   ap.add_argument("--fast", action="store_true", help="20k pool, fewer repetitions")
   ap.add_argument("--pool", type=int, default=None)
   ap.add_argument("--chunk", type=int, default=4096)
+  ap.add_argument("--width", type=int, default=WIDTH, help="hidden width (64: the prototype's network size)")
   args = ap.parse_args()
   n = args.pool or (20_000 if args.fast else 100_000)
   reps = 3 if args.fast else 5
 
   key = jax.random.key(0)
-  params = init(key)
+  params = init(key, args.width)
   n_params = sum(p.size for p in jax.tree.leaves(params))
   tangent = jax.tree.map(lambda p: 0.01 * jnp.cos(jnp.arange(p.size, dtype=p.dtype).reshape(p.shape)), params)
   x = jax.random.normal(jax.random.key(1), (n, FEATURES))
   y = jnp.sin(x[:, :1])
-  print(f"devices: {jax.devices()}  |  MLP 2x{WIDTH} ReLU, {n_params} params, pool {n}, chunk {args.chunk}")
+  print(f"devices: {jax.devices()}  |  MLP 2x{args.width} ReLU, {n_params} params, pool {n}, chunk {args.chunk}")
 
   forward = jax.jit(mlp_fn)
   t_fwd = timeit(lambda: forward(params, x), reps)

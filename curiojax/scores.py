@@ -510,11 +510,16 @@ def curiosity_scores(
   heuristic: str = "expected_squared",
   loss: str | Loss = "squared_error",
   noise_variance: float | jax.Array | Callable | None = None,
+  training_data: tuple | None = None,
   chunk_size: int = 4096,
   nonfinite: str = "raise",
   **options,
 ) -> jax.Array:
   """Curiosity scores of every pool row, from one forward-mode JVP along the tangent.
+
+  ``σ²`` for ``"expected_squared"``: ``noise_variance`` if given; else, with
+  ``training_data=(x_train, y_train)``, the mean squared training residual
+  (:func:`noise_variance`); else 1 (the same ranking as any scalar).
 
   One-shot form of :func:`make_scorer`. The scorer is cached per ``(model_fn, heuristic,
   loss, callable noise_variance, chunk_size, options)`` (32 most recent), so calling this
@@ -523,6 +528,10 @@ def curiosity_scores(
 
   Args and returns as :meth:`Scorer.__call__` and :func:`make_scorer`.
   """
+  if noise_variance is None and training_data is not None:
+    if not (isinstance(training_data, tuple) and len(training_data) == 2):
+      raise TypeError("training_data must be a pair (x_train, y_train).")
+    noise_variance = _estimate_noise_variance(model_fn, params, *training_data)
   fn_noise = noise_variance if callable(noise_variance) else None
   scalar_noise = None if callable(noise_variance) else noise_variance
   opts = dict(loss=loss, noise_variance=fn_noise, chunk_size=chunk_size, **options)
@@ -562,3 +571,6 @@ def noise_variance(model_fn: Callable, params: Any, x, y, *, per_output: bool = 
   r2 = jnp.square(preds - y)
   per = jnp.sum(r2, axis=0) / (n - ddof)
   return per if per_output else jnp.mean(per)
+
+
+_estimate_noise_variance = noise_variance  # the name is shadowed by curiosity_scores' argument

@@ -366,3 +366,18 @@ def test_float64_path_in_subprocess():
   env = dict(os.environ, JAX_ENABLE_X64="1", XLA_FLAGS="")
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_noise_variance_defaults_to_training_residuals():
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(12), params, 0.3)
+  x, y = _data()
+  x_train, y_train = x[:20], y[:20] + 0.5
+  residual = np.asarray(model_fn(params, x_train) - y_train, np.float64)  # (20, OUT)
+  sigma2 = np.mean(residual**2)  # mean over points and outputs
+  np.testing.assert_allclose(curiojax.noise_variance(model_fn, params, x_train, y_train), sigma2, rtol=1e-5)
+  unit = curiojax.curiosity_scores(model_fn, params, tangent, x)
+  estimated = curiojax.curiosity_scores(model_fn, params, tangent, x, training_data=(x_train, y_train))
+  np.testing.assert_allclose(estimated, sigma2 * np.asarray(unit), rtol=1e-5)
+  with pytest.raises(TypeError, match="training_data"):
+    curiojax.curiosity_scores(model_fn, params, tangent, x, training_data=x_train)
