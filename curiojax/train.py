@@ -37,9 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from curiojax.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.losses import prediction_loss
 from curiojax.regularizers import get_regularizer
-from curiojax.tangent import regularity_tangent, tangent_of
+from curiojax.tangent import tangent_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,27 +94,15 @@ class TrainResult(NamedTuple):
   loss: jax.Array
 
 
-def _tangent_tx(strength, regularizer, curvature, damping):
-  return regularity_tangent(regularizer, strength, curvature=curvature, damping=damping)
-
-
 def make_optimizer(options: TrainOptions, strength: float = 1e-3) -> optax.GradientTransformationExtraArgs:
-  """``chain(inject_hyperparams(regularity_tangent)(strength), adam)``: the tangent first."""
-  tangent = optax.inject_hyperparams(_tangent_tx, static_args=("damping", "regularizer"))(
-    strength=jnp.asarray(strength, jnp.float32),
-    regularizer=get_regularizer(options.regularizer),
+  """``chain(tunable_regularity_tangent(...), adam)``: the tangent first, its strength in the state."""
+  tangent = tunable_regularity_tangent(
+    get_regularizer(options.regularizer),
+    float(strength),
     curvature=options.curvature,
     damping=float(options.damping),
   )
   return optax.chain(tangent, optax.adam(options.learning_rate))
-
-
-def set_strength(opt_state, strength) -> Any:
-  """The optimizer state of :func:`make_optimizer` with its strength replaced (no recompile)."""
-  inject, *rest = opt_state
-  hyper = dict(inject.hyperparams)
-  hyper["strength"] = jnp.asarray(strength, hyper["strength"].dtype)
-  return (inject._replace(hyperparams=hyper), *rest)
 
 
 def capacity_for(n: int, minibatch_size: int) -> int:
