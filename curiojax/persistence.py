@@ -30,6 +30,10 @@ STATE_FILE = "state.json"
 FORMAT_VERSION = 1
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic_write(path: str | os.PathLike, write) -> None:
   """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync, then ``os.replace``."""
   path = Path(path)
@@ -39,6 +43,7 @@ def _atomic_write(path: str | os.PathLike, write) -> None:
       write(f)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results follow the user's umask
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
