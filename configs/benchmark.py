@@ -1,14 +1,14 @@
 """Benchmark config (issue 6): ``python -m curiojax.benchmark --config configs/benchmark.py``.
 
 ``--config.fast=True`` is the CI smoke run (one split of concrete, tiny pool/network, 2 rounds);
-``--config.datasets='("/work/shared/data/uci/concrete",)'`` etc. restrict the datasets.
+``--config.datasets='("../shared/data/uci/concrete",)'`` etc. restrict the datasets.
 """
 
 import os
 
 import ml_collections
 
-UCI = os.environ.get("CURIOJAX_UCI", "/work/shared/data/uci")
+UCI = os.environ.get("CURIOJAX_UCI", "../shared/data/uci")  # relative to the current directory
 
 
 def get_config():
@@ -34,5 +34,5 @@ def get_config():
   c.epochs, c.train_batch, c.lr = 256, 256, 0.375
   # post-hoc regularity tangent (Gauss-Newton, L2 strength, CG iterations)
   c.tangent_strength, c.tangent_maxiter = 1e-3, 50
-  c.results_dir = "/work/bench_runs/benchmark"
+  c.results_dir = "curiojax_runs/benchmark"
   return c

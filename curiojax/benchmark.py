@@ -47,26 +47,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from curiojax import data
+from curiojax.persistence import atomic_write_text
+
 # --------------------------------------------------------------------------------------------
 # Data
 
 
 def load_uci_folder(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """Load a dataset in the UCI layout (``data.txt``, ``index_features.txt``, ``index_target.txt``).
-
-  Returns:
-    ``(x, y)`` as float64 arrays of shapes ``(N, d)`` and ``(N,)``.
-  """
-  data_file = os.path.join(path, "data.txt")
-  if not os.path.isfile(data_file):
-    raise ValueError(f"{path!r} is not a dataset folder in the UCI layout: no data.txt there.")
-  data = np.loadtxt(data_file, dtype=np.float64, ndmin=2)
-  features = np.loadtxt(os.path.join(path, "index_features.txt"), dtype=np.int64, ndmin=1)
-  target = int(np.loadtxt(os.path.join(path, "index_target.txt"), dtype=np.int64))
-  x, y = data[:, features], data[:, target]
-  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-    raise ValueError(f"{data_file} holds NaN or Inf values; clean the data first.")
-  return x, y
+  """``(x, y)`` as float64 from a folder in the UCI layout, via the validated :mod:`curiojax.data` loader."""
+  ds = data.load_uci_folder(path)
+  return ds.x.astype(np.float64), ds.y.astype(np.float64)
 
 
 def friedman1(n: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -634,8 +625,7 @@ def run(cfg, log=print) -> dict:
           strategy_kwargs=kwargs.get(s),
         )
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-          json.dump(res, f)
+        atomic_write_text(path, json.dumps(res))  # a kill mid-write must not break resuming
         results[ds][s][k] = res
         log(
           f"{ds} split {k} {s:18s} metric {metric(res['rmse']):+.4f}  "
@@ -647,17 +637,18 @@ def run(cfg, log=print) -> dict:
   rows = summarise(results)
   table = markdown_table(rows, strategies)
   paths = plot(results, rows, strategies, cfg.results_dir)
-  with open(os.path.join(cfg.results_dir, "results.json"), "w") as f:
-    json.dump(dict(rows=rows, results=results), f)
-  with open(os.path.join(cfg.results_dir, "report.md"), "w") as f:
-    f.write(
+  atomic_write_text(os.path.join(cfg.results_dir, "results.json"), json.dumps(dict(rows=rows, results=results)))
+  atomic_write_text(
+    os.path.join(cfg.results_dir, "report.md"),
+    (
       "Mean over rounds of log test RMSE: random as mean ± se over splits; the others as the "
       "paired difference to random ± se (negative is better).\n\n"
       + table
       + "\n\n"
       + "\n".join(f"![]({os.path.basename(p)})" for p in paths)
       + "\n"
-    )
+    ),
+  )
   log(table)
   return dict(rows=rows, results=results, table=table, plots=paths)
 

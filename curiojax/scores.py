@@ -212,8 +212,22 @@ class Scorer:
 
     def body(_, inputs):
       xc, yc, vc = inputs
-      scores, bad_x, bad_y = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
-      return None, (scores, jnp.stack([bad_x, bad_y]))
+
+      def compute(_):
+        scores, bad_x, bad_y = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
+        return scores, jnp.stack([bad_x, bad_y])
+
+      # Chunks made only of bucket padding skip the model: what they would give anyway.
+      shapes = jax.eval_shape(compute, None)
+      fill = jnp.nan if self.heuristic == "jvp" else -jnp.inf
+
+      def skip(_):
+        # Derived from the chunk's mask so that, under shard_map, both branches vary alike.
+        zero = jnp.sum(vc, dtype=shapes[1].dtype) * 0
+        scores = jnp.broadcast_to((zero + fill).astype(shapes[0].dtype), shapes[0].shape)
+        return scores, jnp.broadcast_to(zero, shapes[1].shape)
+
+      return None, jax.lax.cond(jnp.any(vc), compute, skip, None)
 
     _, (scores, counts) = jax.lax.scan(body, None, (split(x), split(y), split(valid)))
     counts = jnp.sum(counts, axis=0)
