@@ -11,8 +11,8 @@ with ``C`` the Hessian or Gauss-Newton matrix of ``F`` on the current batch and
 training step costs one fused pass instead of a gradient plus an HVP.
 
 The tangent's step size ``η_τ`` defaults to ``1/λ̂_max(C + λI)``, estimated by power
-iteration on the first update and every ``step_size_every`` refreshes (and whenever the
-residual jumps): the recursion then converges whatever the inner optimizer (SGD, momentum,
+iteration on the first update and every ``step_size_every`` refreshes: the recursion then
+converges whatever the inner optimizer (SGD, momentum,
 Adam) and whatever the data's scale, at a rate set by ``κ(C + λI)``.
 
 Example:
