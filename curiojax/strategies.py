@@ -11,7 +11,7 @@ Example:
   ...                        x_labelled=np.zeros((4, 2)), y_labelled=np.zeros(4),
   ...                        x_pool=np.zeros((10, 2)), key=jax.random.key(0))
   >>> picked = get_strategy("random").select(ctx, 3)
-  >>> len(set(picked.tolist())) == 3 and picked.max() < 10
+  >>> bool(len(set(picked.tolist())) == 3 and picked.max() < 10)
   True
 """
 
