@@ -428,7 +428,7 @@ def metric(rmse: Sequence[float]) -> float:
 
 
 def summarise(results: dict[str, dict[str, dict[int, dict]]], reference: str = "random") -> list[dict]:
-  """Rows ``dataset, strategy, n, mean, se, delta, delta_se, select_s`` from nested results."""
+  """Rows ``dataset, strategy, n, mean, se, delta, delta_se, wins, select_s`` from nested results."""
   rows = []
   for ds, by_strategy in results.items():
     ref = by_strategy.get(reference, {})
@@ -447,6 +447,7 @@ def summarise(results: dict[str, dict[str, dict[int, dict]]], reference: str = "
           se=se(m),
           delta=float(diff.mean()) if len(diff) else float("nan"),
           delta_se=se(diff) if len(diff) else float("nan"),
+          wins=int(np.sum(diff < 0)),  # splits on which this strategy beat random (paired)
           # median over rounds (round 1 includes compilation), then mean over splits
           select_s=float(np.mean([np.median(by_split[k]["select_s"]) for k in splits])),
           standard=all(by_split[k].get("standard", True) for k in splits),
@@ -457,7 +458,8 @@ def summarise(results: dict[str, dict[str, dict[int, dict]]], reference: str = "
 
 
 def markdown_table(rows: list[dict], strategies: Sequence[str]) -> str:
-  """Per dataset: mean ± se of the metric for random, Δ to random ± paired se for the others."""
+  """Per dataset: mean ± se of the metric for random, Δ to random ± paired se (wins/splits) for
+  the others; then the means over datasets (and over those on the exact protocol)."""
   lines = ["| dataset | splits | " + " | ".join(strategies) + " |", "|---|---|" + "---|" * len(strategies)]
   datasets = list(dict.fromkeys(r["dataset"] for r in rows))
   for ds in datasets:
@@ -473,8 +475,18 @@ def markdown_table(rows: list[dict], strategies: Sequence[str]) -> str:
       if s == "random":
         cells.append(f"{r['mean']:.3f} ± {r['se']:.3f}")
       else:
-        cells.append(f"{r['delta']:+.3f} ± {r['delta_se']:.3f}")
+        cells.append(f"{r['delta']:+.3f} ± {r['delta_se']:.3f} ({r['wins']}/{r['n']})")
     lines.append(f"| {ds}{flag} | {n} | " + " | ".join(cells) + " |")
+  standard = [ds for ds in datasets if all(r["standard"] for r in rows if r["dataset"] == ds)]
+  for label, subset in (("mean over datasets", datasets), ("mean, exact protocol only", standard)):
+    if len(subset) < 2 or (label != "mean over datasets" and subset == datasets):
+      continue
+    cells = []
+    for s in strategies:
+      rs = [r for r in rows if r["dataset"] in subset and r["strategy"] == s]
+      key = "mean" if s == "random" else "delta"
+      cells.append(f"{np.mean([r[key] for r in rs]):+.3f}" if len(rs) == len(subset) else "—")
+    lines.append(f"| *{label}* | {len(subset)} | " + " | ".join(cells) + " |")
   lines += [
     "",
     "Seconds per selection step (median over rounds, mean over splits; tangent included):",

@@ -151,8 +151,16 @@ def test_metric_and_paired_summary():
   assert rows["lcmd"]["delta"] == pytest.approx(np.log(0.5))
   assert rows["lcmd"]["delta_se"] == pytest.approx(0.0, abs=1e-12)
   assert rows["lcmd"]["select_s"] == pytest.approx(0.2)
+  assert rows["lcmd"]["wins"] == 2
   table = bm.markdown_table(list(rows.values()), ["random", "lcmd"])
-  assert "-0.693" in table
+  assert "-0.693 ± 0.000 (2/2)" in table
+  # A second dataset where lcmd loses one split: wins count it, the mean row averages datasets.
+  results["e"] = {"random": {0: r([1.0, 1.0]), 1: r([1.0, 1.0])}, "lcmd": {0: r([np.e, np.e]), 1: r([1 / np.e] * 2)}}
+  all_rows = bm.summarise(results)
+  e_lcmd = next(row for row in all_rows if row["dataset"] == "e" and row["strategy"] == "lcmd")
+  assert e_lcmd["wins"] == 1 and e_lcmd["delta"] == pytest.approx(0.0, abs=1e-12)
+  mean_line = next(line for line in bm.markdown_table(all_rows, ["random", "lcmd"]).splitlines() if "mean over" in line)
+  assert f"{np.log(0.5) / 2:+.3f}" in mean_line
 
 
 def test_end_to_end_tiny_run(tmp_path):
