@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.features import gradient_sketch
+from curiojax.scores import curiosity_scores
 from curiojax.strategies import SelectionContext, check_batch_size, register_strategy
 
 POOL_BUCKET = 512
@@ -254,22 +255,6 @@ class LCMDStrategy(_Sketched):
     return _finish(_lcmd(fp, mp, fl, ml, batch_size), ctx, batch_size)
 
 
-def _jvp_scores(model_fn, params, tangent, x):
-  """``J_x τ`` for a batch (one forward-mode JVP); uses ``curiojax.curiosity_scores`` if present."""
-  try:
-    from curiojax import curiosity_scores
-  except ImportError:
-    curiosity_scores = None
-  if curiosity_scores is not None:
-    return jnp.asarray(curiosity_scores(model_fn, params, tangent, x, heuristic="jvp"))
-  return _jvp_jit(model_fn, params, tangent, x)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jvp_jit(model_fn, params, tangent, x):
-  return jax.jvp(lambda p: model_fn(p, x), (params,), (tangent,))[1]
-
-
 @register_strategy("curiosity_diverse")
 class CuriosityDiverseStrategy(_Sketched):
   """Greedy expected-squared curiosity, deflated by gradient-kernel similarity to earlier picks.
@@ -293,7 +278,7 @@ class CuriosityDiverseStrategy(_Sketched):
       raise ValueError("curiosity_diverse needs ctx.tangent (carry or compute the regularity tangent).")
     fp, mp, fl, ml = _features(ctx, self.dim, self.chunk_size)
     xp, _ = _pad(ctx.x_pool, POOL_BUCKET)
-    jvp = _jvp_scores(ctx.model_fn, ctx.params, ctx.tangent, jnp.asarray(xp))
+    jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, jnp.asarray(xp), heuristic="jvp")
     # σ² is a constant factor within a round: ranking by (J_xτ)² equals ranking by σ²(J_xτ)².
     scores = jnp.square(jvp.reshape(-1))
     idx = _deflated_greedy(scores, fp, mp, fl, ml, self.gamma, self.noise, batch_size)

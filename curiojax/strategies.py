@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -126,5 +127,5 @@ class CuriosityStrategy:
       noise_variance=ctx.noise_variance,
     )
     chosen = select_top_k(scores, batch_size)
-    ctx.info["top_score"] = float(np.max(np.asarray(scores)))
+    ctx.info["top_score"] = float(jnp.max(scores))  # one scalar to the host, not the pool
     return chosen
