@@ -7,7 +7,33 @@ themselves in a subprocess with the flag set (see ``tests/test_sharding.py``).
 """
 
 import os
+import subprocess
+import sys
+import textwrap
+
+import pytest  # none of these imports JAX, so the flag below still comes first
 
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+
+@pytest.fixture
+def run_float64():
+  """Run a script in a fresh process with ``JAX_ENABLE_X64=1``; it must print ``ok``.
+
+  x64 is process-wide in JAX, so float64 paths are checked in their own process. Extra
+  environment variables (e.g. ``XLA_FLAGS=""``) may be given.
+  """
+
+  def run(code: str, timeout: float = 300, **env):
+    out = subprocess.run(
+      [sys.executable, "-c", textwrap.dedent(code)],
+      env={**os.environ, "JAX_ENABLE_X64": "1", **env},
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+  return run

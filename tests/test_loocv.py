@@ -1,8 +1,5 @@
 """Leave-one-out CV: closed form and influence approximation against brute-force refits."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -136,7 +133,7 @@ def test_influence_matches_brute_force_on_a_nonlinear_model():
   assert err < err_plain
 
 
-def test_degree_nine_worked_example_in_float64():
+def test_degree_nine_worked_example_in_float64(run_float64):
   """method.md's setting (n = 20, degree 9, log strength): closed form = refits to 1e-8, in x64."""
   code = textwrap.dedent("""
     import numpy as np, jax, curiojax
@@ -155,9 +152,7 @@ def test_degree_nine_worked_example_in_float64():
       np.testing.assert_allclose(loo.residuals, brute, rtol=1e-7, atol=1e-9)
     print("ok")
   """)
-  env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+  run_float64(code, timeout=120, JAX_PLATFORMS="cpu")
 
 
 def test_bad_inputs():

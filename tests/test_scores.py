@@ -1,8 +1,5 @@
 """Curiosity scores against their definitions computed the slow way (per-example gradients)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -349,7 +346,7 @@ def test_bad_shapes_and_options(setup):
     curiojax.make_scorer(model_fn, chunk_size=0)
 
 
-def test_float64_path_in_subprocess():
+def test_float64_path_in_subprocess(run_float64):
   code = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, curiojax
     model_fn = lambda p, x: jnp.tanh(x @ p["w"]) @ p["v"]
@@ -363,9 +360,7 @@ def test_float64_path_in_subprocess():
     assert float(jnp.max(jnp.abs(s - slow))) < 1e-12 * float(jnp.max(jnp.abs(slow)))
     print("ok")
   """)
-  env = dict(os.environ, JAX_ENABLE_X64="1", XLA_FLAGS="")
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+  run_float64(code, timeout=120, XLA_FLAGS="")
 
 
 def test_noise_variance_defaults_to_training_residuals():

@@ -1,7 +1,5 @@
 """Oracle and conformance tests for the regularity tangent (issue: core)."""
 
-import subprocess
-import sys
 import textwrap
 
 import chex
@@ -148,7 +146,7 @@ def test_finite_difference_retraining_matches_jvp():
   np.testing.assert_allclose(2 * eps * np.asarray(jvp), fd, rtol=1e-2, atol=1e-2 * np.abs(fd).max())
 
 
-def test_finite_difference_on_convex_nonquadratic_model():
+def test_finite_difference_on_convex_nonquadratic_model(run_float64):
   """Huber loss (convex, not quadratic): retraining by L-BFGS at s ± ε in float64."""
   code = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax, curiojax
@@ -183,14 +181,7 @@ def test_finite_difference_on_convex_nonquadratic_model():
       assert err < 1e-2, err
     print("ok")
   """)
-  out = subprocess.run(
-    [sys.executable, "-c", code],
-    capture_output=True,
-    text=True,
-    env={**__import__("os").environ, "JAX_ENABLE_X64": "1"},
-    timeout=300,
-  )
-  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+  run_float64(code)
 
 
 def test_frozen_parameters_sgd_recursion_equals_lissa():
@@ -397,7 +388,7 @@ def test_bad_input_gets_clear_errors():
   curiojax.regularity_tangent(curiojax.l2(log_strength=True), -3.0)  # negative log-strength is fine
 
 
-def test_float64_path():
+def test_float64_path(run_float64):
   code = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax, curiojax
     x = jax.random.normal(jax.random.key(0), (100, 4)); y = x.sum(1)
@@ -414,14 +405,7 @@ def test_float64_path():
     assert np.abs(np.asarray(tau) - exact).max() / np.abs(exact).max() < 1e-10
     print("ok")
   """)
-  out = subprocess.run(
-    [sys.executable, "-c", code],
-    capture_output=True,
-    text=True,
-    env={**__import__("os").environ, "JAX_ENABLE_X64": "1"},
-    timeout=300,
-  )
-  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+  run_float64(code)
 
 
 def test_per_group_weights_and_masks_match_closed_form():
