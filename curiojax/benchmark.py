@@ -49,6 +49,7 @@ import optax
 
 from curiojax import data
 from curiojax.persistence import atomic_write_text
+from curiojax.strategies import SelectionContext, get_strategy
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -343,8 +344,6 @@ def run_strategy(
     dict with ``rmse`` (test RMSE after rounds 0..R), ``select_s`` (seconds per selection
     step, tangent included for curiosity strategies) and ``train_s``.
   """
-  from curiojax.strategies import SelectionContext, get_strategy
-
   strategy = get_strategy(name, **(strategy_kwargs or {}))
   needs_tangent = name.startswith("curiosity")
   n0, b, rounds = len(split.x_initial), split.batch_size, split.rounds
@@ -591,10 +590,12 @@ def run(cfg, log=print) -> dict:
   """
   if cfg.get("fast", False):
     cfg = fast_config(cfg)
-  os.makedirs(cfg.results_dir, exist_ok=True)
-  model = NTKMLP(tuple(cfg.hidden), cfg.sigma_w, cfg.sigma_b)
   strategies = list(cfg.strategies)
   kwargs = {k: dict(v) for k, v in cfg.strategy_kwargs.items()}
+  for s in strategies:  # unknown names or options fail now, not hours into the run
+    get_strategy(s, **kwargs.get(s, {}))
+  os.makedirs(cfg.results_dir, exist_ok=True)
+  model = NTKMLP(tuple(cfg.hidden), cfg.sigma_w, cfg.sigma_b)
   results: dict = {}
   for ds, folder in _dataset_folders(cfg):
     x, y = load_uci_folder(folder)

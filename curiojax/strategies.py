@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -75,10 +76,19 @@ def register_strategy(name: str):
 
 
 def get_strategy(name: str, **kwargs) -> Strategy:
-  """A fresh strategy by name; unknown names raise ``ValueError`` listing the known ones."""
+  """A fresh strategy by name; unknown names raise ``ValueError``, unknown options ``TypeError``."""
   if name not in STRATEGIES:
     raise ValueError(f"Unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
-  return STRATEGIES[name](**kwargs)
+  cls = STRATEGIES[name]
+  try:
+    accepted = inspect.signature(cls).parameters
+  except (TypeError, ValueError):  # pragma: no cover  (builtins without a signature)
+    accepted = None
+  if accepted is not None and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+      raise TypeError(f"Strategy {name!r} has no option(s) {unknown}; its options are {sorted(accepted)}.")
+  return cls(**kwargs)
 
 
 def check_batch_size(ctx: SelectionContext, batch_size: int) -> None:

@@ -196,3 +196,18 @@ def test_end_to_end_tiny_run(tmp_path):
   assert all(os.path.isfile(p) for p in out["plots"])
   res = out["results"]["f1"]["lcmd"][0]
   assert len(res["rmse"]) == 3 and len(res["select_s"]) == 2
+
+
+def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
+  from configs.benchmark_fast import get_config
+
+  c = get_config()
+  c.results_dir = str(tmp_path / "out")
+  c.strategy_kwargs = {"lcmd": {"gama": 1.0}}
+  with pytest.raises(TypeError, match="gama"):
+    bm.run(c, log=lambda *_: None)
+  c.strategy_kwargs = {}
+  c.strategies = ("random", "lcdm")
+  with pytest.raises(ValueError, match="lcdm"):
+    bm.run(c, log=lambda *_: None)
+  assert not os.path.exists(tmp_path / "out")  # nothing written
