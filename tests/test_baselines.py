@@ -77,14 +77,15 @@ def test_sketch_is_unbiased_for_the_gradient_kernel(problem, factored):
   assert np.max(np.abs(k_hat - exact) / scale) < 0.12
 
 
-def _numpy_lcmd(fp, fl, k):
-  """bmdal_reg's LargestClusterMaxDist (TP mode), written naively."""
+def _numpy_lcmd(fp, fl, k, w=None):
+  """bmdal_reg's LargestClusterMaxDist (TP mode), written naively; ``w`` weights the scored distances."""
+  w = np.ones(len(fp)) if w is None else w
   d = ((fp[:, None] - fl[None]) ** 2).sum(-1)
   min_d, closest = d.min(1), d.argmin(1)
   sel = []
   for i in range(k):
-    sums = np.bincount(closest, weights=min_d, minlength=len(fl) + k)
-    score = np.where(sums[closest] == sums.max(), min_d, -np.inf)
+    sums = np.bincount(closest, weights=w * min_d, minlength=len(fl) + k)
+    score = np.where(sums[closest] == sums.max(), w * min_d, -np.inf)
     score[sel] = -np.inf
     j = int(np.argmax(score))
     sel.append(j)
@@ -104,6 +105,29 @@ def test_lcmd_matches_reference_algorithm():
   flp, ml = baselines._pad(fl, 8)
   got = baselines._lcmd(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), 9)
   assert np.asarray(got).tolist() == want
+  w = rng.gamma(0.5, size=60)  # skewed weights, as curiosities are
+  want_w = _numpy_lcmd(fp.copy(), fl, 9, w)
+  assert want_w != want  # the weights matter on this problem
+  wp = jnp.zeros(64).at[:60].set(w)
+  got_w = baselines._lcmd(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), 9, wp)
+  assert np.asarray(got_w).tolist() == want_w
+
+
+def test_weighted_kmeanspp_samples_proportionally_to_weight_times_distance():
+  # first pick, one labelled centre at the origin: P(j) ∝ w_j·‖φ_j‖²
+  rng = np.random.default_rng(4)
+  fp = rng.normal(size=(6, 3))
+  w = np.array([0.0, 1.0, 2.0, 4.0, 0.5, 3.0])
+  p = w * (fp**2).sum(1)
+  p /= p.sum()
+  fpp, mp = baselines._pad(fp, 8)
+  flp, ml = baselines._pad(np.zeros((1, 3)), 8)
+  args = (jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml))
+  wp = jnp.zeros(8).at[:6].set(w)
+  first = jax.vmap(lambda k: baselines._kmeanspp(*args, k, 1, wp)[0])(jax.random.split(jax.random.key(0), 4000))
+  freq = np.bincount(np.asarray(first), minlength=8)[:6] / 4000
+  assert freq[0] == 0.0  # zero weight: never sampled
+  np.testing.assert_allclose(freq, p, atol=0.03)
 
 
 def test_variance_matches_dense_posterior():
@@ -125,21 +149,30 @@ def test_variance_matches_dense_posterior():
   np.testing.assert_allclose(np.asarray(got)[:30], want, rtol=2e-3, atol=1e-6)
 
 
-def test_deflated_greedy_topk_at_gamma_zero_and_skips_copies():
-  rng = np.random.default_rng(3)
-  fp = rng.normal(size=(20, 8)).astype(np.float32)
-  fp[1] = fp[0]  # a duplicate of the best point
-  scores = np.linspace(2.0, 1.0, 20).astype(np.float32)
-  scores[1] = scores[0] - 1e-3
-  fpp, mp = baselines._pad(fp, 32)
-  flp, ml = baselines._pad(np.zeros((0, 8)), 8)
-  sp = np.zeros(32, np.float32)
-  sp[:20] = scores
-  args = (jnp.asarray(sp), jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml))
-  plain = np.asarray(baselines._deflated_greedy(*args, 0.0, 0.1, 5))
-  assert plain.tolist() == [0, 1, 2, 3, 4]
-  diverse = np.asarray(baselines._deflated_greedy(*args, 1.0, 1e-4, 5))
-  assert diverse[0] == 0 and 1 not in diverse.tolist()
+def test_curiosity_diverse_is_lcmd_weighted_by_normalised_curiosity(problem):
+  model, params, tangent, _, x_pool = problem
+  ctx = _ctx(problem)
+  fp, mp, fl, ml = baselines._features(ctx, 32, 2048)
+  jvp = np.asarray(jax.jvp(lambda p: model(p, jnp.asarray(x_pool)), (params,), (tangent,))[1], np.float64)
+  c = jvp**2 / np.mean(jvp**2)
+  n = len(x_pool)
+  fpn, fln = np.asarray(fp, np.float64)[:n], np.asarray(fl, np.float64)[np.asarray(ml)]
+  for gamma in (0.5, 2.0):
+    want = _numpy_lcmd(fpn.copy(), fln, 6, c**gamma)
+    got = get_strategy("curiosity_diverse", gamma=gamma, dim=32).select(ctx, 6)
+    assert got.tolist() == want
+  # γ = 0 is LCMD exactly
+  assert get_strategy("curiosity_diverse", gamma=0.0, dim=32).select(ctx, 6).tolist() == (
+    get_strategy("lcmd", dim=32).select(ctx, 6).tolist()
+  )
+
+
+def test_curiosity_diverse_reports_a_diverged_tangent(problem):
+  model, params, tangent, x_lab, x_pool = problem
+  bad = jax.tree.map(lambda t: jnp.full_like(t, jnp.nan), tangent)
+  ctx = SelectionContext(model, params, bad, x_lab, np.zeros(len(x_lab)), x_pool, jax.random.key(0))
+  with pytest.raises(ValueError, match="diverged"):
+    get_strategy("curiosity_diverse", dim=32).select(ctx, 3)
 
 
 def test_emcm_is_sqrt_variance_times_gradient_norm(problem):
@@ -155,6 +188,8 @@ def test_emcm_is_sqrt_variance_times_gradient_norm(problem):
 def test_bad_options_raise():
   with pytest.raises(ValueError):
     get_strategy("curiosity_diverse", gamma=-1.0)
+  with pytest.raises(TypeError, match="no option.*noise.*options are"):
+    get_strategy("curiosity_diverse", noise=0.1)  # not an option of this strategy
   with pytest.raises(ValueError):
     get_strategy("variance", noise=0.0)
   with pytest.raises(ValueError):
