@@ -1,0 +1,73 @@
+"""What does the post-hoc curiosity score rank? Rank correlations on a round-0 benchmark model.
+
+For each dataset (UCI-layout folder or ``friedman1``) and a non-test split (default 100), train
+the round-0 model of ``curiojax.benchmark`` on the 64 initial labels, compute the post-hoc
+tangent ``τ = −(G + sI)⁻¹θ*`` and print Spearman correlations over the pool between
+
+- ``c = (J_xτ)²`` (the unlabelled curiosity score, up to σ²) and the squared prediction ``f(x)²``;
+- ``c`` and the true squared error ``(f(x) − y)²``, next to the Laplace variance's correlation;
+- ``top32``: mean squared error of the 32 top-scored points / the pool's mean.
+
+Usage: ``python benchmarks/curiosity_vs_error.py [--split 100] [dataset ...]``
+(default datasets: concrete, power-plant, wine-quality-red and friedman1).
+"""
+
+import argparse
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from curiojax import baselines
+from curiojax import benchmark as bm
+from curiojax.scores import curiosity_scores
+from curiojax.strategies import SelectionContext
+
+
+def spearman(a, b):
+  ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+  return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def top32(score, err2):
+  return err2[np.argsort(-score)[:32]].mean() / err2.mean()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("datasets", nargs="*", default=["concrete", "power-plant", "wine-quality-red", "friedman1"])
+  parser.add_argument("--split", type=int, default=100)
+  parser.add_argument("--uci", default=os.environ.get("CURIOJAX_UCI", "../shared/data/uci"))
+  args = parser.parse_args()
+  model = bm.NTKMLP()
+  print(
+    f"{'dataset':18s} {'pool':>6s} {'ρ(c, f²)':>9s} {'ρ(c, err²)':>11s} {'ρ(var, err²)':>13s} "
+    f"{'top32 c':>8s} {'top32 var':>10s}"
+  )
+  for name in args.datasets:
+    if name == "friedman1":
+      folder = os.path.expanduser("~/.cache/curiojax/friedman1")
+      if not os.path.isdir(folder):
+        bm.write_friedman1(folder)
+    else:
+      folder = name if os.path.isdir(name) else os.path.join(args.uci, name)
+    x, y = bm.load_uci_folder(folder)
+    split = bm.make_split(x, y, args.split)
+    params = bm.initial_model(model, split, seed=args.split, epochs=256, train_batch=256, lr=0.375)
+    n0 = len(split.x_initial)
+    tangent = bm.posthoc_tangent(model, params, split.x_initial, split.y_initial, n0, jnp.float32(1e-3))
+    f = np.asarray(model(params, split.x_pool))
+    err2 = (f - split.y_pool) ** 2
+    c = np.asarray(curiosity_scores(model, params, tangent, jnp.asarray(split.x_pool), heuristic="jvp")) ** 2
+    c = c.reshape(-1)
+    ctx = SelectionContext(model, params, None, split.x_initial, split.y_initial, split.x_pool, jax.random.key(0))
+    var = np.asarray(baselines._posterior_variance(*baselines._features(ctx, 512, 2048), 0.01)[0])[: len(f)]
+    print(
+      f"{os.path.basename(folder):18s} {len(f):6d} {spearman(c, f**2):+9.2f} {spearman(c, err2):+11.2f} "
+      f"{spearman(var, err2):+13.2f} {top32(c, err2):8.2f} {top32(var, err2):10.2f}"
+    )
+
+
+if __name__ == "__main__":
+  main()
