@@ -6,6 +6,7 @@ from curiojax.config_defaults import get_config as _default
 def get_config():
   config = _default()
   config.name = "tiny"
+  config.strategies = ("random", "curiosity")  # two strategies keep the CLI tests fast
   config.num_splits = 2
   config.initial_size = 20
   config.batch_size = 10

@@ -189,18 +189,22 @@ def results_table(records, summary) -> str:
   import numpy as np
 
   names = list(summary)
+  widths = [max(12, len(n)) for n in names]
   labels = sorted({r["labels"] for r in records})
-  lines = ["labels  " + "  ".join(f"{n:>12}" for n in names)]
+  lines = ["labels  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))]
   for n in labels:
     cells = []
-    for name in names:
+    for name, w in zip(names, widths, strict=True):
       v = [r["test_rmse"] for r in records if r["strategy"] == name and r["labels"] == n]
-      cells.append(f"{np.mean(v):12.3f}" if v else " " * 12)
+      cells.append(f"{np.mean(v):{w}.3f}" if v else " " * w)
     lines.append(f"{n:6d}  " + "  ".join(cells))
   lines.append("")
-  lines.append("strategy      mean log RMSE   final RMSE   labels")
+  width = max(12, *map(len, names))
+  lines.append(f"{'strategy':{width}s}  mean log RMSE   final RMSE   labels")
   for name, s in summary.items():
-    lines.append(f"{name:12s}  {s['mean_log_test_rmse']:13.4f}  {s['final_test_rmse']:11.3f}  {s['labels_used']:7d}")
+    lines.append(
+      f"{name:{width}s}  {s['mean_log_test_rmse']:13.4f}  {s['final_test_rmse']:11.3f}  {s['labels_used']:7d}"
+    )
   return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ def get_config():
   config.num_splits = 5
   config.seed = 0
   # Active learning.
-  config.strategies = ("random", "curiosity")
+  config.strategies = ("random", "curiosity", "curiosity_diverse")
   config.initial_size = 50
   config.batch_size = 25
   config.rounds = 10

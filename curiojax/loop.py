@@ -73,7 +73,7 @@ class LoopOptions:
     heuristic: curiosity score heuristic passed to the curiosity strategy.
   """
 
-  strategies: tuple[str, ...] = ("random", "curiosity")
+  strategies: tuple[str, ...] = ("random", "curiosity", "curiosity_diverse")
   seed: int = 0
   num_splits: int = 3
   test_fraction: float = 0.2

@@ -30,15 +30,15 @@ def finished():
   return exp, state
 
 
-def test_rmse_falls_for_both_strategies(finished):
+def test_rmse_falls_for_every_default_strategy(finished):
   _, state = finished
-  for name in ("random", "curiosity"):
+  for name in ("random", "curiosity", "curiosity_diverse"):
     rows = [r for r in state.records if r["strategy"] == name]
     first = np.mean([r["test_rmse"] for r in rows if r["round"] == 0])
     last = np.mean([r["test_rmse"] for r in rows if r["round"] == 3])
     assert last < 0.8 * first, (name, first, last)
   summary = summarise(state.records)
-  assert set(summary) == {"random", "curiosity"} and summary["random"]["labels_used"] == 110
+  assert set(summary) == {"random", "curiosity", "curiosity_diverse"} and summary["random"]["labels_used"] == 110
 
 
 def test_labels_unique_on_schedule_and_oracle_consistent(finished):
