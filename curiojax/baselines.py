@@ -256,6 +256,8 @@ class CuriosityDiverseStrategy(_Sketched):
     dim, chunk_size: as for the sketch.
   """
 
+  needs_tangent = True
+
   def __init__(self, gamma: float = 0.25, dim: int = 512, chunk_size: int = 2048):
     super().__init__(dim, chunk_size)
     if not gamma >= 0:
@@ -267,12 +269,11 @@ class CuriosityDiverseStrategy(_Sketched):
     if ctx.tangent is None:
       raise ValueError("curiosity_diverse needs ctx.tangent (carry or compute the regularity tangent).")
     fp, mp, fl, ml = _features(ctx, self.dim, self.chunk_size)
-    xp, _ = _pad(ctx.x_pool, POOL_BUCKET)
-    jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, jnp.asarray(xp), heuristic="jvp").reshape(-1)
+    jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, ctx.x_pool, heuristic="jvp").reshape(-1)
     # σ² is one constant per round, so it cancels in c/c̄.
-    if not bool(jnp.all(jnp.isfinite(jnp.where(mp, jvp, 0.0)))):
+    if not bool(jnp.all(jnp.isfinite(jvp))):
       raise ValueError("J_x·tangent is not finite on the pool: the tangent diverged (see curiojax.check_tangent).")
-    weights = _curiosity_weights(jvp, mp, self.gamma)
+    weights = _curiosity_weights(jnp.zeros(mp.shape, jvp.dtype).at[: jvp.shape[0]].set(jvp), mp, self.gamma)
     return _finish(_lcmd(fp, mp, fl, ml, batch_size, weights), ctx, batch_size)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -49,7 +50,7 @@ import optax
 
 from curiojax import data
 from curiojax.persistence import atomic_write_text
-from curiojax.strategies import SelectionContext, get_strategy
+from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -345,7 +346,7 @@ def run_strategy(
     step, tangent included for curiosity strategies) and ``train_s``.
   """
   strategy = get_strategy(name, **(strategy_kwargs or {}))
-  needs_tangent = name.startswith("curiosity")
+  needs_tangent = getattr(strategy, "needs_tangent", False)
   n0, b, rounds = len(split.x_initial), split.batch_size, split.rounds
   n_max = n0 + rounds * b
   d = split.x_initial.shape[1]
@@ -574,7 +575,7 @@ def fast_config(cfg):
   cfg.rounds, cfg.batch_size, cfg.n_valid, cfg.n_initial = 2, 8, 64, 16
   cfg.max_pool, cfg.epochs, cfg.hidden, cfg.tangent_maxiter = 256, 8, (32, 32), 10
   for name in cfg.strategies:
-    if name in ("variance", "emcm", "badge", "lcmd", "curiosity_diverse"):
+    if name in STRATEGIES and "dim" in inspect.signature(STRATEGIES[name]).parameters:  # sketched features
       if name not in cfg.strategy_kwargs:
         cfg.strategy_kwargs[name] = {}
       cfg.strategy_kwargs[name]["dim"] = 64

@@ -57,7 +57,11 @@ class SelectionContext:
 
 
 class Strategy(Protocol):
-  """``select(ctx, batch_size) -> indices``: distinct ints into ``ctx.x_pool``."""
+  """``select(ctx, batch_size) -> indices``: distinct ints into ``ctx.x_pool``.
+
+  A strategy that reads ``ctx.tangent`` sets the class attribute ``needs_tangent = True``, so
+  callers that compute the tangent on demand (the benchmark's post-hoc solve) know to.
+  """
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray: ...
 
@@ -119,6 +123,8 @@ class CuriosityStrategy:
   ``ctx.tangent``. ``ctx.options`` may set ``heuristic`` (default ``"expected_squared"``).
   Writes the largest score to ``ctx.info["top_score"]``.
   """
+
+  needs_tangent = True
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     from curiojax.scores import curiosity_scores

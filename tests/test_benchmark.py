@@ -211,3 +211,32 @@ def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
   with pytest.raises(ValueError, match="lcdm"):
     bm.run(c, log=lambda *_: None)
   assert not os.path.exists(tmp_path / "out")  # nothing written
+
+
+def test_post_hoc_tangent_only_for_strategies_that_need_it():
+  from curiojax.strategies import STRATEGIES, register_strategy
+
+  seen = {}
+
+  def probe(name, needs):
+    @register_strategy(name)
+    class Probe:
+      needs_tangent = needs
+
+      def select(self, ctx, batch_size):
+        seen[name] = ctx.tangent is not None
+        return np.arange(batch_size)
+
+  probe("_probe_needs", True)
+  probe("_probe_plain", False)
+  try:
+    x, y = bm.friedman1(300, seed=0)
+    split = bm.make_split(x, y, 0, n_valid=30, n_initial=20, max_pool=100, rounds=1, batch_size=5)
+    model = bm.NTKMLP((8,))
+    p0 = model.init(jax.random.key(0), split.x_pool.shape[1])
+    kw = dict(seed=0, initial_params=p0, epochs=2, train_batch=256, lr=0.1, tangent_strength=1e-3, tangent_maxiter=3)
+    for name in ("_probe_needs", "_probe_plain"):
+      bm.run_strategy(model, split, name, **kw)
+  finally:
+    STRATEGIES.pop("_probe_needs"), STRATEGIES.pop("_probe_plain")
+  assert seen == {"_probe_needs": True, "_probe_plain": False}

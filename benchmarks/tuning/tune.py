@@ -57,6 +57,8 @@ def deflated_greedy(scores, fp, mp, fl, ml, gamma, noise, k):
 def variant(name, kind, gamma, noise=0.1):
   @register_strategy(name)
   class Variant(bl._Sketched):
+    needs_tangent = True
+
     def select(self, ctx, batch_size):
       check_batch_size(ctx, batch_size)
       fp, mp, fl, ml = bl._features(ctx, self.dim, self.chunk_size)
