@@ -98,19 +98,18 @@ class TangentSystem:
     return optax.tree.add(g_data, g_reg), optax.tree.add(gv_data, prod_reg)
 
   # -- public, scalar or vector strength ---------------------------------------------------
-  def gradient_and_product(self, params, strength, damping, tangent, batch, *, include_rho=True):
-    """``(∇_θF, (C + λI)v + ρ)``; with ``include_rho=False`` the product ``(C + λI)v`` alone.
+  def gradient_and_product(self, params, strength, damping, tangent, batch):
+    """``(∇_θF, (C + λI)v + ρ)`` (:meth:`curvature_product` is the product without ``ρ``).
 
     ``strength`` scalar: ``tangent`` shaped like params. ``strength`` of shape ``(k,)``:
     tangent leaves carry a leading axis ``k`` and so does the product.
     """
     strength = jnp.asarray(strength, dtype=jax.tree.leaves(params)[0].dtype)
-    scale = 1.0 if include_rho else 0.0
     if strength.ndim == 0:
-      grad, prod = self._jvp_grad(params, strength, tangent, jnp.asarray(scale, strength.dtype), batch)
+      grad, prod = self._jvp_grad(params, strength, tangent, jnp.ones_like(strength), batch)
     else:
       k = strength.shape[0]
-      directions = scale * jnp.eye(k, dtype=strength.dtype)
+      directions = jnp.eye(k, dtype=strength.dtype)
       grad, prod = jax.vmap(lambda v, e: self._jvp_grad(params, strength, v, e, batch), out_axes=(None, 0))(
         tangent, directions
       )

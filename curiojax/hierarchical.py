@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curiojax.regularizers import group_l2
+
 
 def hierarchical_params(base_params, num_users: int, *, key: jax.Array | None = None, scale: float = 0.0):
   """``{"shared": θ₀, "users": δ}`` with ``δ`` leaves stacked on a leading axis ``num_users``.
@@ -112,20 +114,21 @@ def hierarchical_l2(*, per_user: bool = False, log_strength: bool = False) -> Ca
     log_strength: strengths on the log scale (``e^{s_k}``).
   """
 
+  two_groups = group_l2({"shared": 0, "users": 1}, log_strength=log_strength)
+
   def regularizer(params, strength):
     strength = jnp.asarray(strength)
+    if not per_user:
+      if strength.shape != (2,):
+        raise ValueError(f"hierarchical strengths must have shape (2,) = (shared, users), got {strength.shape}.")
+      return two_groups(params, strength)
     scale = jnp.exp(strength) if log_strength else strength
     shared = 0.5 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params["shared"]))
     per = 0.5 * sum(jnp.sum(jnp.square(d).reshape(d.shape[0], -1), axis=1) for d in jax.tree.leaves(params["users"]))
-    if per_user:
-      if scale.shape != (1 + per.shape[0],):
-        raise ValueError(
-          f"per-user strengths must have shape (1 + num_users,) = ({1 + per.shape[0]},), got {scale.shape}."
-        )
-      return scale[0] * shared + jnp.sum(scale[1:] * per)
-    if scale.shape != (2,):
-      raise ValueError(f"hierarchical strengths must have shape (2,) = (shared, users), got {scale.shape}.")
-    return scale[0] * shared + scale[1] * jnp.sum(per)
+    if scale.shape != (1 + per.shape[0],):
+      want = (1 + per.shape[0],)
+      raise ValueError(f"per-user strengths must have shape (1 + num_users,) = {want}, got {scale.shape}.")
+    return scale[0] * shared + jnp.sum(scale[1:] * per)
 
   regularizer.requires_nonnegative_strength = not log_strength
   return regularizer
@@ -141,11 +144,12 @@ def per_user_scores(scores, user, num_users: int, *, reduce: str = "max") -> np.
     raise ValueError(f"Unknown reduce {reduce!r}; choose 'max', 'sum' or 'mean'.")
   if user.shape != scores.shape[:1]:
     raise ValueError(f"user must have shape {scores.shape[:1]}, got {user.shape}.")
+  if user.size and (user.min() < 0 or user.max() >= num_users):
+    raise ValueError(f"user indices must lie in [0, {num_users}), got {user.min()}..{user.max()}.")
   out = np.full((num_users,) + scores.shape[1:], -np.inf if reduce == "max" else 0.0)
-  for u in range(num_users):
-    sel = scores[user == u]
-    if sel.shape[0] == 0:
-      out[u] = np.nan if reduce == "mean" else out[u]
-      continue
-    out[u] = {"max": np.max, "sum": np.sum, "mean": np.mean}[reduce](sel, axis=0)
+  (np.maximum if reduce == "max" else np.add).at(out, user, scores)  # one pass, no loop over users
+  if reduce == "mean":
+    count = np.bincount(user, minlength=num_users).reshape((-1,) + (1,) * (scores.ndim - 1))
+    with np.errstate(invalid="ignore"):
+      out = out / count  # 0/0 = nan for users with no points
   return out

@@ -86,14 +86,19 @@ def group_l2(groups: Any, *, log_strength: bool = False) -> Regularizer:
     norms = _weighted_half_sq_norms(params, None)
     return sum(scale[int(g)] * n for g, n in zip(group_leaves, norms, strict=False))
 
+  regularizer.requires_nonnegative_strength = not log_strength
   return regularizer
+
+
+# One instance per name: jitted functions take the regularizer as a static argument, and a fresh
+# ``L2`` (compared by identity) on every call would compile them again each time.
+_NAMED = {"l2": l2(), "log_l2": l2(log_strength=True)}
 
 
 def get_regularizer(regularizer: str | Regularizer) -> Regularizer:
   """``"l2"``/``"log_l2"`` by name, or a callable ``R(params, s)`` passed through."""
   if callable(regularizer):
     return regularizer
-  named = {"l2": l2(), "log_l2": l2(log_strength=True)}
-  if regularizer not in named:
-    raise ValueError(f"Unknown regularizer {regularizer!r}; choose one of {sorted(named)} or pass R(params, s).")
-  return named[regularizer]
+  if regularizer not in _NAMED:
+    raise ValueError(f"Unknown regularizer {regularizer!r}; choose one of {sorted(_NAMED)} or pass R(params, s).")
+  return _NAMED[regularizer]

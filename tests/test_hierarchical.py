@@ -120,6 +120,8 @@ def test_model_and_regularizer_values():
   np.testing.assert_allclose(curiojax.hierarchical_l2(per_user=True)(params, per), expected_per, rtol=1e-5)
   agg = curiojax.per_user_scores(np.array([1.0, 5.0, 2.0, 0.5]), np.array([0, 0, 2, 2]), 3)
   assert agg[0] == 5.0 and agg[1] == -np.inf and agg[2] == 2.0
+  mean = curiojax.per_user_scores(np.array([1.0, 5.0, 2.0, 0.5]), np.array([0, 0, 2, 2]), 3, reduce="mean")
+  assert mean[0] == 3.0 and np.isnan(mean[1]) and mean[2] == 1.25
   u_back, f_back = curiojax.split_user(x)
   np.testing.assert_array_equal(u_back, users)
   np.testing.assert_allclose(f_back, phi, rtol=1e-6)
@@ -139,3 +141,9 @@ def test_bad_inputs():
     curiojax.hierarchical_params({"w": jnp.zeros(D)}, 0)
   with pytest.raises(ValueError, match="reduce"):
     curiojax.per_user_scores(np.ones(2), np.zeros(2, int), 1, reduce="median")
+  with pytest.raises(ValueError, match=r"\[0, 2\)"):
+    curiojax.per_user_scores(np.ones(2), np.array([0, 2]), 2)
+  with pytest.raises(ValueError, match="strength must be >= 0"):
+    curiojax.regularity_tangent(curiojax.hierarchical_l2(), strength=jnp.array([0.1, -0.1]))
+  with pytest.raises(ValueError, match="strength must be >= 0"):
+    curiojax.regularity_tangent(curiojax.group_l2({"w": 0}), strength=jnp.array([-0.1]))
