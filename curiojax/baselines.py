@@ -269,11 +269,14 @@ class CuriosityDiverseStrategy(_Sketched):
     if ctx.tangent is None:
       raise ValueError("curiosity_diverse needs ctx.tangent (carry or compute the regularity tangent).")
     fp, mp, fl, ml = _features(ctx, self.dim, self.chunk_size)
-    jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, ctx.x_pool, heuristic="jvp").reshape(-1)
+    # Scored at the features' padded size (a multiple of POOL_BUCKET), so nothing here compiles
+    # again as the pool shrinks by a batch each round.
+    xp, _ = _pad(ctx.x_pool, POOL_BUCKET)
+    jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, xp, heuristic="jvp").reshape(-1)
     # σ² is one constant per round, so it cancels in c/c̄.
-    if not bool(jnp.all(jnp.isfinite(jvp))):
+    if not bool(jnp.all(jnp.isfinite(jnp.where(mp, jvp, 0.0)))):
       raise ValueError("J_x·tangent is not finite on the pool: the tangent diverged (see curiojax.check_tangent).")
-    weights = _curiosity_weights(jnp.zeros(mp.shape, jvp.dtype).at[: jvp.shape[0]].set(jvp), mp, self.gamma)
+    weights = _curiosity_weights(jvp, mp, self.gamma)
     return _finish(_lcmd(fp, mp, fl, ml, batch_size, weights), ctx, batch_size)
 
 

@@ -45,7 +45,7 @@ import jax
 import numpy as np
 
 from curiojax.models import ModelSpec, make_model
-from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy
+from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy, host_rng
 from curiojax.train import Trainer, TrainOptions, cached_trainer, capacity_for, pad_rows
 
 
@@ -227,7 +227,6 @@ class ActiveLearner:
       if self.y_test is None or self.y_test.shape != (len(self.x_test),):
         raise ValueError("y_test must be given with x_test, shape (n_test,).")
       self.xs_test = ((self.x_test - self.x_mean) / self.x_std).astype(np.float32)
-    self.y_mean = self.y_std = None
 
   # -- state ---------------------------------------------------------------------------
   def init_state(self, key: jax.Array, initial: Sequence[int] | None = None) -> LearnerState:
@@ -245,11 +244,11 @@ class ActiveLearner:
     return state.round >= len(self.schedule)
 
   def _standardise_y(self, state):
-    if self.y_mean is None:  # target statistics of the initial labelled set, fixed for the run
-      first = state.labels[: self.options.initial_size]
-      self.y_mean = np.float32(first.mean())
-      self.y_std = np.float32(first.std()) if first.std() > 0 else np.float32(1.0)
-    return ((state.labels - self.y_mean) / self.y_std).astype(np.float32)
+    """``(ys, mean, std)``: labels standardised by the initial labelled set's statistics."""
+    first = state.labels[: self.options.initial_size]  # the same rows every round of a run
+    mean, std = np.float32(first.mean()), np.float32(first.std())
+    std = std if std > 0 else np.float32(1.0)
+    return ((state.labels - mean) / std).astype(np.float32), mean, std
 
   def _fit(self, xs, ys, strength, key, params=None, opt_state=None):
     n = len(xs)
@@ -270,12 +269,13 @@ class ActiveLearner:
     """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""
     n = len(xs)
     n_val = max(1, int(round(self.options.validation_fraction * n)))
-    perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 3), n))
+    perm = host_rng(jax.random.fold_in(key, 3)).permutation(n)  # nothing compiles per n
     val, tr = perm[:n_val], perm[n_val:]
+    x_val = pad_rows(xs[val], self.capacity)  # one predict compilation for every round
     errors = []
     for s in self.options.strength_grid:
       res = self._fit(xs[tr], ys[tr], s, key)
-      pred = np.asarray(self.trainer.predict(res.params, xs[val]))
+      pred = np.asarray(self.trainer.predict(res.params, x_val))[:n_val]
       errors.append(float(np.sqrt(np.mean((pred - ys[val]) ** 2))))
     return float(self.options.strength_grid[int(np.argmin(errors))])
 
@@ -291,18 +291,19 @@ class ActiveLearner:
     r = state.round
     key = jax.random.fold_in(state.key, r)
     xs = self.xs_pool[state.labelled]
-    ys = self._standardise_y(state)
+    ys, y_mean, y_std = self._standardise_y(state)
     strength = self.choose_strength(xs, ys, key) if self.options.strength_grid else self.options.strength
     warm = self.options.warm_start and state.params is not None
     res = self._fit(xs, ys, strength, key, state.params if warm else None, state.opt_state if warm else None)
+    noise_variance = float(res.noise_variance)
     record = {
       "round": r,
       "labels": int(len(state.labelled)),
       "strength": float(strength),
-      "noise_variance": float(res.noise_variance),
+      "noise_variance": noise_variance,
     }
     if self.x_test is not None:
-      pred = np.asarray(self.trainer.predict(res.params, self.xs_test)) * self.y_std + self.y_mean
+      pred = np.asarray(self.trainer.predict(res.params, self.xs_test)) * y_std + y_mean
       err = pred - self.y_test
       record["test_rmse"] = float(np.sqrt(np.mean(err**2)))
       record["test_mae"] = float(np.mean(np.abs(err)))
@@ -319,7 +320,7 @@ class ActiveLearner:
         y_labelled=ys,
         x_pool=self.xs_pool[unlabelled],
         key=jax.random.fold_in(key, 4),
-        noise_variance=float(res.noise_variance),
+        noise_variance=noise_variance,
         options={"heuristic": self.options.heuristic},
       )
       picked = _check_indices(self.strategy.select(ctx, batch), len(unlabelled), f"strategy {self.name!r}")

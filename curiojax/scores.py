@@ -61,6 +61,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from curiojax.losses import Loss, gaussian_nll, get_loss, squared_error
+from curiojax.select import next_pow2
 
 HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
 LABELLED_HEURISTICS = ("signed", "squared", "magnitude")
@@ -68,15 +69,11 @@ NONFINITE = ("raise", "exclude")
 BUCKETS = ("geometric", "pow2", "chunk")
 
 
-def _next_pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
-
-
 def _next_geometric(n: int) -> int:
   """Smallest of ``2^j · {1, 5/4, 6/4, 7/4}`` (integers) that is ``≥ n``: four sizes per octave."""
   if n <= 4:
     return n
-  base = _next_pow2(n) // 2
+  base = next_pow2(n) // 2
   return next(size for size in (base * q // 4 for q in (5, 6, 7, 8)) if size >= n)
 
 
@@ -90,10 +87,10 @@ def bucket_size(n: int, chunk_size: int, num_devices: int = 1, bucket: str = "ge
   (``"chunk"``: a multiple of the chunk, one compilation per pool size in chunks).
   """
   per_device = -(-n // num_devices)
-  chunk = min(chunk_size, _next_pow2(per_device))
+  chunk = min(chunk_size, next_pow2(per_device))
   chunks = -(-per_device // chunk)
   if bucket == "pow2":
-    chunks = _next_pow2(chunks)
+    chunks = next_pow2(chunks)
   elif bucket == "geometric":
     chunks = _next_geometric(chunks)
   return num_devices * chunk * chunks, chunk

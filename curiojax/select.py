@@ -29,7 +29,8 @@ def _top_k(scores, mask, k):
   return idx, counts
 
 
-def _next_pow2(n: int) -> int:
+def next_pow2(n: int) -> int:
+  """Smallest power of two ``≥ n`` (1 for ``n ≤ 1``): the padded size that keeps compilations few."""
   return 1 << max(0, int(n) - 1).bit_length()
 
 
@@ -73,7 +74,7 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
       raise ValueError(f"mask must have shape ({n},) like the scores, got {mask.shape}.")
   if k < 1 or k > n:
     raise ValueError(f"k must be between 1 and the pool size {n}, got {k}.")
-  size = _next_pow2(n)
+  size = next_pow2(n)
   if size != n:
     pad = size - n
     scores = jnp.pad(scores, (0, pad)) if isinstance(scores, jax.Array) else np.pad(scores, (0, pad))

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -54,6 +53,11 @@ class SelectionContext:
   noise_variance: float | None = None
   options: dict = dataclasses.field(default_factory=dict)
   info: dict = dataclasses.field(default_factory=dict)
+
+
+def host_rng(key: jax.Array) -> np.random.Generator:
+  """A numpy generator seeded from a JAX key: deterministic, and nothing compiles per size."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 class Strategy(Protocol):
@@ -109,9 +113,7 @@ class RandomStrategy:
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    # A host generator seeded from the key: deterministic, and no recompilation as the pool shrinks.
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(ctx.key)).ravel().tolist())
-    return rng.choice(len(ctx.x_pool), batch_size, replace=False)
+    return host_rng(ctx.key).choice(len(ctx.x_pool), batch_size, replace=False)
 
 
 @register_strategy("curiosity")
@@ -128,20 +130,25 @@ class CuriosityStrategy:
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     from curiojax.scores import curiosity_scores
-    from curiojax.select import select_top_k
+    from curiojax.select import next_pow2, select_top_k
+    from curiojax.train import pad_rows
 
     check_batch_size(ctx, batch_size)
     if ctx.tangent is None or ctx.model_fn is None:
       raise ValueError("the curiosity strategy needs a model_fn and a regularity tangent in the context.")
     heuristic = ctx.options.get("heuristic", "expected_squared")
+    # The pool shrinks every round; padded to a power of two (padding masked), the scores, the
+    # top-k and the top score compile once per doubling instead of once per round.
+    n = len(ctx.x_pool)
+    size = next_pow2(n)
     scores = curiosity_scores(
       ctx.model_fn,
       ctx.params,
       ctx.tangent,
-      ctx.x_pool,
+      pad_rows(ctx.x_pool, size),
       heuristic=heuristic,
       noise_variance=ctx.noise_variance,
     )
-    chosen = select_top_k(scores, batch_size)
-    ctx.info["top_score"] = float(jnp.max(scores))  # one scalar to the host, not the pool
+    chosen = select_top_k(scores, batch_size, mask=np.arange(size) >= n)
+    ctx.info["top_score"] = float(scores[chosen[0]])  # one scalar to the host, not the pool
     return chosen

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,6 +39,7 @@ import optax
 from curiojax.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.losses import prediction_loss
 from curiojax.regularizers import get_regularizer
+from curiojax.select import next_pow2
 from curiojax.tangent import tangent_of
 
 
@@ -107,7 +107,7 @@ def make_optimizer(options: TrainOptions, strength: float = 1e-3) -> optax.Gradi
 
 def capacity_for(n: int, minibatch_size: int) -> int:
   """A padded size for ``n`` points: the next power of two, at least one minibatch."""
-  return max(int(minibatch_size), 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+  return max(int(minibatch_size), next_pow2(n))
 
 
 def pad_rows(a, capacity: int) -> np.ndarray:

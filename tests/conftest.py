@@ -37,3 +37,29 @@ def run_float64():
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
   return run
+
+
+@pytest.fixture
+def compilations():
+  """``with compilations() as names:`` collects the names of the XLA programs compiled inside."""
+  import contextlib
+  import logging
+
+  import jax
+
+  @contextlib.contextmanager
+  def collect():
+    names = []
+    handler = logging.Handler()
+    handler.emit = lambda record: (
+      names.append(record.getMessage()) if record.getMessage().startswith("Compiling") else None
+    )
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+      with jax.log_compiles():
+        yield names
+    finally:
+      logger.removeHandler(handler)
+
+  return collect

@@ -45,6 +45,15 @@ def test_batch_size_distinct_in_pool_and_deterministic(problem, name):
     strategy.select(_ctx(problem), 41)
 
 
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_next_round_smaller_pool_does_not_recompile(problem, name, compilations):
+  _, _, _, _, x_pool = problem
+  get_strategy(name, dim=32).select(_ctx(problem, pool=x_pool), 5)
+  with compilations() as names:
+    get_strategy(name, dim=32).select(_ctx(problem, pool=x_pool[:-5]), 5)
+  assert names == []
+
+
 @pytest.mark.parametrize("name", ["badge", "lcmd"])
 def test_copies_of_labelled_points_are_not_picked(problem, name):
   # pool rows identical to labelled rows sit at distance 0 from a centre: never chosen

@@ -111,7 +111,7 @@ def test_curiosity_strategy_is_top_k_of_scores():
     capacity=128,
   )
   state = learner.init_state(jax.random.key(0))
-  res = learner._fit(learner.xs_pool[state.labelled], learner._standardise_y(state), 1e-3, jax.random.key(1))
+  res = learner._fit(learner.xs_pool[state.labelled], learner._standardise_y(state)[0], 1e-3, jax.random.key(1))
   ctx = SelectionContext(
     learner.model.model_fn,
     res.params,
@@ -130,3 +130,23 @@ def test_curiosity_strategy_is_top_k_of_scores():
   )
   assert set(picked.tolist()) == set(np.argsort(-scores)[:7].tolist())
   assert ctx.info["top_score"] == pytest.approx(scores.max())
+
+
+def test_curiosity_selection_does_not_recompile_as_the_pool_shrinks(compilations):
+  import jax.numpy as jnp
+
+  model_fn = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+  params = {"w1": jnp.full((2, 4), 0.3), "w2": jnp.ones(4)}
+  pool = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+
+  def select(p):
+    ctx = SelectionContext(model_fn, params, params, None, None, p, jax.random.key(0), noise_variance=0.1)
+    return get_strategy("curiosity").select(ctx, 5)
+
+  select(pool)  # round 1 compiles
+  with compilations() as names:
+    select(pool[:90])  # the next round's smaller pool, same power-of-two bucket
+  assert names == []
+  with compilations() as names:
+    select(np.concatenate([pool] * 3))  # a larger bucket does compile: the check can fire
+  assert names
