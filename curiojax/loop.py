@@ -44,8 +44,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from curiojax._checks import check_int
 from curiojax.models import ModelSpec, make_model
-from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy, host_rng
+from curiojax.scores import HEURISTICS, LABELLED_HEURISTICS
+from curiojax.strategies import SelectionContext, check_strategy_name, get_strategy, host_rng
 from curiojax.train import Trainer, TrainOptions, cached_trainer, capacity_for, pad_rows
 
 
@@ -97,11 +99,6 @@ class LoopOptions:
   heuristic: str = "expected_squared"
 
   def __post_init__(self):
-    def integer(name, low):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
-
     for name, low in (
       ("seed", 0),
       ("num_splits", 1),
@@ -110,14 +107,16 @@ class LoopOptions:
       ("rounds", 0),
       ("budget", 0),
     ):
-      integer(name, low)
+      check_int(name, getattr(self, name), low)
     if not self.strategies:
       raise ValueError("strategies is empty; give at least one, e.g. ('random', 'curiosity').")
     for name in self.strategies:
-      if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; choose from {sorted(STRATEGIES)}.")
+      check_strategy_name(name)
     if len(set(self.strategies)) != len(self.strategies):
       raise ValueError(f"strategies has duplicates: {list(self.strategies)}.")
+    pool_heuristics = [h for h in HEURISTICS if h not in LABELLED_HEURISTICS]  # pool points have no labels
+    if self.heuristic not in pool_heuristics:
+      raise ValueError(f"Unknown heuristic {self.heuristic!r} for unlabelled pools; choose one of {pool_heuristics}.")
     if not 0 < self.test_fraction < 1:
       raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}.")
     if not 0 < self.validation_fraction < 1:

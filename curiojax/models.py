@@ -25,6 +25,8 @@ from typing import Any
 
 import jax
 
+from curiojax._checks import check_int
+
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
 
 
@@ -64,7 +66,9 @@ def mlp(in_features: int, hidden_sizes: Sequence[int] = (50,), activation: str =
   Returns:
     A :class:`ModelSpec` whose ``model_fn`` returns shape ``(n,)``.
   """
-  return _mlp(int(in_features), tuple(int(h) for h in hidden_sizes), activation)
+  in_features = check_int("in_features", in_features, 1)
+  hidden_sizes = tuple(check_int("hidden_sizes entries", h, 1) for h in hidden_sizes)
+  return _mlp(in_features, hidden_sizes, activation)
 
 
 @functools.lru_cache(maxsize=16)
@@ -73,13 +77,8 @@ def _mlp(in_features, hidden_sizes, activation) -> ModelSpec:
 
   from curiojax.nnx_adapter import nnx_model_fn
 
-  if int(in_features) != in_features or in_features < 1:
-    raise ValueError(f"in_features must be a positive integer, got {in_features!r}.")
-  hidden_sizes = tuple(int(h) for h in hidden_sizes)
-  if any(h < 1 for h in hidden_sizes):
-    raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes!r}.")
   act = _activation(activation)
-  sizes = (int(in_features), *hidden_sizes, 1)
+  sizes = (in_features, *hidden_sizes, 1)
 
   class MLP(nnx.Module):
     def __init__(self, rngs):

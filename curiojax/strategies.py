@@ -83,10 +83,15 @@ def register_strategy(name: str):
   return deco
 
 
-def get_strategy(name: str, **kwargs) -> Strategy:
-  """A fresh strategy by name; unknown names raise ``ValueError``, unknown options ``TypeError``."""
+def check_strategy_name(name: str) -> None:
+  """``ValueError`` listing the registered strategies unless ``name`` is one of them."""
   if name not in STRATEGIES:
     raise ValueError(f"Unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
+
+
+def get_strategy(name: str, **kwargs) -> Strategy:
+  """A fresh strategy by name; unknown names raise ``ValueError``, unknown options ``TypeError``."""
+  check_strategy_name(name)
   cls = STRATEGIES[name]
   try:
     accepted = inspect.signature(cls).parameters

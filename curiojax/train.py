@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from curiojax._checks import check_int
 from curiojax.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.losses import prediction_loss
 from curiojax.regularizers import get_regularizer
@@ -67,9 +68,7 @@ class TrainOptions:
 
   def __post_init__(self):
     for name in ("epochs", "minibatch_size"):
-      v = getattr(self, name)
-      if isinstance(v, bool) or int(v) != v or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+      check_int(name, getattr(self, name), 1)
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}.")
     if not self.damping >= 0:

@@ -64,6 +64,17 @@ def test_budget_and_batch_checks():
     LoopOptions(strategies=("random", "nope"))
   with pytest.raises(ValueError, match="budget 10 is smaller"):
     LoopOptions(budget=10)
+  # bad options fail when the options are built, before any model is fitted
+  with pytest.raises(ValueError, match="Unknown heuristic 'bogus'"):
+    LoopOptions(heuristic="bogus")
+  with pytest.raises(ValueError, match="Unknown heuristic 'signed'"):  # needs labels the pool lacks
+    LoopOptions(heuristic="signed")
+  with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 3.0"):
+    LoopOptions(epochs=3.0)
+  from curiojax.models import mlp
+
+  with pytest.raises(ValueError, match="in_features must be an integer >= 1, got 2.5"):
+    mlp(2.5)
 
 
 def test_run_active_learning_with_warm_start_and_strength_grid():
