@@ -21,10 +21,16 @@ Example:
   >>> loss = curiojax.prediction_loss(lambda p, x: x @ p["w"])
   >>> tx = optax.chain(curiojax.regularity_tangent(curiojax.l2(), strength=0.1), optax.sgd(0.5))
   >>> params = {"w": jnp.zeros(3)}; state = tx.init(params)
-  >>> for _ in range(200):
+  >>> @jax.jit
+  ... def step(params, state):
   ...   updates, state = tx.update(None, state, params, value_fn=loss, x=x, y=y)
-  ...   params = optax.apply_updates(params, updates)
+  ...   return optax.apply_updates(params, updates), state
+  >>> for _ in range(200):
+  ...   params, state = step(params, state)
   >>> tau = curiojax.tangent_of(state)   # dθ*/ds, shaped like params
+  >>> h = x.T @ x / 64 + 0.1 * jnp.eye(3)   # ridge closed form: τ = −(XᵀX/n + sI)⁻¹θ*
+  >>> bool(jnp.allclose(tau["w"], -jnp.linalg.solve(h, params["w"]), rtol=1e-3, atol=1e-4))
+  True
 """
 
 from __future__ import annotations

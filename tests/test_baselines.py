@@ -41,7 +41,7 @@ def test_batch_size_distinct_in_pool_and_deterministic(problem, name):
   assert a.shape == (7,) and len(set(a.tolist())) == 7
   assert a.min() >= 0 and a.max() < 40  # indices into the unlabelled pool only
   np.testing.assert_array_equal(a, b)
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="larger than the unlabelled pool"):
     strategy.select(_ctx(problem), 41)
 
 
@@ -68,7 +68,7 @@ def test_gradient_factors_are_exact_per_example_gradients(problem):
   model, params, _, _, x_pool = problem
   x = jnp.asarray(x_pool[:5])
   grads = jax.vmap(jax.grad(lambda p, xi: model(p, xi[None])[0]), in_axes=(None, 0))(params, x)
-  for layer, (u, d) in zip(grads, model.gradient_factors(params, x), strict=False):
+  for layer, (u, d) in zip(grads, model.gradient_factors(params, x), strict=True):
     outer = u[:, :, None] * d[:, None, :]  # (n, fan_in + 1, fan_out): weight rows, then bias
     np.testing.assert_allclose(outer[:, :-1], layer["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outer[:, -1], layer["b"], rtol=1e-5, atol=1e-6)
@@ -80,10 +80,10 @@ def test_sketch_is_unbiased_for_the_gradient_kernel(problem, factored):
   x = x_pool[:4]
   fn = model if factored else (lambda p, xx: model(p, xx))
   exact = gradient_kernel(model, params, x, x)
-  sketches = [np.asarray(gradient_sketch(fn, params, x, jax.random.key(s), dim=2048)) for s in range(8)]
+  sketches = [np.asarray(gradient_sketch(fn, params, x, jax.random.key(s), dim=2048)) for s in range(64)]
   k_hat = np.mean([f @ f.T for f in sketches], axis=0)
   scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
-  assert np.max(np.abs(k_hat - exact) / scale) < 0.12
+  assert np.max(np.abs(k_hat - exact) / scale) < 0.05  # a 10% bias gives ~0.1; the sampling error is < 0.01
 
 
 def _numpy_lcmd(fp, fl, k, w=None):
@@ -195,11 +195,11 @@ def test_emcm_is_sqrt_variance_times_gradient_norm(problem):
 
 
 def test_bad_options_raise():
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="gamma must be >= 0"):
     get_strategy("curiosity_diverse", gamma=-1.0)
   with pytest.raises(TypeError, match="no option.*noise.*options are"):
     get_strategy("curiosity_diverse", noise=0.1)  # not an option of this strategy
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="noise must be > 0"):
     get_strategy("variance", noise=0.0)
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="non-empty batch"):
     gradient_sketch(lambda p, x: x @ p, jnp.ones(2), jnp.ones(2), jax.random.key(0))

@@ -23,7 +23,7 @@ def test_friedman_roundtrip_through_uci_loader(tmp_path):
   xn, yn = bm.friedman1(5, seed=1, noise=0.0)
   a = xn[2]
   assert yn[2] == pytest.approx(10 * np.sin(np.pi * a[0] * a[1]) + 20 * (a[2] - 0.5) ** 2 + 10 * a[3] + 5 * a[4])
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="missing file"):
     bm.load_uci_folder(str(tmp_path))
 
 
@@ -56,7 +56,7 @@ def test_small_data_fallback_and_pool_cap():
   assert s.batch_size * s.rounds * 2 <= len(s.x_pool)
   big = bm.make_split(rng.normal(size=(3000, 2)), rng.normal(size=3000), seed=0, max_pool=500)
   assert len(big.x_pool) == 500
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="too few"):
     bm.make_split(x[:20], y[:20], seed=0)
 
 
@@ -89,7 +89,7 @@ def test_jitted_trainer_matches_plain_adam_loop_with_padding():
   params, rmse = bm.train(model, key, xpad, ypad, 12, xv, yv, epochs=30, batch_size=256, lr=0.05)
   want, want_rmse = _reference_train(model, key, x, y, xv, yv, 30, 0.05)
   assert float(rmse) == pytest.approx(want_rmse, rel=1e-4)
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=False):
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -115,7 +115,7 @@ def test_trainer_takes_floor_n_over_b_steps_per_epoch():
     rmse = float(jnp.sqrt(jnp.mean(jnp.square(model(ref, xv) - yv))))
     if rmse < best_rmse:
       best, best_rmse = ref, rmse
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(best), strict=False):
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(best), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -138,7 +138,7 @@ def test_posthoc_tangent_matches_dense_solve():
     curvature="gauss_newton",
     solver="dense",
   )
-  for a, b in zip(jax.tree.leaves(tau), jax.tree.leaves(want), strict=False):
+  for a, b in zip(jax.tree.leaves(tau), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
 
 

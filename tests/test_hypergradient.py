@@ -242,7 +242,7 @@ def test_bad_inputs():
     curiojax.hypergradient(LINEAR, params, {"v": jnp.zeros(3)}, dict(x=jnp.ones((2, 3)), y=jnp.ones(2)))
   with pytest.raises(ValueError, match="leading axis"):
     _tangent_count(params, {"w": jnp.zeros((2, 4))})
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match="val_batch must be a dict"):
     curiojax.hypergradient(LINEAR, params, params, [jnp.ones((2, 3)), jnp.ones(2)])
   plain = optax.chain(curiojax.regularity_tangent(curiojax.l2(), 0.1), optax.sgd(0.1)).init(params)
   with pytest.raises(ValueError, match="tunable_regularity_tangent"):

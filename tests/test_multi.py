@@ -122,7 +122,7 @@ def test_scalar_strength_adjoint_matches_ridge_closed_form():
 
 def test_bad_inputs():
   params, x, y = _setup()
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match="non-empty dict"):
     curiojax.layer_groups([1, 2])
   with pytest.raises(TypeError, match="prediction_loss"):
     curiojax.signed_curiosities(_mlp, params, params, x, y)

@@ -29,7 +29,7 @@ def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
     return real_replace(src, dst)
 
   monkeypatch.setattr(persistence.os, "replace", crash)
-  with pytest.raises(OSError):
+  with pytest.raises(OSError, match="disk full"):
     persistence.save_state(tmp_path, {"unit": 2}, {"a": np.zeros(2)}, tag=2)
   monkeypatch.undo()
   meta, arrays = persistence.load_state(tmp_path)
@@ -77,7 +77,7 @@ def test_experiment_round_trip_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(a.labelled, b.labelled)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(jax.random.key_data(a.key), jax.random.key_data(b.key))
-    for u, v in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state)), strict=False):
+    for u, v in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state)), strict=True):
       np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
   while not exp.done(state):
     state, _ = exp.step(state)

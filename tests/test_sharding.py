@@ -21,7 +21,14 @@ DEVICES = 8
 
 
 def _rerun_in_subprocess(test_name):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  if os.environ.get("CURIOJAX_SHARDING_RERUN"):  # already the rerun: it must not recurse
+    pytest.fail(f"still {jax.device_count()} devices after forcing {DEVICES} host devices")
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    JAX_PLATFORMS="cpu",  # a single accelerator would otherwise stay the default backend
+    CURIOJAX_SHARDING_RERUN="1",
+  )
   out = subprocess.run(
     [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_name}"],
     env=env,
@@ -95,7 +102,7 @@ def test_data_parallel_step_gives_the_single_device_tangent():
   (p1, t1), (p8, t8) = results
   assert len(p8["w1"].sharding.device_set) == DEVICES  # replicated over the mesh
   assert float(jnp.linalg.norm(t1["w1"])) > 1e-3  # the tangent moved
-  for a, b in zip(jax.tree.leaves((p1, t1)), jax.tree.leaves((p8, t8)), strict=False):
+  for a, b in zip(jax.tree.leaves((p1, t1)), jax.tree.leaves((p8, t8)), strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)
   step = make_data_parallel_step(tx, loss, data_mesh())
   with pytest.raises(ValueError, match="not a multiple of the 8 devices"):

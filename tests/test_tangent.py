@@ -106,7 +106,7 @@ def mlp_init(key, sizes=(8, 64, 64, 1)):
   keys = jax.random.split(key, len(sizes) - 1)
   return [
     {"w": jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)}
-    for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
+    for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
   ]
 
 
@@ -196,10 +196,16 @@ def test_frozen_parameters_sgd_recursion_equals_lissa():
   _, iterates = curiojax.lissa(
     loss, params, batches, scale=1 / eta, regularizer=curiojax.l2(), strength=0.1, return_iterates=True
   )
+  # an oracle that shares no code with either: v ← v − η((H_t + sI)v + θ), H_t = jax.hessian
+  theta, v = np.asarray(params["w"], np.float64), np.zeros(6)
   for t in range(8):
-    updates, state = step(state, {k: v[t] for k, v in batches.items()})
+    batch = {k: b[t] for k, b in batches.items()}
+    updates, state = step(state, batch)
     chex.assert_trees_all_equal(updates, {"w": jnp.zeros(6)})
     np.testing.assert_allclose(curiojax.tangent_of(state)["w"], iterates["w"][t], rtol=1e-6, atol=1e-7)
+    h = np.asarray(jax.hessian(lambda w, b=batch: loss({"w": w}, **b))(params["w"]), np.float64)
+    v = v - eta * ((h + 0.1 * np.eye(6)) @ v + theta)
+    np.testing.assert_allclose(iterates["w"][t], v, rtol=1e-4, atol=1e-6)
 
 
 def test_trains_exactly_like_add_decayed_weights():
