@@ -40,7 +40,7 @@ from curiojax.curvature import TangentSystem
 from curiojax.hypergradient import _tangent_count
 from curiojax.losses import PredictionLoss
 from curiojax.regularizers import Regularizer, get_regularizer
-from curiojax.solvers import dense_curvature
+from curiojax.solvers import solve_curvature
 
 ADJOINT_SOLVERS = ("dense", "cg")
 
@@ -157,17 +157,21 @@ def _adjoint(loss, regularizer, curvature, solver, tol, maxiter, params, batch, 
   rho = system.rho(params, strength)
   many = jnp.ndim(strength) == 1
   grads = per_example_gradients(loss, params, x, y)
-  flat, unravel = ravel_pytree(params)
-  g_mat = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)  # (n, d)
-  r_mat = jax.vmap(lambda r: ravel_pytree(r)[0])(rho) if many else ravel_pytree(rho)[0][None]  # (k, d)
-  if solver == "dense":
-    a = dense_curvature(
-      loss, params, batch, regularizer=regularizer, strength=strength, curvature=curvature, damping=damping
-    )
-    lam = jnp.linalg.solve(a, g_mat.T).T  # (n, d)
-  else:
-    matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
-    solve = lambda g: ravel_pytree(jax.scipy.sparse.linalg.cg(matvec, unravel(g), tol=tol, maxiter=maxiter)[0])[0]
-    lam = jax.lax.map(solve, g_mat)
-  c = -lam @ r_mat.T  # (n, k)
+  ravel = lambda t: ravel_pytree(t)[0]
+  r_mat = jax.vmap(ravel)(rho) if many else ravel(rho)[None]  # (k, d)
+  # λ(zᵢ) = (C + λI)⁻¹∇ℓ(zᵢ): one factorisation (dense) or one CG per query, in sequence
+  lam = solve_curvature(
+    system,
+    params,
+    strength,
+    damping,
+    batch,
+    grads,
+    stacked=True,
+    solver=solver,
+    tol=tol,
+    maxiter=maxiter,
+    sequential=True,
+  )
+  c = -jax.vmap(ravel)(lam) @ r_mat.T  # (n, k)
   return c if many else c[:, 0]

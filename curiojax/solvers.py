@@ -57,9 +57,49 @@ def dense_curvature(
 ) -> jax.Array:
   """The matrix ``C + λI`` (``d × d`` over the ravelled params), column by column from HVPs."""
   system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
+  return _dense_matrix(system, params, strength, damping, batch, chunk_size)
+
+
+def _dense_matrix(system: TangentSystem, params, strength, damping, batch, chunk_size: int = 256) -> jax.Array:
   flat, unravel = ravel_pytree(params)
   matvec = lambda e: ravel_pytree(system.curvature_product(params, strength, damping, unravel(e), batch))[0]
   return jax.lax.map(matvec, jnp.eye(flat.size, dtype=flat.dtype), batch_size=chunk_size).T
+
+
+def solve_curvature(
+  system: TangentSystem,
+  params,
+  strength,
+  damping,
+  batch,
+  rhs,
+  *,
+  stacked: bool,
+  solver: str,
+  x0=None,
+  tol: float = 1e-6,
+  maxiter: int | None = None,
+  sequential: bool = False,
+):
+  """``(C + λI)⁻¹b`` for ``rhs`` shaped like params, or a stack of them (``stacked``, leading axis).
+
+  ``solver="dense"`` factorises the matrix once for every right-hand side; ``"cg"`` runs one
+  matrix-free CG per right-hand side, vmapped, or one after another with ``sequential``.
+  """
+  ravel = lambda t: ravel_pytree(t)[0]
+  _, unravel = ravel_pytree(params)
+  if solver == "dense":
+    a = _dense_matrix(system, params, strength, damping, batch)
+    if stacked:
+      return jax.vmap(unravel)(jnp.linalg.solve(a, jax.vmap(ravel)(rhs).T).T)
+    return unravel(jnp.linalg.solve(a, ravel(rhs)))
+  matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
+  one = lambda b, start: jax.scipy.sparse.linalg.cg(matvec, b, x0=start, tol=tol, maxiter=maxiter)[0]
+  if x0 is None:
+    x0 = jax.tree.map(jnp.zeros_like, rhs)
+  if not stacked:
+    return one(rhs, x0)
+  return jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
 
 
 def exact_tangent(
@@ -93,29 +133,22 @@ def exact_tangent(
   if solver not in SOLVERS:
     raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
   system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
-  rho = system.rho(params, strength)
-  many = jnp.ndim(strength) == 1
-  flat, unravel = ravel_pytree(params)
   if solver == "auto":
-    solver = "dense" if flat.size <= DENSE_LIMIT else "cg"
-  if solver == "dense":
-    a = dense_curvature(
-      value_fn, params, batch, regularizer=regularizer, strength=strength, curvature=curvature, damping=damping
-    )
-    ravel = lambda t: ravel_pytree(t)[0]
-    if many:
-      rhs = -jax.vmap(ravel)(rho).T
-      return jax.vmap(unravel)(jnp.linalg.solve(a, rhs).T)
-    return unravel(jnp.linalg.solve(a, -ravel(rho)))
-
-  matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
-
-  def solve_one(r, start):
-    return jax.scipy.sparse.linalg.cg(matvec, jax.tree.map(jnp.negative, r), x0=start, tol=tol, maxiter=maxiter)[0]
-
-  if x0 is None:
-    x0 = jax.tree.map(jnp.zeros_like, rho)
-  return jax.vmap(solve_one)(rho, x0) if many else solve_one(rho, x0)
+    solver = "dense" if ravel_pytree(params)[0].size <= DENSE_LIMIT else "cg"
+  minus_rho = jax.tree.map(jnp.negative, system.rho(params, strength))
+  return solve_curvature(
+    system,
+    params,
+    strength,
+    damping,
+    batch,
+    minus_rho,
+    stacked=jnp.ndim(strength) == 1,
+    solver=solver,
+    x0=x0,
+    tol=tol,
+    maxiter=maxiter,
+  )
 
 
 def polish_tangent(
