@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from curiojax.losses import PredictionLoss
+from curiojax.losses import PredictionLoss, check_prediction_loss, check_xy
 from curiojax.regularizers import Regularizer, get_regularizer
 from curiojax.solvers import dense_curvature
 
@@ -191,13 +191,10 @@ def loocv_influence(
   Returns:
     :class:`LeaveOneOut`.
   """
-  if not isinstance(loss, PredictionLoss):
-    raise TypeError("loss must be curiojax.prediction_loss(model_fn, ...), which separates model and loss.")
+  check_prediction_loss(loss)
   if correction not in CORRECTIONS:
     raise ValueError(f"Unknown correction {correction!r}; choose one of {CORRECTIONS}.")
-  x, y = jnp.asarray(x), jnp.asarray(y)
-  if x.shape[0] == 0 or y.shape[0] != x.shape[0]:
-    raise ValueError(f"x and y must share a non-empty leading axis, got {x.shape} and {y.shape}.")
+  x, y = check_xy(x, y)
   regularizer = get_regularizer(regularizer)
   return _loocv_influence(
     loss, regularizer, curvature, correction, params, x, y, jnp.asarray(strength), jnp.asarray(damping)

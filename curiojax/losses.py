@@ -103,3 +103,17 @@ def prediction_loss(
   if not callable(model_fn):
     raise TypeError(f"model_fn must be callable model_fn(params, x), got {type(model_fn).__name__}.")
   return PredictionLoss(model_fn, get_loss(loss))
+
+
+def check_prediction_loss(loss) -> None:
+  """``TypeError`` unless ``loss`` comes from :func:`prediction_loss` (model and loss kept apart)."""
+  if not isinstance(loss, PredictionLoss):
+    raise TypeError("loss must be curiojax.prediction_loss(model_fn, ...), which separates model and loss.")
+
+
+def check_xy(x, y) -> tuple[jax.Array, jax.Array]:
+  """``x`` and ``y`` as arrays sharing a non-empty leading axis, else ``ValueError``."""
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  if x.ndim == 0 or x.shape[0] == 0 or y.ndim == 0 or y.shape[0] != x.shape[0]:
+    raise ValueError(f"x and y must share a non-empty leading axis, got shapes {x.shape} and {y.shape}.")
+  return x, y

@@ -38,9 +38,9 @@ from jax.flatten_util import ravel_pytree
 
 from curiojax.curvature import TangentSystem
 from curiojax.hypergradient import _tangent_count
-from curiojax.losses import PredictionLoss
+from curiojax.losses import PredictionLoss, check_prediction_loss, check_xy
 from curiojax.regularizers import Regularizer, get_regularizer
-from curiojax.solvers import solve_curvature
+from curiojax.solvers import _check_batch, solve_curvature
 
 ADJOINT_SOLVERS = ("dense", "cg")
 
@@ -56,18 +56,6 @@ def layer_groups(params) -> dict[str, int]:
   return {key: i for i, key in enumerate(sorted(params))}
 
 
-def _check_loss(loss):
-  if not isinstance(loss, PredictionLoss):
-    raise TypeError("loss must be curiojax.prediction_loss(model_fn, ...), which separates model and loss.")
-
-
-def _check_xy(x, y):
-  x, y = jnp.asarray(x), jnp.asarray(y)
-  if x.ndim == 0 or x.shape[0] == 0 or y.ndim == 0 or y.shape[0] != x.shape[0]:
-    raise ValueError(f"x and y must share a non-empty leading axis, got shapes {x.shape} and {y.shape}.")
-  return x, y
-
-
 def signed_curiosities(loss: PredictionLoss, params, tangent, x, y) -> jax.Array:
   """Forward form ``c_k(zᵢ) = ∇_θℓ(zᵢ)ᵀτ_k``: one JVP of the per-example losses per tangent.
 
@@ -80,8 +68,8 @@ def signed_curiosities(loss: PredictionLoss, params, tangent, x, y) -> jax.Array
   Returns:
     ``(n,)`` for one tangent, ``(n, k)`` for ``k``.
   """
-  _check_loss(loss)
-  x, y = _check_xy(x, y)
+  check_prediction_loss(loss)
+  x, y = check_xy(x, y)
   k = _tangent_count(params, tangent)
   per_example = lambda p: loss.per_example(loss.model_fn(p, x), y)
   one = lambda t: jax.jvp(per_example, (params,), (t,))[1]
@@ -90,8 +78,8 @@ def signed_curiosities(loss: PredictionLoss, params, tangent, x, y) -> jax.Array
 
 def per_example_gradients(loss: PredictionLoss, params, x, y):
   """``∇_θℓ(zᵢ)`` for each query, as a pytree with a leading axis ``n`` (small query sets)."""
-  _check_loss(loss)
-  x, y = _check_xy(x, y)
+  check_prediction_loss(loss)
+  x, y = check_xy(x, y)
   one = lambda xi, yi: jax.grad(lambda p: loss.loss(loss.model_fn(p, xi[None])[0], yi))(params)
   return jax.vmap(one)(x, y)
 
@@ -129,12 +117,11 @@ def adjoint_curiosities(
     ``(n,)`` for a scalar strength, ``(n, k)`` for ``k`` strengths; equal to
     :func:`signed_curiosities` with the exact tangents.
   """
-  _check_loss(loss)
+  check_prediction_loss(loss)
   if solver not in ADJOINT_SOLVERS:
     raise ValueError(f"Unknown solver {solver!r}; choose one of {ADJOINT_SOLVERS}.")
-  if not isinstance(batch, Mapping):
-    raise TypeError(f"batch must be a dict of loss's keyword arguments, got {type(batch).__name__}.")
-  x, y = _check_xy(x, y)
+  batch = _check_batch(batch)
+  x, y = check_xy(x, y)
   return _adjoint(
     loss,
     get_regularizer(regularizer),
@@ -143,7 +130,7 @@ def adjoint_curiosities(
     tol,
     maxiter,
     params,
-    dict(batch),
+    batch,
     x,
     y,
     jnp.asarray(strength),

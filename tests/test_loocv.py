@@ -172,6 +172,8 @@ def test_bad_inputs():
     curiojax.loocv_influence(loss, jnp.zeros(6), phi, y, correction="exact")
   with pytest.raises(TypeError, match="prediction_loss"):
     curiojax.loocv_influence(lambda p, x, y: 0.0, jnp.zeros(6), phi, y)
+  with pytest.raises(ValueError, match="non-empty leading axis"):  # a scalar x, not an IndexError
+    curiojax.loocv_influence(loss, jnp.zeros(6), jnp.float32(1.0), y)
 
 
 def test_ridge_fit_and_polynomial_features():
