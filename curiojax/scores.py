@@ -118,9 +118,9 @@ def tangent_count(params, tangent) -> int | None:
   p_shapes, t_shapes = _leaf_shapes(params), _leaf_shapes(tangent)
   if p_shapes == t_shapes:
     return None
-  ks = {t[0] for p, t in zip(p_shapes, t_shapes, strict=False) if len(t) == len(p) + 1 and t[1:] == p}
-  if len(ks) == 1 and all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=False)):
-    return ks.pop()
+  stacked = all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=True))
+  if stacked and len({t[0] for t in t_shapes}) == 1:
+    return t_shapes[0][0]
   raise ValueError(
     "tangent leaves must have the params' shapes (one tangent) or a common leading axis k "
     f"(k tangents); got params {p_shapes} and tangent {t_shapes}."
@@ -345,8 +345,7 @@ class Scorer:
     self._check_shapes(params, x, y)
     sigma2 = self._sigma2_arg(noise_variance)
 
-    devices = 1 if self.mesh is None else self.mesh.devices.size
-    padded, _ = bucket_size(n, self.chunk_size, devices, self.bucket)
+    padded = self._padded_size(n)
     valid = np.arange(padded) < n
     x, y = _pad(x, padded), (None if y is None else _pad(y, padded))
     if self.mesh is not None:
@@ -374,6 +373,9 @@ class Scorer:
         )
     return scores if padded == n else scores[:n]
 
+  def _padded_size(self, n: int) -> int:
+    return bucket_size(n, self.chunk_size, 1 if self.mesh is None else self.mesh.devices.size, self.bucket)[0]
+
   def lower(self, params, tangent, x, y=None):
     """The jitted scorer lowered for a pool like ``x`` (an array or ``jax.ShapeDtypeStruct``).
 
@@ -381,7 +383,7 @@ class Scorer:
     depends on the chunk size, not on the pool size.
     """
     n = x.shape[0]
-    padded, _ = bucket_size(n, self.chunk_size, 1 if self.mesh is None else self.mesh.devices.size, self.bucket)
+    padded = self._padded_size(n)
     pad = lambda a: None if a is None else jax.ShapeDtypeStruct((padded,) + tuple(a.shape[1:]), a.dtype)
     y = y if self.heuristic in LABELLED_HEURISTICS else None
     return self._jitted.lower(
