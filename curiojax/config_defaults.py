@@ -52,5 +52,4 @@ def uci_config(name: str):
   config = get_config()
   config.name = f"uci_{name.replace('-', '_')}"
   config.dataset = f"../shared/data/uci/{name}"
-  config.num_splits = 5
   return config
