@@ -27,12 +27,14 @@ from curiojax.regularizers import L2, get_regularizer, group_l2, l2
 from curiojax.scores import HEURISTICS, Scorer, curiosity_scores, make_scorer, noise_variance
 from curiojax.select import select_top_k
 from curiojax.sharding import data_mesh, make_data_parallel_step
-from curiojax.solvers import dense_curvature, exact_tangent, lissa, polish_tangent, relative_residual
+from curiojax.solvers import dense_curvature, exact_tangent, finish_tangent, lissa, relative_residual
 from curiojax.tangent import (
   RegularityTangentState,
   TangentDiagnostics,
   TangentDivergedError,
   TangentDivergedWarning,
+  TangentInaccurateError,
+  TangentInaccurateWarning,
   check_tangent,
   regularity_tangent,
   tangent_diagnostics,
@@ -94,10 +96,13 @@ __all__ = [
   "TangentDiagnostics",
   "TangentDivergedError",
   "TangentDivergedWarning",
+  "TangentInaccurateError",
+  "TangentInaccurateWarning",
   "TangentSystem",
   "check_tangent",
   "dense_curvature",
   "exact_tangent",
+  "finish_tangent",
   "gaussian_nll",
   "get_regularizer",
   "group_l2",
@@ -105,7 +110,6 @@ __all__ = [
   "l2",
   "lissa",
   "nnx_model_fn",
-  "polish_tangent",
   "prediction_loss",
   "regularity_tangent",
   "relative_residual",

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from curiojax.losses import PredictionLoss
 from curiojax.regularizers import Regularizer
@@ -140,3 +141,27 @@ class TangentSystem:
     """``∇_θF`` alone (the steps between tangent refreshes)."""
     strength = jnp.asarray(strength, dtype=jax.tree.leaves(params)[0].dtype)
     return jax.grad(lambda p: self.value_fn(p, **batch) + self.regularizer(p, strength))(params)
+
+  def dense(self, params, strength, damping, batch, chunk_size: int = 256) -> jax.Array:
+    """The matrix ``C + λI`` over the ravelled params (``d × d``).
+
+    Gauss-Newton: ``Jᵀ diag(wᵢ ∇²_f ℓᵢ) J / Σw + ∇²R + λI`` from per-example Jacobians (``n``
+    small backward passes and one matrix product). Hessian: column by column from products.
+    """
+    flat, unravel = ravel_pytree(params)
+    strength = jnp.asarray(strength, dtype=flat.dtype)
+    if self.curvature == "hessian":
+      matvec = lambda e: ravel_pytree(self.curvature_product(params, strength, damping, unravel(e), batch))[0]
+      return jax.lax.map(matvec, jnp.eye(flat.size, dtype=flat.dtype), batch_size=chunk_size).T
+    loss: PredictionLoss = self.value_fn
+    x, y, weights = batch["x"], batch["y"], batch.get("weights")
+    preds = loss.model_fn(params, x)
+    n = preds.shape[0]
+    out = lambda f, xi: loss.model_fn(unravel(f), xi[None])[0]
+    jac = jax.vmap(jax.jacrev(out), in_axes=(None, 0))(flat, x).reshape(n, -1, flat.size)  # (n, o, d)
+    h = jax.vmap(jax.hessian(loss.loss))(preds, y).reshape(n, jac.shape[1], jac.shape[1])  # (n, o, o)
+    w = jnp.ones(n, flat.dtype) if weights is None else jnp.asarray(weights, flat.dtype)
+    h = h * (w / jnp.maximum(jnp.sum(w), 1e-12))[:, None, None]
+    data = jnp.einsum("nad,nab,nbe->de", jac, h, jac)
+    reg = jax.hessian(lambda f: self.regularizer(unravel(f), strength))(flat)
+    return data + reg + damping * jnp.eye(flat.size, dtype=flat.dtype)

@@ -46,16 +46,19 @@ import numpy as np
 import optax
 
 from curiojax.regularizers import Regularizer
-from curiojax.tangent import RegularityTangentState, regularity_tangent, tangent_of
+from curiojax.tangent import RegularityTangentState, carried_tangent, regularity_tangent
 
 _STATIC = (
   "regularizer",
   "curvature",
   "tangent_learning_rate",
+  "momentum",
+  "averaging",
   "refresh_every",
   "power_iterations",
   "step_size_every",
-  "divergence_threshold",
+  "tolerance",
+  "max_restarts",
   "seed",
 )
 
@@ -211,7 +214,7 @@ def tune_strength(
   if not np.isfinite(learning_rate) or learning_rate <= 0:
     raise ValueError(f"learning_rate must be positive and finite, got {learning_rate!r}.")
   s = get_strength(opt_state)
-  g = hypergradient(val_value_fn, params, tangent_of(opt_state), val_batch).astype(s.dtype)
+  g = hypergradient(val_value_fn, params, carried_tangent(opt_state), val_batch).astype(s.dtype)
   step = learning_rate * (s * g if log_scale else g)
   if max_step is not None:
     step = jnp.clip(step, -max_step, max_step)

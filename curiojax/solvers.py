@@ -1,8 +1,11 @@
-"""Reference solvers for ``τ = −(C + λI)⁻¹ρ``: dense, conjugate gradients, LiSSA; diagnostics.
+"""Solvers for ``τ = −(C + λI)⁻¹ρ``: dense, conjugate gradients, LiSSA; finishing; diagnostics.
 
 These are post-hoc counterparts of the carried tangent: oracles in tests, a check on a
-tangent's accuracy (:func:`relative_residual`), and a way to finish it after training
-(:func:`polish_tangent`, CG warm-started from the carried tangent).
+tangent's accuracy (:func:`relative_residual`), and the finishing step
+(:func:`finish_tangent`): after training, the carried tangent is solved to a tolerance on the
+training set, by a dense factorisation for small models or by conjugate gradients started
+from the carried tangent. For Gauss-Newton on ``n`` points ``C + λI`` is ``λ``-shifted rank
+``≤ n`` (times the outputs), so CG needs at most about ``n`` products.
 
 Example:
   >>> import jax, jax.numpy as jnp, curiojax
@@ -18,18 +21,29 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.flatten_util import ravel_pytree
 
 from curiojax.curvature import TangentSystem
 from curiojax.regularizers import Regularizer, get_regularizer
-from curiojax.tangent import _tree_norm, tangent_step
+from curiojax.tangent import (
+  RegularityTangentState,
+  _pure,
+  _tangent_state,
+  relative_norm,
+  restructure,
+  tangent_step,
+)
 
 SOLVERS = ("auto", "dense", "cg")
-DENSE_LIMIT = 4096  # parameters; above this "auto" uses conjugate gradients
+DENSE_LIMIT = 4096  # parameters; above this exact_tangent's "auto" uses conjugate gradients
+FINISH_DENSE_LIMIT = 1024  # parameters; finish_tangent factorises up to here (p products, batched)
+FINISH_TOLERANCE = 1e-3  # relative residual finish_tangent solves to (well inside the tolerance)
+FINISH_MAXITER = 1000  # CG products finish_tangent may spend
 
 
 def _system(value_fn, regularizer, curvature) -> TangentSystem:
@@ -42,6 +56,12 @@ def _check_batch(batch):
   if not isinstance(batch, Mapping):
     raise TypeError(f"batch must be a dict of value_fn's keyword arguments, got {type(batch).__name__}.")
   return dict(batch)
+
+
+def _check_solver(solver: str) -> str:
+  if solver not in SOLVERS:
+    raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
+  return solver
 
 
 def dense_curvature(
@@ -61,9 +81,47 @@ def dense_curvature(
 
 
 def _dense_matrix(system: TangentSystem, params, strength, damping, batch, chunk_size: int = 256) -> jax.Array:
-  flat, unravel = ravel_pytree(params)
-  matvec = lambda e: ravel_pytree(system.curvature_product(params, strength, damping, unravel(e), batch))[0]
-  return jax.lax.map(matvec, jnp.eye(flat.size, dtype=flat.dtype), batch_size=chunk_size).T
+  return system.dense(params, strength, damping, batch, chunk_size)
+
+
+def conjugate_gradients(matvec, b, x0, *, tol: float, maxiter: int, restarts: int = 2):
+  """CG on ``A x = b`` (``A`` symmetric positive definite) to ``‖b − Ax‖ ≤ tol‖b‖``.
+
+  Restarts from the true residual ``b − Ax`` (``restarts`` times) when the recursive one has
+  drifted below the tolerance in floating point. On an indefinite ``A`` it runs on without
+  guarantees (it stops only on ``pᵀAp = 0``); check the residual. Returns ``(x, products)``.
+  """
+  vdot = lambda u, v: optax.tree.vdot(u, v).real
+  goal = jnp.square(tol) * vdot(b, b)
+
+  def run(x, budget):
+    r = optax.tree.sub(b, matvec(x))
+    rs = vdot(r, r)
+
+    def cond(c):
+      _, _, _, rs, k, ok = c
+      return (rs > goal) & (k < budget) & ok
+
+    def body(c):
+      x, r, p, rs, k, _ = c
+      ap = matvec(p)
+      curv = vdot(p, ap)
+      ok = curv != 0
+      a = jnp.where(ok, rs / jnp.where(ok, curv, 1.0), 0.0)
+      x = optax.tree.add_scale(x, a, p)
+      r = optax.tree.add_scale(r, -a, ap)
+      rs_new = vdot(r, r)
+      p = optax.tree.add_scale(r, rs_new / jnp.maximum(rs, jnp.finfo(rs.dtype).tiny), p)
+      return x, r, p, rs_new, k + 1, ok
+
+    x, *_, k, _ = jax.lax.while_loop(cond, body, (x, r, r, rs, jnp.zeros([], jnp.int32), jnp.asarray(True)))
+    return x, k + 1  # + the product for the starting residual
+
+  x, used = run(x0, maxiter)
+  for _ in range(restarts):
+    x, more = run(x, jnp.maximum(maxiter - used, 0))
+    used = used + more
+  return x, used
 
 
 def solve_curvature(
@@ -83,23 +141,36 @@ def solve_curvature(
 ):
   """``(C + λI)⁻¹b`` for ``rhs`` shaped like params, or a stack of them (``stacked``, leading axis).
 
-  ``solver="dense"`` factorises the matrix once for every right-hand side; ``"cg"`` runs one
-  matrix-free CG per right-hand side, vmapped, or one after another with ``sequential``.
+  ``solver="dense"`` factorises the matrix once for every right-hand side (and refines the
+  solution once against the matrix-free product); ``"cg"`` runs :func:`conjugate_gradients`
+  per right-hand side, vmapped, or one after another with ``sequential``.
   """
+  return _solve(system, params, strength, damping, batch, rhs, stacked, solver, x0, tol, maxiter, sequential)[0]
+
+
+def _solve(system, params, strength, damping, batch, rhs, stacked, solver, x0, tol, maxiter, sequential=False):
+  """:func:`solve_curvature` that also returns the products spent."""
   ravel = lambda t: ravel_pytree(t)[0]
-  _, unravel = ravel_pytree(params)
-  if solver == "dense":
-    a = _dense_matrix(system, params, strength, damping, batch)
-    if stacked:
-      return jax.vmap(unravel)(jnp.linalg.solve(a, jax.vmap(ravel)(rhs).T).T)
-    return unravel(jnp.linalg.solve(a, ravel(rhs)))
+  flat, unravel = ravel_pytree(params)
   matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
-  one = lambda b, start: jax.scipy.sparse.linalg.cg(matvec, b, x0=start, tol=tol, maxiter=maxiter)[0]
+  if solver == "dense":
+    lu = jax.scipy.linalg.lu_factor(_dense_matrix(system, params, strength, damping, batch))
+    solve = lambda b: unravel(jax.scipy.linalg.lu_solve(lu, ravel(b)))
+
+    def refined(b):
+      x = solve(b)
+      return optax.tree.add(x, solve(optax.tree.sub(b, matvec(x))))
+
+    x = jax.vmap(refined)(rhs) if stacked else refined(rhs)
+    return x, jnp.asarray(flat.size + 1, jnp.int32)
+  maxiter = 10 * flat.size if maxiter is None else int(maxiter)
+  one = lambda b, start: conjugate_gradients(matvec, b, start, tol=tol, maxiter=maxiter)
   if x0 is None:
     x0 = jax.tree.map(jnp.zeros_like, rhs)
   if not stacked:
     return one(rhs, x0)
-  return jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
+  x, used = jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
+  return x, jnp.sum(used)
 
 
 def exact_tangent(
@@ -125,13 +196,12 @@ def exact_tangent(
     regularizer, strength, curvature, damping: as in :func:`curiojax.regularity_tangent`.
     solver: ``"dense"`` (forms the matrix; small models), ``"cg"`` (matrix-free), or
       ``"auto"`` (dense up to 4096 parameters).
-    x0, tol, maxiter: CG start (e.g. a carried tangent), relative tolerance, iterations.
+    x0, tol, maxiter: CG start (e.g. a carried tangent), relative tolerance, products.
 
   Returns:
     The tangent, shaped like params (leading axis ``k`` for ``k`` strengths).
   """
-  if solver not in SOLVERS:
-    raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
+  _check_solver(solver)
   system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
   if solver == "auto":
     solver = "dense" if ravel_pytree(params)[0].size <= DENSE_LIMIT else "cg"
@@ -151,38 +221,6 @@ def exact_tangent(
   )
 
 
-def polish_tangent(
-  value_fn: Callable,
-  params,
-  tangent,
-  batch: Mapping[str, Any],
-  *,
-  regularizer: str | Regularizer = "l2",
-  strength=1e-2,
-  curvature: str = "hessian",
-  damping=0.0,
-  tol: float = 1e-6,
-  maxiter: int = 100,
-):
-  """Finish a carried tangent after training: CG on ``(C + λI)v = −ρ`` started from it.
-
-  Put the result back into an optimizer state with ``optax.tree.set(state, tangent=...)``.
-  """
-  return exact_tangent(
-    value_fn,
-    params,
-    batch,
-    regularizer=regularizer,
-    strength=strength,
-    curvature=curvature,
-    damping=damping,
-    solver="cg",
-    x0=tangent,
-    tol=tol,
-    maxiter=maxiter,
-  )
-
-
 def relative_residual(
   value_fn: Callable,
   params,
@@ -194,10 +232,126 @@ def relative_residual(
   curvature: str = "hessian",
   damping=0.0,
 ) -> jax.Array:
-  """``‖(C + λI)v + ρ‖ / ‖ρ‖``: zero for the exact tangent; the accuracy check users need."""
+  """``‖(C + λI)v + ρ‖ / ‖ρ‖`` (the largest over ``k`` tangents): zero for the exact tangent."""
   system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
   product = system.product(params, strength, damping, tangent, batch)
-  return _tree_norm(product) / _tree_norm(system.rho(params, strength))
+  return relative_norm(product, system.rho(params, strength), jnp.ndim(strength) == 1)
+
+
+class _Finished(NamedTuple):
+  tangent: Any
+  product: Any  # (C + λI)τ + ρ on the batch
+  residual: jax.Array
+  products: jax.Array
+
+
+def _finish(system, params, strength, damping, batch, x0, tol, maxiter, solver) -> _Finished:
+  stacked = jnp.ndim(strength) == 1
+  if solver == "auto":
+    solver = "dense" if ravel_pytree(params)[0].size <= FINISH_DENSE_LIMIT else "cg"
+  rho = system.rho(params, strength)
+  minus_rho = jax.tree.map(jnp.negative, rho)
+  tangent, used = _solve(system, params, strength, damping, batch, minus_rho, stacked, solver, x0, tol, maxiter)
+  product = system.product(params, strength, damping, tangent, batch)
+  return _Finished(tangent, product, relative_norm(product, rho, stacked), used + 1)
+
+
+def finish_tangent(
+  opt_state,
+  params,
+  value_fn: Callable,
+  batch: Mapping[str, Any],
+  *,
+  tol: float = FINISH_TOLERANCE,
+  maxiter: int = FINISH_MAXITER,
+  solver: str = "auto",
+):
+  """Solve the carried tangent to ``tol`` on the training set; the state then certifies it.
+
+  Solves ``(C + λI)τ = −ρ`` at ``params`` on ``batch`` with the system the transformation
+  carried (its regularizer, curvature, strength and damping, read from the state, so the
+  finishing step cannot disagree with training): by a dense factorisation with one
+  refinement step (``solver="dense"``; ``"auto"`` up to 1024 parameters) or by conjugate
+  gradients started from the carried tangent (``"cg"``; at most ``maxiter`` products). The
+  state's tangent, iterate and averages are replaced by the solution, and its residual by
+  the full-data relative residual reached (``tangent_diagnostics(state).exact`` is True), so
+  :func:`curiojax.check_tangent` certifies it and training can continue from it. Pure and
+  jit-safe for optax states.
+
+  Args:
+    opt_state: an optimizer state containing a :func:`curiojax.regularity_tangent` (a chain,
+      ``inject_hyperparams``), or an ``nnx.Optimizer`` (updated in place).
+    params: the trained parameters (the tangent's linearisation point).
+    value_fn: the data loss ``value_fn(params, **batch)`` used in training.
+    batch: the whole training set as ``value_fn``'s keyword arguments (e.g. ``dict(x=x, y=y)``,
+      with ``weights`` for a padded set).
+    tol: relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖`` to reach.
+    maxiter: CG products allowed.
+    solver: ``"auto"``, ``"dense"`` or ``"cg"``.
+
+  Returns:
+    The optimizer state with the finished tangent (for an ``nnx.Optimizer``, the optimizer).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, curiojax
+    >>> x = jax.random.normal(jax.random.key(0), (32, 3)); y = x[:, 0]
+    >>> loss = curiojax.prediction_loss(lambda p, x: x @ p)
+    >>> tx = optax.chain(curiojax.regularity_tangent("l2", 1e-3), optax.adam(1e-2))
+    >>> params = jnp.zeros(3); state = tx.init(params)
+    >>> state = curiojax.finish_tangent(state, params, loss, dict(x=x, y=y))
+    >>> curiojax.tangent_diagnostics(state).residual < 1e-3
+    True
+  """
+  _check_solver(solver)
+  if not tol > 0:
+    raise ValueError(f"tol must be positive, got {tol!r}.")
+  if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
+    raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}.")
+  batch = _check_batch(batch)
+  old = _tangent_state(opt_state)
+  state = jax.tree.map(_pure, old, is_leaf=lambda x: hasattr(x, "get_value"))
+  params = jax.tree.map(_pure, params, is_leaf=lambda x: hasattr(x, "get_value"))
+  settings = state.settings
+  system = _system(value_fn, settings.regularizer, settings.curvature)
+  start = restructure(state.tangent, params, stacked=jnp.ndim(state.strength) == 1)
+  done = _finish(system, params, state.strength, state.damping, batch, start, tol, maxiter, solver)
+  dtype = state.residual.dtype
+  solution = restructure(done.tangent, state.tangent, stacked=False)
+  finished = state._replace(
+    tangent=solution,
+    iterate=solution,
+    velocity=jax.tree.map(jnp.zeros_like, solution),
+    refreshes=state.averaging,  # the next refreshes average into the solution with weight 1/W
+    residual=done.residual.astype(dtype),
+    iterate_residual=jnp.square(done.residual).astype(dtype),
+    exact=jnp.asarray(True),
+    restarts=jnp.zeros_like(state.restarts),
+    diverged=~jnp.isfinite(done.residual),
+  )
+  finished = optax.tree.cast_like(finished, other_tree=state)
+  return _put_tangent_state(opt_state, old, finished)
+
+
+def _put_tangent_state(opt_state, old: RegularityTangentState, new: RegularityTangentState):
+  """``opt_state`` with ``old`` replaced by ``new``: rebuilt for optax states, in place for NNX."""
+  is_variable = lambda x: hasattr(x, "get_value")
+  if any(is_variable(x) for x in jax.tree.leaves(old, is_leaf=is_variable)):  # nnx.Optimizer
+    for var, value in zip(jax.tree.leaves(old, is_leaf=is_variable), jax.tree.leaves(new), strict=True):
+      var.set_value(value)
+    return opt_state
+
+  def rebuild(node):
+    if isinstance(node, RegularityTangentState):  # there is exactly one
+      return new
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+      return type(node)(*(rebuild(c) for c in node))
+    if isinstance(node, (tuple, list)):
+      return type(node)(rebuild(c) for c in node)
+    if isinstance(node, dict):
+      return type(node)({k: rebuild(v) for k, v in node.items()})
+    return node
+
+  return rebuild(opt_state)
 
 
 def lissa(
@@ -216,7 +370,8 @@ def lissa(
   """LiSSA for ``−(C + λI)⁻¹ρ``: ``v ← v − (1/scale)((C_B + λI)v + ρ)`` over a stream of batches.
 
   With the parameters frozen this is exactly the tangent recursion of
-  :func:`curiojax.regularity_tangent` with ``tangent_learning_rate = 1/scale``.
+  :func:`curiojax.regularity_tangent` with ``tangent_learning_rate = 1/scale``,
+  ``momentum=0`` and ``averaging=1``.
 
   Args:
     batches: ``value_fn``'s keyword arguments stacked on a leading axis, one entry per step.

@@ -1,19 +1,29 @@
 """``regularity_tangent``: an optax transformation carrying ``τ = dθ*/ds`` in its state.
 
-Differentiating one gradient step ``θ ← θ − η∇_θF(θ, s)`` with respect to ``s`` gives the
-SGDF recursion (LiSSA run online; ``method.md``):
+Differentiating a gradient step ``θ ← θ − η∇_θF(θ, s)`` with respect to ``s`` gives the SGDF
+recursion (LiSSA run online; ``docs/method.md``) for ``τ = −(C + λI)⁻¹ρ``, with ``C`` the
+Hessian or Gauss-Newton matrix of ``F`` on the current batch and ``ρ = ∂_s∇_θR``. Its plain
+form needs about ``κ(C + λI)`` steps and carries the minibatch noise into ``τ``; this
+transformation adds heavy-ball momentum and iterate averaging, and bounds the residual of
+what it hands out (``docs/method.md``, "The online recursion"). On every refresh:
 
-    v ← v − η_τ ((C + λI) v + ρ),      fixed point  v = τ = −(C + λI)⁻¹ ρ,
+    r_t = (C_B + λI) v_t + ρ               one forward-over-reverse pass, which also gives ∇_θF
+    τ̄ ← τ̄ + w_t (v_t − τ̄),   w_t = max(1/t, 1/W)                  the tangent handed out
+    m_t = β m_{t−1} + r_t,   v_{t+1} = v_t − α m_t,   α = 1/λ̂_max(C + λI),  β = 0.9
 
-with ``C`` the Hessian or Gauss-Newton matrix of ``F`` on the current batch and
-``ρ = ∂_s∇_θR``. ``(C + λI)v + ρ`` is one forward-over-reverse product whose primal output is
-``∇_θF`` itself: pass ``updates=None`` and the transformation returns that gradient, so a
-training step costs one fused pass instead of a gradient plus an HVP.
-
-The tangent's step size ``η_τ`` defaults to ``1/λ̂_max(C + λI)``, estimated by power
-iteration on the first update and every ``step_size_every`` refreshes: the recursion then
-converges whatever the inner optimizer (SGD, momentum,
-Adam) and whatever the data's scale, at a rate set by ``κ(C + λI)``.
+``ψ_t = ‖r_t‖/‖ρ‖`` is the iterate's relative residual on one minibatch (noise included); by
+Jensen's inequality the running mean of ``ψ_t²`` with the same weights bounds, in
+expectation, the squared full-data residual of ``τ̄``: the state's ``residual`` is that upper
+estimate (when the iterate's own short-run estimate is below half of it, the average restarts
+at the iterate, so averaging never slows a noiseless recursion). It is exact with full
+batches and pessimistic with minibatches, where only :func:`curiojax.finish_tangent` (a solve
+on the training set) certifies a tangent. ``λ̂_max`` comes from power iteration on the first
+refresh and once every ``step_size_every`` steps. The recursion is unstable when the
+iterate's backward error ``‖r_t‖/(‖ρ‖ + λ̂‖v_t‖)`` grows tenfold above its best, when the
+curvature along the iterate ``vᵀ(C_B + λI)v`` turns negative, or when a value is not finite;
+it then restarts from ``τ̄`` with a fresh ``λ̂_max``, half the step and ``β²``, and
+after ``max_restarts`` it is marked diverged and frozen. :func:`tangent_diagnostics` reports
+all this; :func:`tangent_of` warns and :func:`check_tangent` raises above the tolerance.
 
 Example:
   >>> import jax, jax.numpy as jnp, optax, curiojax
@@ -27,7 +37,7 @@ Example:
   ...   return optax.apply_updates(params, updates), state
   >>> for _ in range(200):
   ...   params, state = step(params, state)
-  >>> tau = curiojax.tangent_of(state)   # dθ*/ds, shaped like params
+  >>> tau = curiojax.check_tangent(state)   # dθ*/ds, shaped like params; raises if not certified
   >>> h = x.T @ x / 64 + 0.1 * jnp.eye(3)   # ridge closed form: τ = −(XᵀX/n + sI)⁻¹θ*
   >>> bool(jnp.allclose(tau["w"], -jnp.linalg.solve(h, params["w"]), rtol=1e-3, atol=1e-4))
   True
@@ -35,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, NamedTuple
 
@@ -46,27 +57,97 @@ import optax
 from curiojax.curvature import TangentSystem, check_curvature, split_value_fn_kwargs
 from curiojax.regularizers import Regularizer, get_regularizer
 
+DEFAULT_TOLERANCE = 0.1  # relative residual above which a tangent is flagged (documented accuracy)
+ITERATE_WINDOW = 10  # refreshes over which the iterate's own residual is averaged
+GROWTH_LIMIT = 10.0  # the backward error growing this far above its best means instability
+
 
 class TangentDivergedWarning(RuntimeWarning):
-  """The carried tangent stopped converging (non-finite, or its residual blew up)."""
+  """The carried tangent stopped converging (non-finite, or unstable after every back-off)."""
+
+
+class TangentInaccurateWarning(RuntimeWarning):
+  """A tangent was handed out whose relative residual exceeds its tolerance."""
 
 
 class TangentDivergedError(ValueError):
   """Raised by :func:`check_tangent` for a state whose tangent diverged."""
 
 
-class RegularityTangentState(NamedTuple):
-  """State of :func:`regularity_tangent`."""
+class TangentInaccurateError(ValueError):
+  """Raised by :func:`check_tangent` for a tangent whose relative residual exceeds the tolerance."""
 
-  tangent: Any  # like params; leaves (k, *shape) for k strengths. dθ*/ds.
+
+@dataclasses.dataclass(frozen=True)
+class TangentSettings:
+  """What the tangent solves, carried statically in the state (no leaves, never traced).
+
+  :func:`curiojax.finish_tangent` reads it (with the strength and damping in the state), so
+  finishing always solves the system that training carried.
+  """
+
+  regularizer: Regularizer
+  curvature: str
+
+
+jax.tree_util.register_static(TangentSettings)
+
+
+class RegularityTangentState(NamedTuple):
+  """State of :func:`regularity_tangent` (leaves ``(k, *shape)`` for ``k`` strengths)."""
+
+  tangent: Any  # like params: τ̄, the averaged iterate handed out as dθ*/ds.
+  iterate: Any  # like params: v, the recursion's current iterate.
+  velocity: Any  # like params: m, heavy-ball momentum of the residuals.
   count: jax.Array  # int32 scalar, updates seen.
-  step_size: jax.Array  # float scalar, η_τ in use (0 before the first estimate).
-  residual: jax.Array  # float scalar, ‖(C+λI)v + ρ‖/‖ρ‖ on the last refreshing batch.
-  diverged: jax.Array  # bool scalar, sticky: the tangent stopped converging.
+  refreshes: jax.Array  # int32 scalar, tangent refreshes since the last (re)start.
+  step_size: jax.Array  # float scalar, α in use (0 before the first estimate).
+  curvature_max: jax.Array  # float scalar, λ̂_max(C + λI) (0: estimate at the next refresh).
+  residual: jax.Array  # float scalar, relative residual of τ̄: upper estimate, or exact after finishing.
+  iterate_residual: jax.Array  # float scalar, ψ² = ‖r_t‖²/‖ρ‖² of the iterate over the last few refreshes.
+  backward_error: jax.Array  # float scalar, φ² = ‖r_t‖²/(‖ρ‖ + λ̂‖v_t‖)² over the last few refreshes.
+  best_backward_error: jax.Array  # float scalar, lowest φ since the last restart (slowly forgotten).
+  rayleigh: jax.Array  # float scalar, vᵀ(C_B + λI)v/‖v‖² along the iterate over the last few refreshes.
+  exact: jax.Array  # bool scalar, residual is a full-data residual (set by finish_tangent).
+  restarts: jax.Array  # int32 scalar, back-offs so far.
+  diverged: jax.Array  # bool scalar, sticky: unstable after max_restarts back-offs; frozen.
+  strength: jax.Array  # float, s in use (scalar or (k,)).
+  damping: jax.Array  # float scalar, λ in use.
+  tolerance: jax.Array  # float scalar, residual above which the tangent is flagged.
+  averaging: jax.Array  # int32 scalar, the averaging window W in refreshes.
+  settings: TangentSettings  # static: regularizer, curvature.
 
 
 def _tree_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def _tangent_norms(tree, stacked: bool) -> jax.Array:
+  """``‖·‖`` of one tangent (scalar), or of each of ``k`` stacked tangents (shape ``(k,)``)."""
+  if not stacked:
+    return _tree_norm(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x).reshape(x.shape[0], -1), axis=1) for x in jax.tree.leaves(tree)))
+
+
+def _tangent_dots(a, b, stacked: bool) -> jax.Array:
+  """``⟨a, b⟩`` of one tangent (scalar), or of each of ``k`` stacked tangents (shape ``(k,)``)."""
+  if not stacked:
+    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+  return sum(
+    jnp.sum((x * y).reshape(x.shape[0], -1), axis=1)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def relative_norm(residual, rho, stacked: bool) -> jax.Array:
+  """``max_k ‖r_k‖/‖ρ_k‖``, with ``0/0 = 0`` (a zero ``ρ`` has the zero tangent)."""
+  num, den = _tangent_norms(residual, stacked), _tangent_norms(rho, stacked)
+  ratio = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
+  return jnp.max(ratio)
 
 
 def _is_concrete(x) -> bool:
@@ -95,8 +176,10 @@ def power_iteration(matvec, like, key, num_iterations: int) -> jax.Array:
 def _warn_diverged(count, residual):
   warnings.warn(
     f"curiojax: the regularity tangent diverged at update {int(count)} (relative residual "
-    f"{float(residual):.3g}); it is frozen at its last finite value. Try curvature='gauss_newton', "
-    "a damping > 0, or a smaller tangent_learning_rate.",
+    f"{float(residual):.3g}) and stayed unstable after every back-off of its step; it is frozen at "
+    "its last average. Likely cause: an indefinite curvature (curvature='hessian' on a non-convex "
+    "model, damping 0), or parameters that are no longer finite (the training itself diverged). "
+    "Fix: curvature='gauss_newton' with damping > 0; or a smaller learning rate.",
     TangentDivergedWarning,
     stacklevel=2,
   )
@@ -109,10 +192,13 @@ def regularity_tangent(
   curvature: str = "hessian",
   damping: float | jax.Array = 0.0,
   tangent_learning_rate: float | None = None,
+  momentum: float = 0.9,
+  averaging: int = 100,
   refresh_every: int = 1,
-  power_iterations: int = 20,
+  power_iterations: int = 10,
   step_size_every: int = 250,
-  divergence_threshold: float = 1e3,
+  tolerance: float = DEFAULT_TOLERANCE,
+  max_restarts: int = 6,
   seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   """Add ``∇_θR(θ, s)`` to the updates and carry the regularity tangent ``τ = dθ*/ds``.
@@ -129,11 +215,15 @@ def regularity_tangent(
     curvature: ``"hessian"`` (exact, for convex models) or ``"gauss_newton"`` (PSD, for
       neural networks; needs ``value_fn=curiojax.prediction_loss(...)``).
     damping: ``λ`` added to the curvature.
-    tangent_learning_rate: fixed ``η_τ``; default ``None`` estimates ``1/λ_max(C + λI)``.
+    tangent_learning_rate: fixed ``α``; default ``None`` estimates ``1/λ_max(C + λI)``.
+    momentum: heavy-ball ``β`` of the recursion (0: plain SGDF / LiSSA).
+    averaging: window ``W`` of the tangent's average and its residual estimate, in refreshes (1: none).
     refresh_every: update the tangent every ``k`` steps (the others cost a plain gradient).
-    power_iterations: HVPs per estimate of ``λ_max``.
-    step_size_every: re-estimate ``λ_max`` every this many refreshes.
-    divergence_threshold: relative residual beyond which the tangent counts as diverged.
+    power_iterations: products per estimate of ``λ_max``.
+    step_size_every: re-estimate ``λ_max`` every this many steps (curvature sharpens in training).
+    tolerance: relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖`` above which the tangent is flagged
+      (:func:`check_tangent` raises, :func:`tangent_of` warns).
+    max_restarts: back-offs (restart, half the step, ``β²``) before the tangent counts as diverged.
     seed: seeds the power iteration's start vectors.
 
   Returns:
@@ -148,6 +238,14 @@ def regularity_tangent(
   every_step = _is_concrete(refresh_every) and refresh_every == 1
   if _is_concrete(tangent_learning_rate) and tangent_learning_rate is not None and not tangent_learning_rate > 0:
     raise ValueError(f"tangent_learning_rate must be positive, got {tangent_learning_rate!r}.")
+  if _is_concrete(momentum) and not 0 <= momentum < 1:
+    raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+  if _is_concrete(averaging) and (isinstance(averaging, bool) or not averaging >= 1 or int(averaging) != averaging):
+    raise ValueError(f"averaging must be an integer >= 1 (refreshes), got {averaging!r}.")
+  if _is_concrete(tolerance) and not 0 < tolerance < np.inf:
+    raise ValueError(f"tolerance must be positive and finite, got {tolerance!r}.")
+  if _is_concrete(max_restarts) and (isinstance(max_restarts, bool) or not max_restarts >= 0):
+    raise ValueError(f"max_restarts must be an integer >= 0, got {max_restarts!r}.")
   for name, value in (("strength", strength), ("damping", damping)):
     if _is_concrete(value):
       arr = np.asarray(value)
@@ -163,19 +261,37 @@ def regularity_tangent(
       )
   if _is_concrete(damping) and np.any(np.asarray(damping) < 0):
     raise ValueError(f"damping must be >= 0, got {damping!r}.")
+  settings = TangentSettings(regularizer, curvature)
+  stacked = np.ndim(strength) == 1
 
   def init_fn(params):
     if params is None:
       raise ValueError("regularity_tangent.init needs the params pytree, got None.")
     k = np.shape(strength)
-    tangent = jax.tree.map(lambda p: jnp.zeros(k + jnp.shape(p), jnp.result_type(p)), params)
+    zeros = jax.tree.map(lambda p: jnp.zeros(k + jnp.shape(p), jnp.result_type(p)), params)
     dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else jnp.float32
+    scalar = lambda v, t=dtype: jnp.asarray(v, t)
     return RegularityTangentState(
-      tangent=tangent,
-      count=jnp.zeros([], jnp.int32),
-      step_size=jnp.zeros([], dtype),
-      residual=jnp.ones([], dtype),
-      diverged=jnp.zeros([], bool),
+      tangent=zeros,
+      iterate=zeros,
+      velocity=zeros,
+      count=scalar(0, jnp.int32),
+      refreshes=scalar(0, jnp.int32),
+      step_size=scalar(0),
+      curvature_max=scalar(0),
+      residual=scalar(1),  # the zero tangent's relative residual
+      iterate_residual=scalar(1),
+      backward_error=scalar(1),
+      best_backward_error=scalar(np.inf),
+      rayleigh=scalar(0),
+      exact=scalar(False, bool),
+      restarts=scalar(0, jnp.int32),
+      diverged=scalar(False, bool),
+      strength=jnp.asarray(strength, dtype),
+      damping=scalar(damping),
+      tolerance=scalar(tolerance),
+      averaging=scalar(averaging, jnp.int32),
+      settings=settings,
     )
 
   def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
@@ -206,84 +322,171 @@ def regularity_tangent(
     lam = jnp.asarray(damping, dtype)
     fused = updates is None
 
-    def estimate_step_size(_):
-      key = jax.random.fold_in(jax.random.key(seed), state.count)
-      lmax = power_iteration(
-        lambda u: system.curvature_product(params, s, lam, u, batch), params, key, power_iterations
-      )
-      return (1.0 / jnp.maximum(lmax, jnp.finfo(dtype).tiny)).astype(dtype)
-
-    refreshes = state.count // refresh_every
-    if tangent_learning_rate is not None:
-      step_size = jnp.asarray(tangent_learning_rate, dtype)
-    else:
-      due = (state.step_size == 0) | (refreshes % step_size_every == 0)
-      if not every_step:
-        due = due & (state.count % refresh_every == 0)
-      step_size = jax.lax.cond(due, estimate_step_size, lambda _: state.step_size, None)
-
     def refresh(_):
-      grad, product = system.gradient_and_product(params, s, lam, state.tangent, batch)
-      rho_norm = _tree_norm(system.rho(params, s))
-      residual = _tree_norm(product) / jnp.maximum(rho_norm, jnp.finfo(dtype).tiny)
-      return grad, tangent_step(state.tangent, product, step_size), residual.astype(dtype)
+      """One step of the averaged heavy-ball recursion, with its stability check."""
+      grad, r = system.gradient_and_product(params, s, lam, state.iterate, batch)
+      rho = system.rho(params, s)
+      backoff = jnp.asarray(0.5, dtype) ** state.restarts
+      beta = jnp.asarray(momentum, dtype) ** (2.0**state.restarts)
+      if tangent_learning_rate is None:
+        # On the first refresh, after a restart, and on the refresh in each window of step_size_every steps.
+        due = (state.curvature_max == 0) | (state.count % step_size_every < refresh_every)
+        # One minibatch's λ_max varies: keep the larger of a fresh estimate and half the last one.
+        fresh_lmax = lambda _: jnp.maximum(estimate_curvature_max(None), 0.5 * state.curvature_max)
+        lmax = jax.lax.cond(due, fresh_lmax, lambda _: state.curvature_max, None)
+        alpha = backoff / jnp.maximum(lmax, jnp.finfo(dtype).tiny)
+      else:
+        lmax, alpha = state.curvature_max, backoff * jnp.asarray(tangent_learning_rate, dtype)
+      t = state.refreshes + 1
+      first = t == 1
+      w = jnp.maximum(1.0 / t.astype(dtype), jnp.asarray(1.0 / averaging, dtype))
+      # ψ_t² = ‖r_t‖²/‖ρ‖² at the iterate, minibatch noise included. By Jensen, its running mean
+      # (weights w) bounds the squared residual of the average τ̄ in expectation: an upper estimate.
+      psi2 = jnp.square(relative_norm(r, rho, stacked))
+      mean_psi2 = jnp.where(first, psi2, jnp.square(state.residual) + w * (psi2 - jnp.square(state.residual)))
+      iterate_residual = jnp.where(
+        first, psi2, state.iterate_residual + (psi2 - state.iterate_residual) / ITERATE_WINDOW
+      )
+      tangent = jax.tree.map(lambda a, v: a + w * (v - a), state.tangent, state.iterate)
+      # Where the iterate's own bound clearly beats the average's (little noise: full batches, a converged
+      # recursion) the average restarts at the iterate, so averaging never slows convergence down.
+      use_iterate = iterate_residual < 0.25 * mean_psi2  # half the residual: beyond noise
+      tangent = jax.tree.map(lambda a, v: jnp.where(use_iterate, v, a), tangent, state.iterate)
+      estimate = jnp.sqrt(jnp.where(use_iterate, iterate_residual, mean_psi2))
+      t = jnp.where(use_iterate, jnp.ones_like(t), t)
+      velocity = jax.tree.map(lambda m, x: beta * m + x, state.velocity, r)
+      iterate = jax.tree.map(lambda v, m: v - alpha * m, state.iterate, velocity)
+      # Stability: the iterate's backward error φ = ‖r‖/(‖ρ‖ + λ̂‖v‖) stays small while the
+      # recursion converges, whatever the noise or the size of τ; an unstable mode drives it to O(1).
+      scale = _tangent_norms(rho, stacked) + jnp.where(lmax > 0, lmax, 1.0 / alpha) * _tangent_norms(
+        state.iterate, stacked
+      )
+      phi2 = jnp.max(jnp.square(_tangent_norms(r, stacked) / jnp.maximum(scale, jnp.finfo(dtype).tiny)))
+      backward_error = jnp.where(first, phi2, state.backward_error + (phi2 - state.backward_error) / ITERATE_WINDOW)
+      level = jnp.sqrt(backward_error)
+      # Indefiniteness: the Rayleigh quotient vᵀ(C_B + λI)v/‖v‖² = vᵀ(r − ρ)/‖v‖², negative on average
+      # over a few minibatches, means the iterate grows along a direction of negative curvature.
+      v_sq = jnp.square(_tangent_norms(state.iterate, stacked))
+      vr = _tangent_dots(state.iterate, jax.tree.map(jnp.subtract, r, rho), stacked)
+      rayleigh = jnp.min(jnp.where(v_sq > 0, vr / jnp.where(v_sq > 0, v_sq, 1.0), 0.0))
+      rayleigh = jnp.where(first, rayleigh, state.rayleigh + (rayleigh - state.rayleigh) / ITERATE_WINDOW)
+      unstable = (
+        ~(_all_finite(iterate) & jnp.isfinite(level))
+        | (level > GROWTH_LIMIT * state.best_backward_error)
+        | (rayleigh < 0)
+      )
+      best = jnp.minimum(state.best_backward_error * (1.0 + 1.0 / averaging), level)
+      fresh = RegularityTangentState(
+        tangent, iterate, velocity, state.count, t, alpha.astype(dtype), lmax, estimate, iterate_residual,
+        backward_error, best, rayleigh, jnp.asarray(False), state.restarts, state.diverged, s, lam, state.tolerance,
+        state.averaging, settings,
+      )  # fmt: skip
+      grad = grad if fused else params  # unused when the caller gave gradients: let XLA drop it
+      return grad, jax.lax.cond(unstable, restart, lambda st: st, fresh)
+
+    def estimate_curvature_max(_):
+      key = jax.random.fold_in(jax.random.key(seed), state.count)
+      matvec = lambda u: system.curvature_product(params, s, lam, u, batch)
+      return power_iteration(matvec, params, key, power_iterations).astype(dtype)
+
+    def restart(st):
+      """Back off: restart from the last average (zero if it is not finite) with a fresh λ̂_max, α/2, β²."""
+      keep_average = _all_finite(state.tangent)
+      start = jax.tree.map(lambda a: jnp.where(keep_average, a, jnp.zeros_like(a)), state.tangent)
+      zeros = jax.tree.map(jnp.zeros_like, start)
+      restarts = st.restarts + 1
+      return st._replace(
+        tangent=start,
+        iterate=start,
+        velocity=zeros,
+        refreshes=jnp.zeros_like(st.refreshes),
+        curvature_max=jnp.zeros_like(st.curvature_max),
+        residual=jnp.where(keep_average, state.residual, jnp.ones_like(state.residual)),
+        best_backward_error=jnp.full_like(st.best_backward_error, jnp.inf),
+        restarts=restarts,
+        diverged=restarts > max_restarts,
+      )
 
     def keep(_):
       grad = system.gradient(params, s, batch) if fused else params  # unused when not fused
-      return grad, state.tangent, state.residual
+      return grad, state
 
     if every_step:
-      grad, tangent, residual = refresh(None)
+      grad, new_state = refresh(None)
     else:
-      grad, tangent, residual = jax.lax.cond(state.count % refresh_every == 0, refresh, keep, None)
-
-    finite = jnp.isfinite(residual) & jnp.all(jnp.array([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(tangent)]))
-    healthy = finite & (residual <= divergence_threshold)
-    newly_diverged = (~healthy) & (~state.diverged)
+      grad, new_state = jax.lax.cond(state.count % refresh_every == 0, refresh, keep, None)
+    # A diverged tangent stays frozen at its last average (the iterate is no longer used); training goes on.
+    frozen = new_state._replace(iterate=state.iterate, velocity=state.velocity)
+    frozen = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new), state, frozen)
+    new_state = frozen._replace(iterate=new_state.iterate, velocity=new_state.velocity)
     jax.lax.cond(
-      newly_diverged,
-      lambda: jax.debug.callback(_warn_diverged, state.count, residual),
+      new_state.diverged & ~state.diverged,
+      lambda: jax.debug.callback(_warn_diverged, state.count, new_state.residual),
       lambda: None,
     )
-    tangent = jax.tree.map(lambda new, old: jnp.where(healthy, new, old), tangent, state.tangent)
-
+    new_state = new_state._replace(
+      count=optax.safe_increment(state.count),
+      strength=s,
+      damping=lam,
+      tolerance=jnp.asarray(tolerance, dtype),
+      averaging=jnp.asarray(averaging, jnp.int32),
+    )
     if fused:
       new_updates = grad
     else:
       new_updates = optax.tree.add(updates, jax.grad(regularizer)(params, s))
-    new_state = RegularityTangentState(
-      tangent=tangent,
-      count=optax.safe_increment(state.count),
-      step_size=step_size,
-      residual=residual,
-      diverged=state.diverged | ~healthy,
-    )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def restructure(tangent, like, *, stacked: bool = False):
+  """``tangent``'s leaves in ``like``'s tree structure (a flax ``nnx.State`` vs a plain dict, say).
+
+  The leaves must correspond one to one, in order, with the same shapes (a leading axis ``k``
+  on ``tangent``'s leaves when ``stacked``); otherwise a ``ValueError`` shows both structures.
+  """
+  if jax.tree.structure(tangent) == jax.tree.structure(like):
+    return tangent
+  t_leaves, l_leaves = jax.tree.leaves(tangent), jax.tree.leaves(like)
+  strip = (lambda shape: shape[1:]) if stacked else (lambda shape: shape)
+  if len(t_leaves) != len(l_leaves) or any(
+    strip(jnp.shape(t)) != jnp.shape(p) for t, p in zip(t_leaves, l_leaves, strict=False)
+  ):
+    raise ValueError(
+      "the tangent and the params have different tree structures (and their leaves do not match one to one):\n"
+      f"  tangent: {jax.tree.structure(tangent)}\n  params:  {jax.tree.structure(like)}"
+    )
+  return jax.tree.unflatten(jax.tree.structure(like), t_leaves)
+
+
 def _tangent_state(opt_state) -> RegularityTangentState:
-  """The (unique) :class:`RegularityTangentState` inside any optimizer state, however nested."""
+  """The (unique) :class:`RegularityTangentState` inside any optimizer state, however nested.
+
+  Under ``optax.inject_hyperparams`` the strength and damping in force are the injected ones
+  (``set_strength`` changes them between updates): they are copied into the returned state.
+  """
   if hasattr(opt_state, "opt_state") and not isinstance(opt_state, tuple):  # nnx.Optimizer
     opt_state = opt_state.opt_state
   found = []
 
-  def visit(node):
+  def visit(node, injected):
     if isinstance(node, RegularityTangentState):
-      found.append(node)
+      found.append((node, injected))
       return
-    if isinstance(node, (tuple, list)):
+    if hasattr(node, "hyperparams") and hasattr(node, "inner_state"):  # inject_hyperparams
+      visit(node.inner_state, node.hyperparams)
+    elif isinstance(node, (tuple, list)):
       for child in node:
-        visit(child)
+        visit(child, None)
     elif isinstance(node, dict):
       for child in node.values():
-        visit(child)
-    elif hasattr(node, "__dict__") and not isinstance(node, jax.Array):
+        visit(child, None)
+    elif hasattr(node, "__dict__") and not isinstance(node, (jax.Array, TangentSettings)):
       for child in vars(node).values():
-        visit(child)
+        visit(child, None)
 
-  visit(opt_state)
+  visit(opt_state, None)
   if not found:
     raise ValueError(
       "No regularity tangent in this optimizer state: build the optimizer with "
@@ -291,7 +494,13 @@ def _tangent_state(opt_state) -> RegularityTangentState:
     )
   if len(found) > 1:
     raise ValueError(f"Found {len(found)} regularity tangents in this optimizer state; expected one.")
-  return found[0]
+  state, injected = found[0]
+  for name in ("strength", "damping"):
+    if injected is not None and name in injected:
+      value = injected[name]
+      old = getattr(state, name)
+      state = state._replace(**{name: value if hasattr(value, "get_value") else jnp.asarray(value, _pure(old).dtype)})
+  return state
 
 
 def _pure(x):
@@ -303,37 +512,137 @@ def _pure(x):
   return x
 
 
-def tangent_of(opt_state):
-  """The tangent ``τ`` (shaped like params) from any optimizer state containing one.
-
-  Works on a plain optax state, a chain's or ``inject_hyperparams``' state, or an
-  ``nnx.Optimizer`` (or its ``opt_state``). Pure and jit-safe.
-  """
-  state = _tangent_state(opt_state)
-  return jax.tree.map(_pure, state.tangent, is_leaf=lambda x: hasattr(x, "get_value"))
+def _pure_tree(tree):
+  return jax.tree.map(_pure, tree, is_leaf=lambda x: hasattr(x, "get_value"))
 
 
 class TangentDiagnostics(NamedTuple):
+  """Host-side summary of a carried tangent (:func:`tangent_diagnostics`).
+
+  Attributes:
+    count: updates seen.
+    step_size: ``α`` in use.
+    residual: relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖`` of the handed-out tangent: the
+      online estimate over the last ``averaging`` minibatches, or the full-data value after
+      :func:`curiojax.finish_tangent` (``exact``).
+    diverged: unstable after every back-off; the tangent is frozen.
+    tolerance: the documented accuracy: residuals above it are flagged.
+    accurate: ``residual <= tolerance`` and not diverged.
+    exact: ``residual`` is a full-data residual, not an estimate.
+    restarts: back-offs of the recursion so far.
+    curvature_max: ``λ̂_max(C + λI)`` of the last power iteration.
+    strength, damping: ``s`` and ``λ`` in use.
+  """
+
   count: int
   step_size: float
   residual: float
   diverged: bool
+  tolerance: float
+  accurate: bool
+  exact: bool
+  restarts: int
+  curvature_max: float
+  strength: Any
+  damping: float
 
 
 def tangent_diagnostics(opt_state) -> TangentDiagnostics:
-  """Host-side summary: updates seen, ``η_τ``, last relative residual, divergence flag."""
+  """How good the carried tangent is: its relative residual, tolerance, restarts (host-side)."""
   s = _tangent_state(opt_state)
+  residual, diverged = float(_pure(s.residual)), bool(_pure(s.diverged))
+  tol = float(_pure(s.tolerance))
+  strength = np.asarray(_pure(s.strength))
   return TangentDiagnostics(
-    int(_pure(s.count)), float(_pure(s.step_size)), float(_pure(s.residual)), bool(_pure(s.diverged))
+    count=int(_pure(s.count)),
+    step_size=float(_pure(s.step_size)),
+    residual=residual,
+    diverged=diverged,
+    tolerance=tol,
+    accurate=bool(residual <= tol and not diverged),
+    exact=bool(_pure(s.exact)),
+    restarts=int(_pure(s.restarts)),
+    curvature_max=float(_pure(s.curvature_max)),
+    strength=float(strength) if strength.ndim == 0 else strength,
+    damping=float(_pure(s.damping)),
   )
 
 
-def check_tangent(opt_state):
-  """Return the tangent, or raise :class:`TangentDivergedError` if it diverged."""
+def _inaccuracy_message(d: TangentDiagnostics, tol: float) -> str:
+  kind = "full-data" if d.exact else "estimated (online, last minibatches)"
+  if d.exact:
+    cause = (
+      "the finishing solve stopped before its tolerance (too few iterations, or an indefinite or "
+      "near-singular curvature)"
+    )
+    fix = "raise maxiter, use curvature='gauss_newton' with damping > 0, or train closer to a minimum"
+  else:
+    cause = (
+      f"the online recursion has not converged: {d.count} updates, λ̂_max(C+λI) = {d.curvature_max:.3g} "
+      f"against s + λ = {np.max(d.strength) + d.damping:.3g}, so κ is large, and minibatch noise "
+      "sets a floor on the online estimate"
+    )
+    fix = (
+      "call curiojax.finish_tangent(opt_state, params, loss, training_batch) after training (a "
+      "Krylov or dense solve on the training set), or raise damping / strength"
+    )
+  return (
+    f"The regularity tangent's {kind} relative residual is {d.residual:.3g}, above the tolerance "
+    f"{tol:.3g}. Likely cause: {cause}. Fix: {fix}."
+  )
+
+
+def carried_tangent(opt_state):
+  """The tangent in ``opt_state`` as it stands, with no accuracy check (for online use: tuning ``s``)."""
+  return _pure_tree(_tangent_state(opt_state).tangent)
+
+
+def tangent_of(opt_state):
+  """The tangent ``τ`` (shaped like params) from any optimizer state containing one.
+
+  Works on a plain optax state, a chain's or ``inject_hyperparams``' state, or an
+  ``nnx.Optimizer`` (or its ``opt_state``). Pure and jit-safe. Called on a concrete state
+  whose tangent is not certified (residual above its tolerance, or diverged) it warns
+  (:class:`TangentInaccurateWarning` / :class:`TangentDivergedWarning`); inside ``jit`` read
+  ``residual`` from the state instead.
+  """
+  state = _tangent_state(opt_state)
+  tangent = carried_tangent(opt_state)
+  leaves = jax.tree.leaves((_pure(state.residual), _pure(state.diverged)))
+  if all(_is_concrete(x) for x in leaves):
+    d = tangent_diagnostics(opt_state)
+    if d.diverged:
+      warnings.warn(
+        "curiojax: this regularity tangent diverged and is frozen; see curiojax.check_tangent.",
+        TangentDivergedWarning,
+        stacklevel=2,
+      )
+    elif not d.accurate:
+      warnings.warn(_inaccuracy_message(d, d.tolerance), TangentInaccurateWarning, stacklevel=2)
+  return tangent
+
+
+def check_tangent(opt_state, tol: float | None = None):
+  """Return the tangent if it is certified, else raise.
+
+  Args:
+    opt_state: any optimizer state containing a :func:`regularity_tangent` (or an ``nnx.Optimizer``).
+    tol: relative residual allowed (default: the transformation's ``tolerance``).
+
+  Raises:
+    TangentDivergedError: the recursion diverged.
+    TangentInaccurateError: the relative residual exceeds ``tol``; the message names the
+      likely cause and the fix (usually :func:`curiojax.finish_tangent`).
+  """
   d = tangent_diagnostics(opt_state)
+  tol = d.tolerance if tol is None else float(tol)
+  if not tol > 0:
+    raise ValueError(f"tol must be positive, got {tol!r}.")
   if d.diverged:
     raise TangentDivergedError(
-      f"The regularity tangent diverged (relative residual {d.residual:.3g} after {d.count} updates). "
-      "Use curvature='gauss_newton' or damping > 0 for non-convex models."
+      f"The regularity tangent diverged (relative residual {d.residual:.3g} after {d.count} updates and "
+      f"{d.restarts} back-offs). Use curvature='gauss_newton' with damping > 0 for non-convex models."
     )
-  return tangent_of(opt_state)
+  if not d.residual <= tol:
+    raise TangentInaccurateError(_inaccuracy_message(d, tol))
+  return _pure_tree(_tangent_state(opt_state).tangent)

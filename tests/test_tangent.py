@@ -86,20 +86,13 @@ def test_ill_conditioned_polynomial_carried_then_polished():
   params, state = train(tx, {"w": jnp.zeros(10)}, 20000, x=x, y=yj)
   theta_star, tau_star = ridge_closed_form(phi, y, s)
   loss = curiojax.prediction_loss(linear)
-  polished = curiojax.polish_tangent(
-    loss,
-    params,
-    curiojax.tangent_of(state),
-    dict(x=x, y=yj),
-    regularizer=curiojax.l2(),
-    strength=s,
-    maxiter=200,
-    tol=1e-7,
-  )
-  _, rel = cosine_and_rel(polished["w"], tau_star)
+  state = curiojax.finish_tangent(state, params, loss, dict(x=x, y=yj), solver="cg", maxiter=200, tol=1e-6)
+  finished = curiojax.check_tangent(state, tol=1e-3)
+  _, rel = cosine_and_rel(finished["w"], tau_star)
   assert rel <= 1e-2, rel
-  residual = curiojax.relative_residual(loss, params, polished, dict(x=x, y=yj), regularizer=curiojax.l2(), strength=s)
+  residual = curiojax.relative_residual(loss, params, finished, dict(x=x, y=yj), regularizer=curiojax.l2(), strength=s)
   assert residual < 1e-3
+  assert float(residual) == pytest.approx(curiojax.tangent_diagnostics(state).residual, rel=1e-2, abs=1e-6)
 
 
 def mlp_init(key, sizes=(8, 64, 64, 1)):
@@ -190,7 +183,8 @@ def test_frozen_parameters_sgd_recursion_equals_lissa():
   params = {"w": jax.random.normal(jax.random.key(3), (6,))}
   loss = curiojax.prediction_loss(linear)
   eta = 0.25
-  tx = optax.chain(curiojax.regularity_tangent(curiojax.l2(), 0.1, tangent_learning_rate=eta), optax.set_to_zero())
+  plain = dict(tangent_learning_rate=eta, momentum=0.0, averaging=1)  # the plain SGDF recursion
+  tx = optax.chain(curiojax.regularity_tangent(curiojax.l2(), 0.1, **plain), optax.set_to_zero())
   step = jax.jit(lambda st, b: tx.update(None, st, params, value_fn=loss, **b))
   state = tx.init(params)
   _, iterates = curiojax.lissa(
@@ -202,10 +196,52 @@ def test_frozen_parameters_sgd_recursion_equals_lissa():
     batch = {k: b[t] for k, b in batches.items()}
     updates, state = step(state, batch)
     chex.assert_trees_all_equal(updates, {"w": jnp.zeros(6)})
-    np.testing.assert_allclose(curiojax.tangent_of(state)["w"], iterates["w"][t], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(state[0].iterate["w"], iterates["w"][t], rtol=1e-6, atol=1e-7)
     h = np.asarray(jax.hessian(lambda w, b=batch: loss({"w": w}, **b))(params["w"]), np.float64)
     v = v - eta * ((h + 0.1 * np.eye(6)) @ v + theta)
     np.testing.assert_allclose(iterates["w"][t], v, rtol=1e-4, atol=1e-6)
+
+
+def test_heavy_ball_averaged_recursion_follows_method_md():
+  """Frozen params, fixed step: iterate, momentum and handed-out average follow docs/method.md.
+
+  The oracle shares no code with the library: Hessians by ``jax.hessian``, the recursion in numpy.
+  """
+  x, y = ridge_data(n=64, d=6)
+  batches = {"x": x.reshape(16, 4, 6), "y": y.reshape(16, 4)}
+  params = {"w": jax.random.normal(jax.random.key(3), (6,))}
+  loss = curiojax.prediction_loss(linear)
+  alpha, beta, window, s = 0.05, 0.9, 5, 0.1
+  tx = optax.chain(
+    curiojax.regularity_tangent("l2", s, tangent_learning_rate=alpha, momentum=beta, averaging=window),
+    optax.set_to_zero(),
+  )
+  step = jax.jit(lambda st, b: tx.update(None, st, params, value_fn=loss, **b)[1])
+  state = tx.init(params)
+  theta = np.asarray(params["w"], np.float64)
+  v, m, avg = np.zeros(6), np.zeros(6), np.zeros(6)
+  mean_psi2 = short_psi2 = 0.0
+  t = 0
+  for i in range(16):
+    batch = {k: b[i] for k, b in batches.items()}
+    state = step(state, batch)
+    h = np.asarray(jax.hessian(lambda w, b=batch: loss({"w": w}, **b))(params["w"]), np.float64)
+    r = (h + s * np.eye(6)) @ v + theta
+    t += 1
+    w = max(1 / t, 1 / window)
+    psi2 = (np.linalg.norm(r) / np.linalg.norm(theta)) ** 2
+    mean_psi2 = psi2 if t == 1 else mean_psi2 + w * (psi2 - mean_psi2)
+    short_psi2 = psi2 if t == 1 else short_psi2 + (psi2 - short_psi2) / 10
+    avg = avg + w * (v - avg)
+    if short_psi2 < 0.25 * mean_psi2:  # the iterate is clearly better: the average restarts there
+      avg, mean_psi2, t = v.copy(), short_psi2, 1
+    m = beta * m + r
+    v = v - alpha * m
+    np.testing.assert_allclose(state[0].iterate["w"], v, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(state[0].velocity["w"], m, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(state[0].tangent["w"], avg, rtol=1e-4, atol=1e-6)
+    assert float(state[0].residual) == pytest.approx(np.sqrt(mean_psi2), rel=1e-4)
+  assert curiojax.tangent_diagnostics(state).restarts == 0
 
 
 def test_trains_exactly_like_add_decayed_weights():
@@ -345,22 +381,46 @@ def test_dense_and_cg_agree_and_gauss_newton_equals_hessian_for_linear_models():
     assert curiojax.relative_residual(loss, params, t, dict(x=x, y=y), **kw) < 1e-4
 
 
-def test_divergence_is_detected_reported_and_not_propagated():
+def test_too_large_tangent_step_backs_off_and_recovers():
+  """A fixed step 50× too large: the recursion restarts with half the step until stable, then converges."""
   x, y = ridge_data(n=50, d=5)
   loss = curiojax.prediction_loss(linear)
   tx = optax.chain(curiojax.regularity_tangent("l2", 0.1, tangent_learning_rate=50.0), optax.set_to_zero())
   params = {"w": jnp.ones(5)}
   state = tx.init(params)
   step = jax.jit(lambda st: tx.update(None, st, params, value_fn=loss, x=x, y=y)[1])
-  with pytest.warns(curiojax.TangentDivergedWarning, match="diverged"):
-    for _ in range(60):
+  for _ in range(1500):
+    state = step(state)
+  diag = curiojax.tangent_diagnostics(state)
+  assert 1 <= diag.restarts <= 6 and not diag.diverged, diag
+  assert diag.step_size == pytest.approx(50.0 * 0.5**diag.restarts)
+  h = np.asarray(x.T @ x / 50, np.float64) + 0.1 * np.eye(5)
+  _, rel = cosine_and_rel(curiojax.check_tangent(state)["w"], -np.linalg.solve(h, np.ones(5)))
+  assert rel < 1e-3, rel
+
+
+def test_indefinite_curvature_diverges_loudly_and_is_frozen():
+  """Damping 0 on an indefinite Hessian: every back-off fails, so the tangent is flagged and frozen."""
+  x, _ = ridge_data(n=50, d=5)
+  concave = lambda p, x: -0.5 * jnp.mean(jnp.square(x @ p["w"]))  # Hessian −XᵀX/n, indefinite with s = 0.1
+  tx = optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.set_to_zero())
+  params = {"w": jnp.ones(5)}
+  state = tx.init(params)
+  step = jax.jit(lambda st: tx.update(None, st, params, value_fn=concave, x=x)[1])
+  with pytest.warns(curiojax.TangentDivergedWarning, match="indefinite"):
+    for _ in range(3000):
       state = step(state)
     jax.block_until_ready(state)
   diag = curiojax.tangent_diagnostics(state)
-  assert diag.diverged
-  assert np.all(np.isfinite(curiojax.tangent_of(state)["w"]))
+  assert diag.diverged and diag.restarts == 7 and not diag.accurate
+  frozen = state[0].tangent
+  assert np.all(np.isfinite(frozen["w"]))
+  state = step(state)
+  chex.assert_trees_all_equal(state[0].tangent, frozen)
   with pytest.raises(curiojax.TangentDivergedError, match="diverged"):
     curiojax.check_tangent(state)
+  with pytest.warns(curiojax.TangentDivergedWarning):
+    curiojax.tangent_of(state)
 
 
 def test_bad_input_gets_clear_errors():
