@@ -38,6 +38,7 @@ RESULT_COLUMNS = (
   "seconds",
   "strength",
   "noise_variance",
+  "tangent_residual",
   "top_score",
   "stopped",
 )

@@ -282,7 +282,7 @@ class ActiveLearner:
     """Run round ``state.round``: fit, evaluate, select and label the next batch.
 
     Returns the new state and a record: round, labels, test_rmse, test_mae (original
-    units), strength, noise_variance, top_score, seconds.
+    units), strength, noise_variance, tangent_residual (the fit's certified residual), top_score, seconds.
     """
     if self.done(state):
       raise ValueError("this learner has finished its label schedule.")
@@ -300,6 +300,7 @@ class ActiveLearner:
       "labels": int(len(state.labelled)),
       "strength": float(strength),
       "noise_variance": noise_variance,
+      "tangent_residual": float(res.tangent_residual),
     }
     if self.x_test is not None:
       pred = np.asarray(self.trainer.predict(res.params, self.xs_test)) * y_std + y_mean

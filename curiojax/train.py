@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,7 +42,8 @@ from curiojax.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.losses import prediction_loss
 from curiojax.regularizers import get_regularizer
 from curiojax.select import next_pow2
-from curiojax.tangent import tangent_of
+from curiojax.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
+from curiojax.tangent import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,9 @@ class TrainOptions:
     curvature: ``"gauss_newton"`` (default, PSD) or ``"hessian"``.
     regularizer: ``"l2"``, ``"log_l2"`` or a callable ``R(params, s)``.
     loss: per-example loss name or callable (see :mod:`curiojax.losses`).
+    finish_tolerance: relative residual the tangent is solved to on the labelled set after
+      training (:func:`curiojax.finish_tangent`).
+    finish_maxiter: products the finishing solve may spend (conjugate gradients).
   """
 
   epochs: int = 100
@@ -65,14 +70,18 @@ class TrainOptions:
   curvature: str = "gauss_newton"
   regularizer: Any = "l2"
   loss: Any = "squared_error"
+  finish_tolerance: float = FINISH_TOLERANCE
+  finish_maxiter: int = FINISH_MAXITER
 
   def __post_init__(self):
-    for name in ("epochs", "minibatch_size"):
+    for name in ("epochs", "minibatch_size", "finish_maxiter"):
       check_int(name, getattr(self, name), 1)
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}.")
     if not self.damping >= 0:
       raise ValueError(f"damping must be >= 0, got {self.damping!r}.")
+    if not 0 < self.finish_tolerance < 1:
+      raise ValueError(f"finish_tolerance must be in (0, 1), got {self.finish_tolerance!r}.")
 
 
 class TrainResult(NamedTuple):
@@ -81,9 +90,11 @@ class TrainResult(NamedTuple):
   Attributes:
     params: trained parameters.
     opt_state: optimizer state (holds the tangent; pass back for a warm start).
-    tangent: ``τ = dθ*/ds``, shaped like params.
+    tangent: ``τ = dθ*/ds``, shaped like params, solved to ``finish_tolerance`` on the labelled set.
     noise_variance: ``σ̂²``, mean squared training residual (float32 scalar array).
     loss: final regularised objective on the labelled set (scalar array).
+    tangent_residual: the tangent's full-data relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖``.
+    online_residual: the residual estimate the online recursion reached before finishing.
   """
 
   params: Any
@@ -91,6 +102,8 @@ class TrainResult(NamedTuple):
   tangent: Any
   noise_variance: jax.Array
   loss: jax.Array
+  tangent_residual: jax.Array
+  online_residual: jax.Array
 
 
 def make_optimizer(options: TrainOptions, strength: float = 1e-3) -> optax.GradientTransformationExtraArgs:
@@ -170,12 +183,22 @@ class Trainer:
       return carry, None
 
     (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
+    online_residual = opt_state[0].inner_state.residual
+    opt_state = finish_tangent(
+      opt_state,
+      params,
+      loss,
+      dict(x=x, y=y, weights=mask),
+      tol=self.options.finish_tolerance,
+      maxiter=self.options.finish_maxiter,
+    )
     preds = self.model_fn(params, x)
     n = jnp.maximum(jnp.sum(mask), 1.0)
     sq = jnp.sum(mask * jnp.square(preds - y)) / n
     strength = opt_state[0].hyperparams["strength"]
     objective = loss.mean_on_predictions(preds, y, mask) + self.regularizer(params, strength)
-    return TrainResult(params, opt_state, tangent_of(opt_state), sq, objective)
+    residual = opt_state[0].inner_state.residual
+    return TrainResult(params, opt_state, carried_tangent(opt_state), sq, objective, residual, online_residual)
 
   def fit(self, params, x, y, *, strength, key, opt_state=None, mask=None, epochs=None) -> TrainResult:
     """Train from ``params`` (and ``opt_state`` for a warm start) on ``(x, y)``.
@@ -201,7 +224,19 @@ class Trainer:
     mask = jnp.ones(x.shape[0], jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     opt_state = self.init(params, strength) if opt_state is None else set_strength(opt_state, strength)
     epochs = self.options.epochs if epochs is None else int(epochs)
-    return self._fit(params, opt_state, x, y, mask, key, epochs=epochs)
+    result = self._fit(params, opt_state, x, y, mask, key, epochs=epochs)
+    d = tangent_diagnostics(result.opt_state)
+    if not d.accurate:
+      warnings.warn(
+        f"curiojax: the trained tangent's relative residual on the labelled set is {d.residual:.3g}, above "
+        f"its tolerance {d.tolerance:.3g}, after finishing (finish_tolerance {self.options.finish_tolerance:.3g}, "
+        f"finish_maxiter {self.options.finish_maxiter}). Scores and hypergradients built on it are "
+        "approximate. Likely cause: an indefinite or near-singular curvature; fix: curvature='gauss_newton' "
+        "with damping > 0, or a larger finish_maxiter.",
+        TangentInaccurateWarning,
+        stacklevel=2,
+      )
+    return result
 
 
 @functools.lru_cache(maxsize=16)
