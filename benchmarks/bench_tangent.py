@@ -1,16 +1,20 @@
-"""Cost of carrying the regularity tangent during training (issue: core, speed).
+"""Cost of carrying the regularity tangent during training, and of finishing it (issues 1, 10).
 
-2×512 ReLU MLP, batch 256, Adam. Prints, per configuration, the time of a training step
-with the tangent divided by the same step without it (plain value_and_grad + Adam).
-Steps are timed in jitted blocks of `--block` steps (lax.fori_loop), training continuing
-from block to block after a warm-up block, so the periodic re-estimates of the tangent's step
-size (20 HVPs every 250 refreshes) are included in the average.
+1. 2×512 ReLU MLP, batch 256, Adam. Prints, per configuration, the time of a training step
+   with the tangent divided by the same step without it (plain value_and_grad + Adam). Steps
+   are timed in jitted blocks of `--block` steps (lax.fori_loop), training continuing from
+   block to block after a warm-up block, so the periodic re-estimates of the tangent's step
+   size (10 products every 250 steps) are included in the average.
+2. The main job's trainer (packaged default config, embedded concrete data) at 50, 150 and
+   300 labels: the time of the finishing step (`finish_tangent` on the labelled set) over the
+   time of the training it follows.
 
   python benchmarks/bench_tangent.py            # full
   python benchmarks/bench_tangent.py --fast     # smoke run
 """
 
 import argparse
+import functools
 import time
 
 import jax
@@ -115,7 +119,53 @@ def main():
     t = np.median(times[name])
     print(f"{name:50s} {1e3 * t:9.3f} {t / base_t:7.2f}")
   n_params = sum(p.size for p in jax.tree.leaves(params))
-  print(f"extra state: one tangent = {n_params} floats (= one copy of the parameters) + 4 scalars")
+  state = configs["gauss_newton, every step"][0].init(params)[0]
+  vectors = sum(1 for f in ("tangent", "iterate", "velocity") if jax.tree.leaves(getattr(state, f)))
+  print(f"tangent state: {vectors} copies of the parameters ({vectors * n_params} floats: tangent, iterate, momentum)")
+  finishing_share(repeats)
+
+
+def finishing_share(repeats):
+  """Finishing time / training time for the main job's trainer (default config, concrete)."""
+  from curiojax.config_defaults import get_config
+  from curiojax.data import load_dataset
+  from curiojax.loop import LoopOptions
+  from curiojax.models import make_model
+  from curiojax.train import Trainer, pad_rows
+
+  cfg = get_config()
+  options = LoopOptions(**{f: cfg[f] for f in LoopOptions.__dataclass_fields__ if f in cfg})
+  data = load_dataset(cfg.dataset)
+  x = (data.x - data.x.mean(0)) / data.x.std(0)
+  spec = make_model(
+    options.model, in_features=x.shape[1], hidden_sizes=options.hidden_sizes, activation=options.activation
+  )
+  trainer = Trainer(spec.model_fn, options.train_options)
+  finish = jax.jit(lambda st, p, b: curiojax.finish_tangent(st, p, trainer.loss, b))
+  perm = np.random.default_rng(0).permutation(len(x))
+  capacity = 512  # the learner's padded size for the default schedule (50 + 10 × 25 labels)
+  print(f"\nmain job trainer ({cfg.dataset}, {options.hidden_sizes} {options.activation}, {options.epochs} epochs):")
+  print(f"{'labels':>6s} {'fit incl. finish (s)':>20s} {'finish (s)':>11s} {'finish / training':>18s}")
+  for n in (50, 150, 300):
+    lab = perm[:n]
+    y = (data.y[lab] - data.y[lab[:50]].mean()) / data.y[lab[:50]].std()
+    xs, ys, mask = pad_rows(x[lab], capacity), pad_rows(y, capacity), pad_rows(np.ones(n, np.float32), capacity)
+    batch = {"x": jnp.asarray(xs), "y": jnp.asarray(ys), "weights": jnp.asarray(mask)}
+    fit = functools.partial(
+      trainer.fit, spec.init(jax.random.key(n)), xs, ys, mask=mask, strength=options.strength, key=jax.random.key(1)
+    )
+    result = jax.block_until_ready(fit())
+    jax.block_until_ready(finish(result.opt_state, result.params, batch))
+    t_fit, t_fin = [], []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fit())
+      t_fit.append(time.perf_counter() - t0)
+      t0 = time.perf_counter()
+      jax.block_until_ready(finish(result.opt_state, result.params, batch))
+      t_fin.append(time.perf_counter() - t0)
+    fit_s, fin_s = np.median(t_fit), np.median(t_fin)
+    print(f"{n:6d} {fit_s:20.4f} {fin_s:11.4f} {fin_s / (fit_s - fin_s):18.2f}")
 
 
 if __name__ == "__main__":
