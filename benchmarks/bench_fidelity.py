@@ -92,7 +92,8 @@ def init(key, act, depth, width):
   ]
 
 
-def trainer(tx, loss, x, y, batch, epochs):
+def trainer(tx, loss, x, y, batch, epochs, *, fused):
+  """All epochs in one jitted scan; ``fused``: the tangent's pass gives the gradient (``updates=None``)."""
   steps = N // batch
 
   @jax.jit
@@ -102,27 +103,8 @@ def trainer(tx, loss, x, y, batch, epochs):
 
       def step(carry, idx):
         p, st = carry
-        updates, st = tx.update(jax.grad(loss)(p, x[idx], y[idx]), st, p, value_fn=loss, x=x[idx], y=y[idx])
-        return (optax.apply_updates(p, updates), st), None
-
-      return jax.lax.scan(step, carry, order)[0], None
-
-    return jax.lax.scan(epoch, (params, tx.init(params)), jax.random.split(key, epochs))[0]
-
-  return run
-
-
-def fused_trainer(tx, loss, x, y, batch, epochs):
-  steps = N // batch
-
-  @jax.jit
-  def run(params, key):
-    def epoch(carry, k):
-      order = jax.random.permutation(k, N)[: steps * batch].reshape(steps, batch)
-
-      def step(carry, idx):
-        p, st = carry
-        updates, st = tx.update(None, st, p, value_fn=loss, x=x[idx], y=y[idx])
+        grads = None if fused else jax.grad(loss)(p, x[idx], y[idx])
+        updates, st = tx.update(grads, st, p, value_fn=loss, x=x[idx], y=y[idx])
         return (optax.apply_updates(p, updates), st), None
 
       return jax.lax.scan(step, carry, order)[0], None
@@ -195,8 +177,8 @@ def run_row(cfg, epochs, pool):
   plain = optax.chain(optax.add_decayed_weights(cfg["s"]), inner)
   params0 = init(kp, cfg["act"], cfg["depth"], cfg["width"])
   key = jax.random.key(1)
-  (params, state), t_tangent = timed(fused_trainer(tx, loss, x, y, cfg["batch"], epochs), params0, key)
-  _, t_plain = timed(trainer(plain, loss, x, y, cfg["batch"], epochs), params0, key)
+  (params, state), t_tangent = timed(trainer(tx, loss, x, y, cfg["batch"], epochs, fused=True), params0, key)
+  _, t_plain = timed(trainer(plain, loss, x, y, cfg["batch"], epochs, fused=False), params0, key)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     online = curiojax.tangent_of(state)

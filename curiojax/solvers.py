@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,11 +145,6 @@ def solve_curvature(
   solution once against the matrix-free product); ``"cg"`` runs :func:`conjugate_gradients`
   per right-hand side, vmapped, or one after another with ``sequential``.
   """
-  return _solve(system, params, strength, damping, batch, rhs, stacked, solver, x0, tol, maxiter, sequential)[0]
-
-
-def _solve(system, params, strength, damping, batch, rhs, stacked, solver, x0, tol, maxiter, sequential=False):
-  """:func:`solve_curvature` that also returns the products spent."""
   ravel = lambda t: ravel_pytree(t)[0]
   flat, unravel = ravel_pytree(params)
   matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
@@ -161,16 +156,14 @@ def _solve(system, params, strength, damping, batch, rhs, stacked, solver, x0, t
       x = solve(b)
       return optax.tree.add(x, solve(optax.tree.sub(b, matvec(x))))
 
-    x = jax.vmap(refined)(rhs) if stacked else refined(rhs)
-    return x, jnp.asarray(flat.size + 1, jnp.int32)
+    return jax.vmap(refined)(rhs) if stacked else refined(rhs)
   maxiter = 10 * flat.size if maxiter is None else int(maxiter)
-  one = lambda b, start: conjugate_gradients(matvec, b, start, tol=tol, maxiter=maxiter)
+  one = lambda b, start: conjugate_gradients(matvec, b, start, tol=tol, maxiter=maxiter)[0]
   if x0 is None:
     x0 = jax.tree.map(jnp.zeros_like, rhs)
   if not stacked:
     return one(rhs, x0)
-  x, used = jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
-  return x, jnp.sum(used)
+  return jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
 
 
 def exact_tangent(
@@ -238,22 +231,17 @@ def relative_residual(
   return relative_norm(product, system.rho(params, strength), jnp.ndim(strength) == 1)
 
 
-class _Finished(NamedTuple):
-  tangent: Any
-  product: Any  # (C + λI)τ + ρ on the batch
-  residual: jax.Array
-  products: jax.Array
-
-
-def _finish(system, params, strength, damping, batch, x0, tol, maxiter, solver) -> _Finished:
+def _finish(system, params, strength, damping, batch, x0, tol, maxiter, solver):
+  """``(τ, ‖(C + λI)τ + ρ‖/‖ρ‖)``: the tangent solved on ``batch`` and its full-data residual."""
   stacked = jnp.ndim(strength) == 1
   if solver == "auto":
     solver = "dense" if ravel_pytree(params)[0].size <= FINISH_DENSE_LIMIT else "cg"
   rho = system.rho(params, strength)
   minus_rho = jax.tree.map(jnp.negative, rho)
-  tangent, used = _solve(system, params, strength, damping, batch, minus_rho, stacked, solver, x0, tol, maxiter)
-  product = system.product(params, strength, damping, tangent, batch)
-  return _Finished(tangent, product, relative_norm(product, rho, stacked), used + 1)
+  tangent = solve_curvature(
+    system, params, strength, damping, batch, minus_rho, stacked=stacked, solver=solver, x0=x0, tol=tol, maxiter=maxiter
+  )
+  return tangent, relative_norm(system.product(params, strength, damping, tangent, batch), rho, stacked)
 
 
 def finish_tangent(
@@ -314,19 +302,19 @@ def finish_tangent(
   settings = state.settings
   system = _system(value_fn, settings.regularizer, settings.curvature)
   start = restructure(state.tangent, params, stacked=jnp.ndim(state.strength) == 1)
-  done = _finish(system, params, state.strength, state.damping, batch, start, tol, maxiter, solver)
+  tangent, residual = _finish(system, params, state.strength, state.damping, batch, start, tol, maxiter, solver)
   dtype = state.residual.dtype
-  solution = restructure(done.tangent, state.tangent, stacked=False)
+  solution = restructure(tangent, state.tangent, stacked=False)
   finished = state._replace(
     tangent=solution,
     iterate=solution,
     velocity=jax.tree.map(jnp.zeros_like, solution),
     refreshes=state.averaging,  # the next refreshes average into the solution with weight 1/W
-    residual=done.residual.astype(dtype),
-    iterate_residual=jnp.square(done.residual).astype(dtype),
+    residual=residual.astype(dtype),
+    iterate_residual=jnp.square(residual).astype(dtype),
     exact=jnp.asarray(True),
     restarts=jnp.zeros_like(state.restarts),
-    diverged=~jnp.isfinite(done.residual),
+    diverged=~jnp.isfinite(residual),
   )
   finished = optax.tree.cast_like(finished, other_tree=state)
   return _put_tangent_state(opt_state, old, finished)
