@@ -34,6 +34,7 @@ from curiojax.tangent import (
   RegularityTangentState,
   _pure,
   _tangent_state,
+  handed_out,
   relative_norm,
   restructure,
   tangent_step,
@@ -301,7 +302,7 @@ def finish_tangent(
   params = jax.tree.map(_pure, params, is_leaf=lambda x: hasattr(x, "get_value"))
   settings = state.settings
   system = _system(value_fn, settings.regularizer, settings.curvature)
-  start = restructure(state.tangent, params, stacked=jnp.ndim(state.strength) == 1)
+  start = restructure(handed_out(state), params, stacked=jnp.ndim(state.strength) == 1)
   tangent, residual = _finish(system, params, state.strength, state.damping, batch, start, tol, maxiter, solver)
   dtype = state.residual.dtype
   solution = restructure(tangent, state.tangent, stacked=False)
@@ -311,9 +312,9 @@ def finish_tangent(
     velocity=jax.tree.map(jnp.zeros_like, solution),
     refreshes=state.averaging,  # the next refreshes average into the solution with weight 1/W
     residual=residual.astype(dtype),
-    iterate_residual=jnp.square(residual).astype(dtype),
     exact=jnp.asarray(True),
     restarts=jnp.zeros_like(state.restarts),
+    follow_iterate=jnp.zeros_like(state.follow_iterate),
     diverged=~jnp.isfinite(residual),
   )
   finished = optax.tree.cast_like(finished, other_tree=state)

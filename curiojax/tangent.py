@@ -8,17 +8,17 @@ transformation adds heavy-ball momentum and iterate averaging, and bounds the re
 what it hands out (``docs/method.md``, "The online recursion"). On every refresh:
 
     r_t = (C_B + λI) v_t + ρ               one forward-over-reverse pass, which also gives ∇_θF
-    τ̄ ← τ̄ + w_t (v_t − τ̄),   w_t = max(1/t, 1/W)                  the tangent handed out
+    τ̄ ← τ̄ + w_t (v_t − τ̄),   w_t = max(1/t, 1/W)                  the average, handed out
     m_t = β m_{t−1} + r_t,   v_{t+1} = v_t − α m_t,   α = 1/λ̂_max(C + λI),  β = 0.9
 
-``ψ_t = ‖r_t‖/‖ρ‖`` is the iterate's relative residual on one minibatch (noise included); by
-Jensen's inequality the running mean of ``ψ_t²`` with the same weights bounds, in
-expectation, the squared full-data residual of ``τ̄``: the state's ``residual`` is that upper
-estimate (when the iterate's own short-run estimate is below half of it, the average restarts
-at the iterate, so averaging never slows a noiseless recursion). It is exact with full
-batches and pessimistic with minibatches, where only :func:`curiojax.finish_tangent` (a solve
-on the training set) certifies a tangent. ``λ̂_max`` comes from power iteration on the first
-refresh and once every ``step_size_every`` steps. The recursion is unstable when the
+Every 20 refreshes one extra product measures the average's relative residual on that
+minibatch, paired with the iterate's: the iterate is handed out instead where it is clearly
+better (no noise to average away, or drifting parameters). The state's ``residual`` is a
+running mean of the handed-out vector's measured residuals, minibatch noise included: an upper
+estimate in expectation, exact with full batches and pessimistic with minibatches, where only
+:func:`curiojax.finish_tangent` (a solve on the training set) certifies a tangent; an online
+estimate certifies only below half the tolerance. ``λ̂_max`` comes from power iteration on
+the first refresh and once every ``step_size_every`` steps. The recursion is unstable when the
 iterate's backward error ``‖r_t‖/(‖ρ‖ + λ̂‖v_t‖)`` grows tenfold above its best, when the
 curvature along the iterate ``vᵀ(C_B + λI)v`` turns negative, or when a value is not finite;
 it then restarts from ``τ̄`` with a fresh ``λ̂_max``, half the step and ``β²``, and
@@ -58,7 +58,10 @@ from curiojax.curvature import TangentSystem, check_curvature, split_value_fn_kw
 from curiojax.regularizers import Regularizer, get_regularizer
 
 DEFAULT_TOLERANCE = 0.1  # relative residual above which a tangent is flagged (documented accuracy)
-ITERATE_WINDOW = 10  # refreshes over which the iterate's own residual is averaged
+ONLINE_MARGIN = 0.5  # an online estimate certifies only below this share of the tolerance (lag, drift)
+ITERATE_WINDOW = 10  # refreshes over which the iterate's backward error and curvature are averaged
+EVALUATE_EVERY = 20  # refreshes between evaluations of the average's residual (one extra product)
+RESIDUAL_WINDOW = 3  # evaluations over which the residual estimate is averaged
 GROWTH_LIMIT = 10.0  # the backward error growing this far above its best means instability
 
 
@@ -96,7 +99,7 @@ jax.tree_util.register_static(TangentSettings)
 class RegularityTangentState(NamedTuple):
   """State of :func:`regularity_tangent` (leaves ``(k, *shape)`` for ``k`` strengths)."""
 
-  tangent: Any  # like params: τ̄, the averaged iterate handed out as dθ*/ds.
+  tangent: Any  # like params: τ̄, the average of the iterates; handed out unless follow_iterate.
   iterate: Any  # like params: v, the recursion's current iterate.
   velocity: Any  # like params: m, heavy-ball momentum of the residuals.
   count: jax.Array  # int32 scalar, updates seen.
@@ -104,10 +107,10 @@ class RegularityTangentState(NamedTuple):
   step_size: jax.Array  # float scalar, α in use (0 before the first estimate).
   curvature_max: jax.Array  # float scalar, λ̂_max(C + λI) (0: estimate at the next refresh).
   residual: jax.Array  # float scalar, relative residual of τ̄: upper estimate, or exact after finishing.
-  iterate_residual: jax.Array  # float scalar, ψ² = ‖r_t‖²/‖ρ‖² of the iterate over the last few refreshes.
   backward_error: jax.Array  # float scalar, φ² = ‖r_t‖²/(‖ρ‖ + λ̂‖v_t‖)² over the last few refreshes.
   best_backward_error: jax.Array  # float scalar, lowest φ since the last restart (slowly forgotten).
   rayleigh: jax.Array  # float scalar, vᵀ(C_B + λI)v/‖v‖² along the iterate over the last few refreshes.
+  follow_iterate: jax.Array  # bool scalar, hand out the iterate (clearly better at the last evaluation).
   exact: jax.Array  # bool scalar, residual is a full-data residual (set by finish_tangent).
   restarts: jax.Array  # int32 scalar, back-offs so far.
   diverged: jax.Array  # bool scalar, sticky: unstable after max_restarts back-offs; frozen.
@@ -129,14 +132,20 @@ def _tangent_norms(tree, stacked: bool) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x).reshape(x.shape[0], -1), axis=1) for x in jax.tree.leaves(tree)))
 
 
-def _tangent_dots(a, b, stacked: bool) -> jax.Array:
-  """``⟨a, b⟩`` of one tangent (scalar), or of each of ``k`` stacked tangents (shape ``(k,)``)."""
-  if not stacked:
-    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-  return sum(
-    jnp.sum((x * y).reshape(x.shape[0], -1), axis=1)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-  )
+def _moments(v, r, rho, stacked: bool):
+  """``(‖r‖², ‖ρ‖², ‖v‖², ⟨v, r − ρ⟩)`` per tangent, reading each leaf once."""
+
+  def leaf(v, r, p):
+    axes = tuple(range(1, v.ndim)) if stacked else None
+    return jnp.stack([jnp.sum(r * r, axes), jnp.sum(p * p, axes), jnp.sum(v * v, axes), jnp.sum(v * (r - p), axes)])
+
+  leaves = zip(jax.tree.leaves(v), jax.tree.leaves(r), jax.tree.leaves(rho), strict=True)
+  return tuple(sum(leaf(*x) for x in leaves))
+
+
+def _ratio(num, den):
+  """``num/den`` with ``0/0 = 0`` and ``x/0 = inf``."""
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
 def _all_finite(tree) -> jax.Array:
@@ -145,9 +154,7 @@ def _all_finite(tree) -> jax.Array:
 
 def relative_norm(residual, rho, stacked: bool) -> jax.Array:
   """``max_k ‖r_k‖/‖ρ_k‖``, with ``0/0 = 0`` (a zero ``ρ`` has the zero tangent)."""
-  num, den = _tangent_norms(residual, stacked), _tangent_norms(rho, stacked)
-  ratio = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
-  return jnp.max(ratio)
+  return jnp.max(_ratio(_tangent_norms(residual, stacked), _tangent_norms(rho, stacked)))
 
 
 def _is_concrete(x) -> bool:
@@ -217,7 +224,7 @@ def regularity_tangent(
     damping: ``λ`` added to the curvature.
     tangent_learning_rate: fixed ``α``; default ``None`` estimates ``1/λ_max(C + λI)``.
     momentum: heavy-ball ``β`` of the recursion (0: plain SGDF / LiSSA).
-    averaging: window ``W`` of the tangent's average and its residual estimate, in refreshes (1: none).
+    averaging: window ``W`` of the iterates' average, in refreshes (1: none).
     refresh_every: update the tangent every ``k`` steps (the others cost a plain gradient).
     power_iterations: products per estimate of ``λ_max``.
     step_size_every: re-estimate ``λ_max`` every this many steps (curvature sharpens in training).
@@ -280,10 +287,10 @@ def regularity_tangent(
       step_size=scalar(0),
       curvature_max=scalar(0),
       residual=scalar(1),  # the zero tangent's relative residual
-      iterate_residual=scalar(1),
       backward_error=scalar(1),
       best_backward_error=scalar(np.inf),
       rayleigh=scalar(0),
+      follow_iterate=scalar(False, bool),
       exact=scalar(False, bool),
       restarts=scalar(0, jnp.int32),
       diverged=scalar(False, bool),
@@ -338,49 +345,65 @@ def regularity_tangent(
       else:
         lmax, alpha = state.curvature_max, backoff * jnp.asarray(tangent_learning_rate, dtype)
       t = state.refreshes + 1
-      first = t == 1
+      first = jnp.isinf(state.best_backward_error)  # the first refresh since the (re)start
       w = jnp.maximum(1.0 / t.astype(dtype), jnp.asarray(1.0 / averaging, dtype))
-      # ψ_t² = ‖r_t‖²/‖ρ‖² at the iterate, minibatch noise included. By Jensen, its running mean
-      # (weights w) bounds the squared residual of the average τ̄ in expectation: an upper estimate.
-      psi2 = jnp.square(relative_norm(r, rho, stacked))
-      mean_psi2 = jnp.where(first, psi2, jnp.square(state.residual) + w * (psi2 - jnp.square(state.residual)))
-      iterate_residual = jnp.where(
-        first, psi2, state.iterate_residual + (psi2 - state.iterate_residual) / ITERATE_WINDOW
-      )
       tangent = jax.tree.map(lambda a, v: a + w * (v - a), state.tangent, state.iterate)
-      # Where the iterate's own bound clearly beats the average's (little noise: full batches, a converged
-      # recursion) the average restarts at the iterate, so averaging never slows convergence down.
-      use_iterate = iterate_residual < 0.25 * mean_psi2  # half the residual: beyond noise
-      tangent = jax.tree.map(lambda a, v: jnp.where(use_iterate, v, a), tangent, state.iterate)
-      estimate = jnp.sqrt(jnp.where(use_iterate, iterate_residual, mean_psi2))
-      t = jnp.where(use_iterate, jnp.ones_like(t), t)
+      # One pass over the leaves: ‖r‖², ‖ρ‖², ‖v‖², ⟨v, r − ρ⟩ per tangent.
+      r_sq, rho_sq, v_sq, v_curv = _moments(state.iterate, r, rho, stacked)
+      psi2 = jnp.max(_ratio(r_sq, rho_sq))  # the iterate's ψ² on this minibatch
+
+      def evaluate(_):
+        """Every few refreshes: the average's ψ̄² on this minibatch, at these parameters.
+
+        Paired with the iterate's ψ² on the same minibatch, so their noise mostly cancels in the
+        comparison: where the iterate is clearly better (no noise to average away, or parameters
+        that drift) the iterate is handed out until the next evaluation.
+        """
+        product = lambda v: system.curvature_product(params, s, lam, v, batch)
+        product = jax.vmap(product)(tangent) if stacked else product(tangent)
+        psi_bar2 = jnp.square(relative_norm(jax.tree.map(jnp.add, product, rho), rho, stacked))
+        follow = psi2 < 0.5 * psi_bar2
+        return follow, jnp.where(follow, psi2, psi_bar2)
+
+      due_evaluation = (state.count // refresh_every) % EVALUATE_EVERY == 0
+      follow, measured = jax.lax.cond(due_evaluation, evaluate, lambda _: (state.follow_iterate, psi2), None)
+      # The estimate of the handed-out tangent's ψ²: a running mean of its measurements (noise included:
+      # an upper estimate in expectation), over evaluations for the average, refreshes for the iterate.
+      old = jnp.square(state.residual)
+      window = jnp.where(due_evaluation, RESIDUAL_WINDOW, ITERATE_WINDOW)
+      updated = jnp.where(state.count < refresh_every, measured, old + (measured - old) / window)
+      estimate = jnp.sqrt(jnp.where(due_evaluation | follow, updated, old)).astype(dtype)
       velocity = jax.tree.map(lambda m, x: beta * m + x, state.velocity, r)
       iterate = jax.tree.map(lambda v, m: v - alpha * m, state.iterate, velocity)
       # Stability: the iterate's backward error φ = ‖r‖/(‖ρ‖ + λ̂‖v‖) stays small while the
       # recursion converges, whatever the noise or the size of τ; an unstable mode drives it to O(1).
-      scale = _tangent_norms(rho, stacked) + jnp.where(lmax > 0, lmax, 1.0 / alpha) * _tangent_norms(
-        state.iterate, stacked
-      )
-      phi2 = jnp.max(jnp.square(_tangent_norms(r, stacked) / jnp.maximum(scale, jnp.finfo(dtype).tiny)))
+      scale = jnp.sqrt(rho_sq) + jnp.where(lmax > 0, lmax, 1.0 / alpha) * jnp.sqrt(v_sq)
+      phi2 = jnp.max(r_sq / jnp.maximum(jnp.square(scale), jnp.finfo(dtype).tiny))
       backward_error = jnp.where(first, phi2, state.backward_error + (phi2 - state.backward_error) / ITERATE_WINDOW)
       level = jnp.sqrt(backward_error)
       # Indefiniteness: the Rayleigh quotient vᵀ(C_B + λI)v/‖v‖² = vᵀ(r − ρ)/‖v‖², negative on average
       # over a few minibatches, means the iterate grows along a direction of negative curvature.
-      v_sq = jnp.square(_tangent_norms(state.iterate, stacked))
-      vr = _tangent_dots(state.iterate, jax.tree.map(jnp.subtract, r, rho), stacked)
-      rayleigh = jnp.min(jnp.where(v_sq > 0, vr / jnp.where(v_sq > 0, v_sq, 1.0), 0.0))
+      rayleigh = jnp.min(jnp.where(v_sq > 0, v_curv / jnp.where(v_sq > 0, v_sq, 1.0), 0.0))
       rayleigh = jnp.where(first, rayleigh, state.rayleigh + (rayleigh - state.rayleigh) / ITERATE_WINDOW)
-      unstable = (
-        ~(_all_finite(iterate) & jnp.isfinite(level))
-        | (level > GROWTH_LIMIT * state.best_backward_error)
-        | (rayleigh < 0)
-      )
+      finite = jnp.all(jnp.isfinite(r_sq)) & jnp.all(jnp.isfinite(v_sq)) & jnp.isfinite(level)
+      unstable = ~finite | (level > GROWTH_LIMIT * state.best_backward_error) | (rayleigh < 0)
       best = jnp.minimum(state.best_backward_error * (1.0 + 1.0 / averaging), level)
-      fresh = RegularityTangentState(
-        tangent, iterate, velocity, state.count, t, alpha.astype(dtype), lmax, estimate, iterate_residual,
-        backward_error, best, rayleigh, jnp.asarray(False), state.restarts, state.diverged, s, lam, state.tolerance,
-        state.averaging, settings,
-      )  # fmt: skip
+      fresh = state._replace(
+        tangent=tangent,
+        iterate=iterate,
+        velocity=velocity,
+        refreshes=t,
+        step_size=alpha.astype(dtype),
+        curvature_max=lmax,
+        residual=estimate,
+        backward_error=backward_error,
+        best_backward_error=best,
+        rayleigh=rayleigh,
+        follow_iterate=follow,
+        exact=jnp.asarray(False),
+        strength=s,
+        damping=lam,
+      )
       grad = grad if fused else params  # unused when the caller gave gradients: let XLA drop it
       return grad, jax.lax.cond(unstable, restart, lambda st: st, fresh)
 
@@ -403,6 +426,7 @@ def regularity_tangent(
         curvature_max=jnp.zeros_like(st.curvature_max),
         residual=jnp.where(keep_average, state.residual, jnp.ones_like(state.residual)),
         best_backward_error=jnp.full_like(st.best_backward_error, jnp.inf),
+        follow_iterate=jnp.zeros_like(st.follow_iterate),
         restarts=restarts,
         diverged=restarts > max_restarts,
       )
@@ -527,7 +551,9 @@ class TangentDiagnostics(NamedTuple):
       :func:`curiojax.finish_tangent` (``exact``).
     diverged: unstable after every back-off; the tangent is frozen.
     tolerance: the documented accuracy: residuals above it are flagged.
-    accurate: ``residual <= tolerance`` and not diverged.
+    accurate: certified: ``residual <= tolerance`` (exact) or ``<= tolerance / 2`` (an online
+      estimate, which lags and does not see the parameters move between its evaluations), and
+      not diverged.
     exact: ``residual`` is a full-data residual, not an estimate.
     restarts: back-offs of the recursion so far.
     curvature_max: ``λ̂_max(C + λI)`` of the last power iteration.
@@ -547,6 +573,12 @@ class TangentDiagnostics(NamedTuple):
   damping: float
 
 
+def _certifies(residual: float, exact: bool, tol: float) -> bool:
+  """A full-data residual certifies up to ``tol``; an online estimate (it lags and the parameters
+  drift between its evaluations) only up to ``ONLINE_MARGIN · tol``."""
+  return residual <= (tol if exact else ONLINE_MARGIN * tol)
+
+
 def tangent_diagnostics(opt_state) -> TangentDiagnostics:
   """How good the carried tangent is: its relative residual, tolerance, restarts (host-side)."""
   s = _tangent_state(opt_state)
@@ -559,7 +591,7 @@ def tangent_diagnostics(opt_state) -> TangentDiagnostics:
     residual=residual,
     diverged=diverged,
     tolerance=tol,
-    accurate=bool(residual <= tol and not diverged),
+    accurate=_certifies(residual, bool(_pure(s.exact)), tol) and not diverged,
     exact=bool(_pure(s.exact)),
     restarts=int(_pure(s.restarts)),
     curvature_max=float(_pure(s.curvature_max)),
@@ -570,6 +602,7 @@ def tangent_diagnostics(opt_state) -> TangentDiagnostics:
 
 def _inaccuracy_message(d: TangentDiagnostics, tol: float) -> str:
   kind = "full-data" if d.exact else "estimated (online, last minibatches)"
+  limit = f"the tolerance {tol:.3g}" if d.exact else f"half the tolerance {tol:.3g} (an online estimate)"
   if d.exact:
     cause = (
       "the finishing solve stopped before its tolerance (too few iterations, or an indefinite or "
@@ -587,14 +620,20 @@ def _inaccuracy_message(d: TangentDiagnostics, tol: float) -> str:
       "Krylov or dense solve on the training set), or raise damping / strength"
     )
   return (
-    f"The regularity tangent's {kind} relative residual is {d.residual:.3g}, above the tolerance "
-    f"{tol:.3g}. Likely cause: {cause}. Fix: {fix}."
+    f"The regularity tangent's {kind} relative residual is {d.residual:.3g}, above {limit}. "
+    f"Likely cause: {cause}. Fix: {fix}."
   )
+
+
+def handed_out(state: RegularityTangentState):
+  """The tangent a state hands out: the average ``τ̄``, or the iterate where it measured better."""
+  follow = _pure(state.follow_iterate)
+  return jax.tree.map(lambda a, v: jnp.where(follow, v, a), _pure_tree(state.tangent), _pure_tree(state.iterate))
 
 
 def carried_tangent(opt_state):
   """The tangent in ``opt_state`` as it stands, with no accuracy check (for online use: tuning ``s``)."""
-  return _pure_tree(_tangent_state(opt_state).tangent)
+  return handed_out(_tangent_state(opt_state))
 
 
 def tangent_of(opt_state):
@@ -643,6 +682,6 @@ def check_tangent(opt_state, tol: float | None = None):
       f"The regularity tangent diverged (relative residual {d.residual:.3g} after {d.count} updates and "
       f"{d.restarts} back-offs). Use curvature='gauss_newton' with damping > 0 for non-convex models."
     )
-  if not d.residual <= tol:
+  if not _certifies(d.residual, d.exact, tol):
     raise TangentInaccurateError(_inaccuracy_message(d, tol))
-  return _pure_tree(_tangent_state(opt_state).tangent)
+  return carried_tangent(opt_state)

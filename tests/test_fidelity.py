@@ -196,6 +196,9 @@ HOSTILE = {
   "indefinite hessian, damping 0, minibatch": (jnp.tanh, "hessian", 0.0, 1e-3, optax.adam(1e-2), None, 16, 1500),
   "learning rate too large (adam 0.3)": (jnp.tanh, "gauss_newton", 1e-3, 1e-3, optax.adam(0.3), None, 16, 1500),
   "sgd 3, params blow up": (jnp.tanh, "gauss_newton", 1e-3, 1e-3, optax.sgd(3.0), None, None, 300),
+  "adam constant 1e-2, full batch (the README's training)": (
+    jnp.tanh, "gauss_newton", 1e-3, 1e-3, optax.adam(1e-2), None, None, 1000,
+  ),
   "s = 1e-5, damping 0": (jnp.tanh, "gauss_newton", 0.0, 1e-5, optax.adam(1e-2), None, None, 1500),
   "s = 1e-5, minibatch, relu": (jax.nn.relu, "gauss_newton", 1e-4, 1e-5, optax.adam(1e-2), None, 16, 1500),
   "raw unscaled inputs": (jnp.tanh, "gauss_newton", 1e-3, 1e-3, optax.adam(1e-2), (1e3, 1e-2, 30.0, 1.0), 16, 1500),

@@ -202,16 +202,19 @@ def test_frozen_parameters_sgd_recursion_equals_lissa():
     np.testing.assert_allclose(iterates["w"][t], v, rtol=1e-4, atol=1e-6)
 
 
-def test_heavy_ball_averaged_recursion_follows_method_md():
-  """Frozen params, fixed step: iterate, momentum and handed-out average follow docs/method.md.
+@pytest.mark.parametrize("batch_size", [4, 64])
+def test_heavy_ball_averaged_recursion_follows_method_md(batch_size):
+  """Frozen params, fixed step: iterate, momentum, average, hand-out and estimate follow docs/method.md.
 
   The oracle shares no code with the library: Hessians by ``jax.hessian``, the recursion in numpy.
   """
+  from curiojax.tangent import EVALUATE_EVERY, ITERATE_WINDOW, RESIDUAL_WINDOW, handed_out
+
   x, y = ridge_data(n=64, d=6)
-  batches = {"x": x.reshape(16, 4, 6), "y": y.reshape(16, 4)}
+  batches = {"x": x.reshape(-1, batch_size, 6), "y": y.reshape(-1, batch_size)}
   params = {"w": jax.random.normal(jax.random.key(3), (6,))}
   loss = curiojax.prediction_loss(linear)
-  alpha, beta, window, s = 0.05, 0.9, 5, 0.1
+  alpha, beta, window, s = 0.05, 0.9, 30, 0.1
   tx = optax.chain(
     curiojax.regularity_tangent("l2", s, tangent_learning_rate=alpha, momentum=beta, averaging=window),
     optax.set_to_zero(),
@@ -219,28 +222,28 @@ def test_heavy_ball_averaged_recursion_follows_method_md():
   step = jax.jit(lambda st, b: tx.update(None, st, params, value_fn=loss, **b)[1])
   state = tx.init(params)
   theta = np.asarray(params["w"], np.float64)
-  v, m, avg = np.zeros(6), np.zeros(6), np.zeros(6)
-  mean_psi2 = short_psi2 = 0.0
-  t = 0
-  for i in range(16):
-    batch = {k: b[i] for k, b in batches.items()}
+  v, m, avg, follow, estimate2 = np.zeros(6), np.zeros(6), np.zeros(6), False, 1.0
+  for t in range(3 * EVALUATE_EVERY):
+    batch = {k: b[t % len(b)] for k, b in batches.items()}
     state = step(state, batch)
-    h = np.asarray(jax.hessian(lambda w, b=batch: loss({"w": w}, **b))(params["w"]), np.float64)
-    r = (h + s * np.eye(6)) @ v + theta
-    t += 1
-    w = max(1 / t, 1 / window)
+    a = np.asarray(jax.hessian(lambda w, b=batch: loss({"w": w}, **b))(params["w"]), np.float64) + s * np.eye(6)
+    r = a @ v + theta
+    avg = avg + max(1 / (t + 1), 1 / window) * (v - avg)
     psi2 = (np.linalg.norm(r) / np.linalg.norm(theta)) ** 2
-    mean_psi2 = psi2 if t == 1 else mean_psi2 + w * (psi2 - mean_psi2)
-    short_psi2 = psi2 if t == 1 else short_psi2 + (psi2 - short_psi2) / 10
-    avg = avg + w * (v - avg)
-    if short_psi2 < 0.25 * mean_psi2:  # the iterate is clearly better: the average restarts there
-      avg, mean_psi2, t = v.copy(), short_psi2, 1
+    if t % EVALUATE_EVERY == 0:  # the average's residual on the same minibatch, paired with the iterate's
+      psi_bar2 = (np.linalg.norm(a @ avg + theta) / np.linalg.norm(theta)) ** 2
+      follow = psi2 < 0.5 * psi_bar2
+      measured = psi2 if follow else psi_bar2
+      estimate2 = measured if t == 0 else estimate2 + (measured - estimate2) / RESIDUAL_WINDOW
+    elif follow:
+      estimate2 = estimate2 + (psi2 - estimate2) / ITERATE_WINDOW
     m = beta * m + r
     v = v - alpha * m
     np.testing.assert_allclose(state[0].iterate["w"], v, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(state[0].velocity["w"], m, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(state[0].tangent["w"], avg, rtol=1e-4, atol=1e-6)
-    assert float(state[0].residual) == pytest.approx(np.sqrt(mean_psi2), rel=1e-4)
+    np.testing.assert_allclose(handed_out(state[0])["w"], v if follow else avg, rtol=1e-4, atol=1e-6)
+    assert float(state[0].residual) == pytest.approx(np.sqrt(estimate2), rel=1e-4)
   assert curiojax.tangent_diagnostics(state).restarts == 0
 
 
