@@ -1,9 +1,9 @@
 """Atomic, pickle-free save and load of an active-learning run's state.
 
-A work directory holds ``state.json`` (config, progress, labelled indices and labels,
-PRNG key data, results so far, and the name of the array file) and ``arrays-<unit>.npz``
-(model parameters and optimizer state per learner, as flat leaf lists; the tree
-structure is re-derived from the config on load). Every file is written to a temporary
+A work directory holds ``state.json`` (config, progress, PRNG key data, results so far, and
+the name of the array file) and ``arrays-<unit>.npz`` (labelled indices and labels, and each
+learner's model parameters and optimizer state as ``flax.serialization`` msgpack of their
+leaves; the tree structure is re-derived from the config on load). Every file is written to a temporary
 name in the same directory and moved into place with ``os.replace`` (atomic on POSIX), the
 array file first, so ``state.json`` always names a complete array file; older array files
 are deleted only afterwards. Loading uses ``np.load(allow_pickle=False)``.
@@ -23,11 +23,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import jax
 import numpy as np
 
 STATE_FILE = "state.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model and optimizer pytrees as flax.serialization msgpack
 
 
 _UMASK = os.umask(0)
@@ -67,6 +66,10 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) -> None:
   """Atomically replace the run state: ``arrays-<tag>.npz`` then ``state.json``."""
   workdir = Path(workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create the folder {workdir}: {e.strerror or e}.") from None
   name = f"arrays-{int(tag):06d}.npz"
   _write_npz(workdir / name, {k: np.asarray(v) for k, v in arrays.items()})
   meta = {**meta, "format_version": FORMAT_VERSION, "arrays": name}
@@ -87,7 +90,10 @@ def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f"{path} is unreadable: {e}") from None
   if meta.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{path}: unsupported state format {meta.get('format_version')!r}.")
+    raise ValueError(
+      f"{path}: saved in state format {meta.get('format_version')!r}, this curiojax reads format "
+      f"{FORMAT_VERSION}; start a new run (or use the curiojax that wrote it)."
+    )
   try:
     with np.load(workdir / meta["arrays"], allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
@@ -99,26 +105,13 @@ def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
 # -- experiment state <-> (meta, arrays) ---------------------------------------------------
 def experiment_to_saved(state) -> tuple[dict, dict[str, np.ndarray]]:
   """Flatten an :class:`curiojax.loop.ExperimentState` into JSON-able meta and arrays."""
+  from curiojax.learner import state_to_saved
+
   learners, arrays = [], {}
   for i, ((name, split), ls) in enumerate(state.learners.items()):
-    learners.append(
-      {
-        "strategy": name,
-        "split": split,
-        "round": ls.round,
-        "labelled": [int(v) for v in ls.labelled],
-        "labels": [float(v) for v in ls.labels],
-        "key_data": np.asarray(jax.random.key_data(ls.key)).tolist(),
-        "top_score0": ls.top_score0,
-        "stopped": ls.stopped,
-        "has_model": ls.params is not None,
-      }
-    )
-    if ls.params is not None:
-      for j, leaf in enumerate(jax.tree.leaves(ls.params)):
-        arrays[f"{i}/params/{j}"] = np.asarray(leaf)
-      for j, leaf in enumerate(jax.tree.leaves(ls.opt_state)):
-        arrays[f"{i}/opt_state/{j}"] = np.asarray(leaf)
+    meta, more = state_to_saved(ls, prefix=f"{i}/")
+    learners.append({"strategy": name, "split": split, **meta})
+    arrays.update(more)
   return {"unit": state.unit, "records": state.records, "learners": learners}, arrays
 
 
@@ -128,41 +121,15 @@ def experiment_from_saved(experiment, meta: dict, arrays: dict[str, np.ndarray])
   Parameter and optimizer-state tree structures come from ``experiment`` (its model and
   trainer, built from the saved config).
   """
-  from curiojax.loop import ExperimentState, LearnerState
-
-  params_like = jax.eval_shape(experiment.model.init, jax.random.key(0))
-  opt_like = jax.eval_shape(lambda p: experiment.trainer.init(p, 0.0), params_like)
-  p_def, o_def = jax.tree.structure(params_like), jax.tree.structure(opt_like)
-  p_like, o_like = jax.tree.leaves(params_like), jax.tree.leaves(opt_like)
-
-  def rebuild(i, kind, treedef, like):
-    leaves = []
-    for j, ref in enumerate(like):
-      a = arrays.get(f"{i}/{kind}/{j}")
-      if a is None or a.shape != ref.shape or a.dtype != ref.dtype:
-        raise ValueError(f"saved {kind} do not match the model of the saved config (leaf {j}).")
-      leaves.append(a)
-    if f"{i}/{kind}/{len(like)}" in arrays:
-      raise ValueError(f"saved {kind} have more leaves than the model of the saved config.")
-    return jax.tree.unflatten(treedef, leaves)
+  from curiojax.learner import state_from_saved
+  from curiojax.loop import ExperimentState
 
   learners = {}
   for i, d in enumerate(meta["learners"]):
-    params = opt_state = None
-    if d["has_model"]:
-      params = rebuild(i, "params", p_def, p_like)
-      opt_state = rebuild(i, "opt_state", o_def, o_like)
-    key = jax.random.wrap_key_data(np.asarray(d["key_data"], np.uint32))
-    learners[d["strategy"], int(d["split"])] = LearnerState(
-      labelled=np.asarray(d["labelled"], np.int64),
-      labels=np.asarray(d["labels"], np.float32),
-      round=int(d["round"]),
-      key=key,
-      params=params,
-      opt_state=opt_state,
-      top_score0=d["top_score0"],
-      stopped=bool(d["stopped"]),
-    )
+    key = d["strategy"], int(d["split"])
+    if key not in experiment.learners:
+      raise ValueError(f"the saved learner {key} is not in the saved config's strategies and splits.")
+    learners[key] = state_from_saved(experiment.learners[key].learner, d, arrays, prefix=f"{i}/")
   if set(learners) != set(experiment.learners):
     raise ValueError("the saved learners do not match the saved config's strategies and splits.")
   return ExperimentState(learners, list(meta["records"]), int(meta["unit"]))

@@ -40,8 +40,10 @@ def _results(workdir):
 
 
 def _labelled(workdir):
-  meta = json.loads((Path(workdir) / "state.json").read_text())
-  return {(d["strategy"], d["split"]): d["labelled"] for d in meta["learners"]}
+  from curiojax import persistence
+
+  meta, arrays = persistence.load_state(workdir)
+  return {(d["strategy"], d["split"]): arrays[f"{i}/labelled"].tolist() for i, d in enumerate(meta["learners"])}
 
 
 @pytest.fixture(scope="module")

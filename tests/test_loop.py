@@ -122,21 +122,22 @@ def test_curiosity_strategy_is_top_k_of_scores():
     capacity=128,
   )
   state = learner.init_state(jax.random.key(0))
-  res = learner._fit(learner.xs_pool[state.labelled], learner._standardise_y(state)[0], 1e-3, jax.random.key(1))
+  _, fit = learner.learner.fit(state)
+  res = fit.result
   ctx = SelectionContext(
     learner.model.model_fn,
     res.params,
     res.tangent,
     None,
     None,
-    learner.xs_pool,
+    learner.learner.xs_pool,
     jax.random.key(2),
     noise_variance=float(res.noise_variance),
   )
   picked = get_strategy("curiosity").select(ctx, 7)
   scores = np.asarray(
     curiosity_scores(
-      learner.model.model_fn, res.params, res.tangent, learner.xs_pool, noise_variance=float(res.noise_variance)
+      learner.model.model_fn, res.params, res.tangent, learner.learner.xs_pool, noise_variance=float(res.noise_variance)
     )
   )
   assert set(picked.tolist()) == set(np.argsort(-scores)[:7].tolist())

@@ -1,0 +1,541 @@
+"""The active learner: which candidates to label next, one labelling session at a time.
+
+A :class:`Learner` holds a pool of unlabelled candidates and the settings of one method
+(model, training, strategy); its state (:class:`LearnerState`) holds what has been labelled.
+It is pure in the JAX way: methods take a state and return a new one.
+
+- ``state = learner.init(key, x_labelled=…, y_labelled=…)``: labelled rows from outside the
+  pool (a practitioner's first measurements), and/or ``labelled=…, labels=…`` pool indices
+  already labelled (a simulation's random start).
+- ``state, suggestion = learner.ask(state, k)``: standardise (inputs with the statistics of
+  every row seen, the target with the first labels'), fit the model with its certified
+  tangent (:mod:`curiojax.train`, finished to a relative residual of 1e-3), and let the
+  strategy pick ``k`` unlabelled pool indices; :class:`Suggestion` says which, their scores and
+  what the scores measure. Asking twice without telling gives the same batch.
+- ``state = learner.tell(state, indices, labels)``: add labels for any unlabelled pool
+  indices (not only the suggested ones); the next ask starts a new round.
+- ``learner.save(dir, state)`` / ``Learner.load(dir)``: everything, atomically, no pickle
+  (JSON, ``.npz``, and model and optimizer pytrees as ``flax.serialization`` msgpack), so a
+  session days later continues exactly where this one stopped.
+
+The simulated loop (:class:`curiojax.loop.ActiveLearner`: an oracle answers at once), the
+benchmark and ``curiojax suggest`` all drive this object.
+
+Example:
+  >>> import jax, numpy as np
+  >>> rng = np.random.default_rng(0)
+  >>> x_pool = rng.normal(size=(200, 2)).astype("float32")
+  >>> x_lab = rng.normal(size=(12, 2)).astype("float32"); y_lab = np.sin(x_lab[:, 0])
+  >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)))
+  >>> state = learner.init(jax.random.key(0), x_labelled=x_lab, y_labelled=y_lab)
+  >>> state, batch = learner.ask(state, 5)
+  >>> batch.indices.shape, bool(batch.tangent_residual < 0.1)
+  ((5,), True)
+  >>> state = learner.tell(state, batch.indices, np.sin(x_pool[batch.indices, 0]))
+  >>> int(state.round), len(state.labelled)
+  (1, 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from curiojax._checks import check_int
+from curiojax.models import ModelSpec, make_model
+from curiojax.scores import HEURISTICS, LABELLED_HEURISTICS
+from curiojax.strategies import SelectionContext, check_strategy_name, get_strategy, host_rng
+from curiojax.train import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for, pad_rows
+
+DEFAULT_STRATEGY = "curiosity_diverse"  # the best measured in docs/benchmark.md
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerOptions:
+  """How one learner fits and selects (the defaults are the main job's, ``curiojax run``).
+
+  Attributes:
+    seed: base seed of the learner's keys.
+    strength: fixed regularisation strength ``s``.
+    strength_grid: if non-empty, choose ``s`` from it at every fit on a validation split.
+    validation_fraction: share of the labelled set held out when choosing ``s``.
+    warm_start: continue from the previous fit's parameters and optimizer state.
+    model, hidden_sizes, activation: the model (see :func:`curiojax.models.make_model`).
+    epochs, learning_rate, minibatch_size, damping, curvature: training (see
+      :class:`curiojax.train.TrainOptions`).
+    heuristic: curiosity score heuristic used by the curiosity strategies.
+  """
+
+  seed: int = 0
+  strength: float = 3e-3
+  strength_grid: tuple[float, ...] = ()
+  validation_fraction: float = 0.2
+  warm_start: bool = False
+  model: str = "mlp"
+  hidden_sizes: tuple[int, ...] = (50,)
+  activation: str = "tanh"
+  epochs: int = 200
+  learning_rate: float = 1e-2
+  minibatch_size: int = 32
+  damping: float = 1e-3
+  curvature: str = "gauss_newton"
+  heuristic: str = "expected_squared"
+
+  def __post_init__(self):
+    check_int("seed", self.seed, 0)
+    pool_heuristics = [h for h in HEURISTICS if h not in LABELLED_HEURISTICS]  # pool points have no labels
+    if self.heuristic not in pool_heuristics:
+      raise ValueError(f"Unknown heuristic {self.heuristic!r} for unlabelled pools; choose one of {pool_heuristics}.")
+    if not 0 < self.validation_fraction < 1:
+      raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}.")
+    for value in (self.strength, *self.strength_grid):
+      if not 0 <= value < np.inf:
+        raise ValueError(f"strength and strength_grid values must be finite and >= 0, got {value!r}.")
+    _ = self.train_options  # validates the training fields
+
+  @property
+  def train_options(self) -> TrainOptions:
+    return TrainOptions(
+      epochs=self.epochs,
+      learning_rate=self.learning_rate,
+      minibatch_size=self.minibatch_size,
+      damping=self.damping,
+      curvature=self.curvature,
+    )
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class LearnerState:
+  """What one learner has labelled, and where it stands.
+
+  Attributes:
+    labelled: pool indices labelled so far, in the order they were told (int64).
+    labels: their labels, original units (float32).
+    round: labelling sessions told so far (keys of round ``r`` derive from ``fold_in(key, r)``).
+    key: the learner's base PRNG key.
+    x_extra, y_extra: labelled rows that are not in the pool (original units), first in the
+      training set.
+    y_mean, y_std: the target's standardisation, from the first labels (fixed for the run).
+    params, opt_state: the last fit (None before the first); used by warm starts.
+    top_score0: the first round's top score (curiosity stopping rule), or None.
+    stopped: the stopping rule fired.
+  """
+
+  labelled: np.ndarray
+  labels: np.ndarray
+  round: int
+  key: jax.Array
+  x_extra: np.ndarray
+  y_extra: np.ndarray
+  y_mean: float
+  y_std: float
+  params: Any = None
+  opt_state: Any = None
+  top_score0: float | None = None
+  stopped: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+  """One fit on the labelled set: the trained model, its certified tangent, in standardised units."""
+
+  result: TrainResult
+  strength: float
+
+  @property
+  def tangent_residual(self) -> float:
+    return float(self.result.tangent_residual)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suggestion:
+  """The batch :meth:`Learner.ask` proposes.
+
+  Attributes:
+    indices: pool indices to label next, in the order the strategy chose them (int64).
+    scores: the strategy's score of each chosen point (NaN where it has none, e.g. random).
+    criterion: what the scores measure (the strategy's one-line description).
+    strength, noise_variance, tangent_residual: the fit behind it: ``s``, the training
+      residual variance ``σ̂²`` (standardised units) and the tangent's certified residual.
+    top_score: the largest score over the pool (curiosity strategies), or None.
+    fit: the :class:`Fit` (parameters, tangent) for callers that evaluate it.
+  """
+
+  indices: np.ndarray
+  scores: np.ndarray
+  criterion: str
+  strength: float
+  noise_variance: float
+  tangent_residual: float
+  top_score: float | None
+  fit: Fit
+
+
+def _check_x(x, name) -> np.ndarray:
+  x = np.asarray(x, np.float32)
+  if x.ndim != 2 or len(x) == 0:
+    raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {x.shape}.")
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"{name} has NaN or infinite values.")
+  return x
+
+
+def _check_indices(idx, n, who) -> np.ndarray:
+  idx = np.asarray(idx)
+  if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+    raise ValueError(f"{who}: expected a 1-D integer index array, got dtype {idx.dtype} shape {idx.shape}.")
+  idx = idx.astype(np.int64)
+  if idx.size and (idx.min() < 0 or idx.max() >= n):
+    raise ValueError(f"{who}: indices out of range [0, {n}).")
+  if len(np.unique(idx)) != len(idx):
+    raise ValueError(f"{who}: duplicated indices.")
+  return idx
+
+
+def _check_labels(labels, n, who="labels") -> np.ndarray:
+  labels = np.asarray(labels, np.float32)
+  if labels.shape != (n,):
+    raise ValueError(f"{who} have shape {labels.shape}, expected ({n},).")
+  if not np.all(np.isfinite(labels)):
+    raise ValueError(f"{who} have NaN or infinite values.")
+  return labels
+
+
+class Learner:
+  """A pool of candidates and one active-learning method; see the module docstring.
+
+  Args:
+    x_pool: unlabelled candidates ``(n, d)``, original units (a simulation may start with some
+      of them labelled).
+    options: :class:`LearnerOptions` (model, training, strength).
+    strategy: a registered strategy name or an object with ``select(ctx, k)``; default the best
+      measured, ``"curiosity_diverse"``.
+    model: a :class:`~curiojax.models.ModelSpec` (default from the options).
+    trainer: a :class:`~curiojax.train.Trainer` for ``model`` (share one to compile once).
+    capacity: padded size of the labelled set (default: the next power of two of each fit's
+      size, so fits of similar size share one compilation).
+    x_reference: rows whose statistics standardise the inputs (default the pool; the pool
+      and the labelled rows from outside it, for :meth:`init` with ``x_labelled``).
+  """
+
+  def __init__(
+    self,
+    x_pool,
+    *,
+    options: LearnerOptions | None = None,
+    strategy=DEFAULT_STRATEGY,
+    model: ModelSpec | None = None,
+    trainer: Trainer | None = None,
+    capacity: int | None = None,
+  ):
+    self.x_pool = _check_x(x_pool, "x_pool")
+    self.options = options = options or LearnerOptions()
+    if isinstance(strategy, str):
+      check_strategy_name(strategy)
+      self.strategy_name, self.strategy = strategy, get_strategy(strategy)
+    else:
+      self.strategy_name, self.strategy = type(strategy).__name__, strategy
+    d = self.x_pool.shape[1]
+    self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
+    self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
+    self.capacity = capacity
+    self._scale(self.x_pool)
+
+  def _scale(self, x_reference):
+    self.x_mean = x_reference.mean(0)
+    std = x_reference.std(0)
+    self.x_std = np.where(std > 0, std, 1.0).astype(np.float32)
+    self.xs_pool = self.standardise(self.x_pool)
+
+  def standardise(self, x) -> np.ndarray:
+    """Inputs in the learner's standardised units."""
+    return ((np.asarray(x, np.float32) - self.x_mean) / self.x_std).astype(np.float32)
+
+  # -- state ---------------------------------------------------------------------------------
+  def init(self, key: jax.Array, *, x_labelled=None, y_labelled=None, labelled=None, labels=None) -> LearnerState:
+    """The first state: labelled rows from outside the pool and/or labelled pool indices.
+
+    With ``x_labelled``, the inputs are standardised with the statistics of the pool and those
+    rows together. The target is standardised with the statistics of these first labels.
+    """
+    d = self.x_pool.shape[1]
+    if x_labelled is None:
+      if y_labelled is not None:
+        raise ValueError("y_labelled given without x_labelled.")
+      x_extra, y_extra = np.zeros((0, d), np.float32), np.zeros(0, np.float32)
+    else:
+      x_extra = _check_x(x_labelled, "x_labelled")
+      if x_extra.shape[1] != d:
+        raise ValueError(f"x_labelled has {x_extra.shape[1]} columns, the pool has {d}.")
+      y_extra = _check_labels(y_labelled, len(x_extra), "y_labelled")
+      self._scale(np.concatenate([self.x_pool, x_extra]))
+    labelled = _check_indices(np.zeros(0, np.int64) if labelled is None else labelled, len(self.x_pool), "labelled")
+    labels = _check_labels(np.zeros(0) if labels is None else labels, len(labelled))
+    first = np.concatenate([y_extra, labels])
+    if len(first) < 2:
+      raise ValueError(f"need at least 2 labelled rows to start, got {len(first)}.")
+    std = np.float32(first.std())
+    return LearnerState(
+      labelled=labelled,
+      labels=labels,
+      round=0,
+      key=key,
+      x_extra=x_extra,
+      y_extra=y_extra,
+      y_mean=float(np.float32(first.mean())),
+      y_std=float(std if std > 0 else np.float32(1.0)),
+    )
+
+  def unlabelled(self, state: LearnerState) -> np.ndarray:
+    """Pool indices not labelled yet."""
+    return np.setdiff1d(np.arange(len(self.x_pool)), state.labelled)
+
+  def training_set(self, state: LearnerState) -> tuple[np.ndarray, np.ndarray]:
+    """``(xs, ys)``: the labelled rows in standardised units (outside rows first)."""
+    xs = np.concatenate([self.standardise(state.x_extra), self.xs_pool[state.labelled]])
+    y = np.concatenate([state.y_extra, state.labels])
+    return xs, ((y - np.float32(state.y_mean)) / np.float32(state.y_std)).astype(np.float32)
+
+  def round_key(self, state: LearnerState) -> jax.Array:
+    return jax.random.fold_in(state.key, state.round)
+
+  # -- fit -----------------------------------------------------------------------------------
+  def _train(self, xs, ys, strength, key, params=None, opt_state=None) -> TrainResult:
+    n = len(xs)
+    capacity = self.capacity or capacity_for(n, self.options.minibatch_size)
+    if n > capacity:
+      raise ValueError(f"{n} labelled rows exceed the learner's capacity {capacity}.")
+    if params is None:
+      params, opt_state = self.model.init(jax.random.fold_in(key, 1)), None
+    return self.trainer.fit(
+      params,
+      pad_rows(xs, capacity),
+      pad_rows(ys, capacity),
+      mask=pad_rows(np.ones(n, np.float32), capacity),
+      strength=strength,
+      key=jax.random.fold_in(key, 2),
+      opt_state=opt_state,
+    )
+
+  def choose_strength(self, xs, ys, key) -> float:
+    """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""
+    n = len(xs)
+    n_val = max(1, int(round(self.options.validation_fraction * n)))
+    perm = host_rng(jax.random.fold_in(key, 3)).permutation(n)  # nothing compiles per n
+    val, tr = perm[:n_val], perm[n_val:]
+    x_val = pad_rows(xs[val], self.capacity or capacity_for(n, self.options.minibatch_size))
+    errors = []
+    for s in self.options.strength_grid:
+      res = self._train(xs[tr], ys[tr], s, key)
+      pred = np.asarray(self.trainer.predict(res.params, x_val))[:n_val]
+      errors.append(float(np.sqrt(np.mean((pred - ys[val]) ** 2))))
+    return float(self.options.strength_grid[int(np.argmin(errors))])
+
+  def fit(self, state: LearnerState) -> tuple[LearnerState, Fit]:
+    """Fit the model on the labelled set (strength fixed or chosen on validation)."""
+    key = self.round_key(state)
+    xs, ys = self.training_set(state)
+    strength = self.choose_strength(xs, ys, key) if self.options.strength_grid else self.options.strength
+    warm = self.options.warm_start and state.params is not None
+    result = self._train(xs, ys, strength, key, state.params if warm else None, state.opt_state if warm else None)
+    return dataclasses.replace(state, params=result.params, opt_state=result.opt_state), Fit(result, float(strength))
+
+  def predict(self, state: LearnerState, fit: Fit, x) -> np.ndarray:
+    """Predictions of a fit at ``x`` (original units in, original units out)."""
+    xs = self.standardise(_check_x(x, "x"))
+    capacity = self.capacity or capacity_for(len(xs), self.options.minibatch_size)
+    if len(xs) <= capacity:  # one compilation for every call of this size class
+      out = np.asarray(self.trainer.predict(fit.result.params, pad_rows(xs, capacity)))[: len(xs)]
+    else:
+      out = np.asarray(self.trainer.predict(fit.result.params, xs))
+    return out * np.float32(state.y_std) + np.float32(state.y_mean)
+
+  # -- ask / tell ----------------------------------------------------------------------------
+  def ask(self, state: LearnerState, k: int) -> tuple[LearnerState, Suggestion]:
+    """Fit, then let the strategy choose ``k`` unlabelled pool indices to label next."""
+    k = check_int("k", k, 1)
+    unlabelled = self.unlabelled(state)
+    if k > len(unlabelled):
+      raise ValueError(f"asked for {k} points, the pool has {len(unlabelled)} unlabelled.")
+    state, fit = self.fit(state)
+    return state, self.select(state, fit, k, unlabelled)
+
+  def select(self, state: LearnerState, fit: Fit, k: int, unlabelled=None) -> Suggestion:
+    """The strategy's ``k`` picks among the unlabelled pool, given a fit."""
+    unlabelled = self.unlabelled(state) if unlabelled is None else unlabelled
+    xs, ys = self.training_set(state)
+    noise_variance = float(fit.result.noise_variance)
+    ctx = SelectionContext(
+      model_fn=self.model.model_fn,
+      params=fit.result.params,
+      tangent=fit.result.tangent,
+      x_labelled=xs,
+      y_labelled=ys,
+      x_pool=self.xs_pool[unlabelled],
+      key=jax.random.fold_in(self.round_key(state), 4),
+      noise_variance=noise_variance,
+      options={"heuristic": self.options.heuristic},
+    )
+    picked = _check_indices(self.strategy.select(ctx, k), len(unlabelled), f"strategy {self.strategy_name!r}")
+    if len(picked) != k:
+      raise ValueError(f"strategy {self.strategy_name!r} returned {len(picked)} indices, expected {k}.")
+    scores = ctx.info.get("scores")
+    scores = np.full(k, np.nan, np.float32) if scores is None else np.asarray(scores, np.float32)
+    top = ctx.info.get("top_score")
+    return Suggestion(
+      indices=unlabelled[picked].astype(np.int64),
+      scores=scores,
+      criterion=getattr(self.strategy, "criterion", self.strategy_name),
+      strength=fit.strength,
+      noise_variance=noise_variance,
+      tangent_residual=fit.tangent_residual,
+      top_score=None if top is None else float(top),
+      fit=fit,
+    )
+
+  def tell(self, state: LearnerState, indices, labels) -> LearnerState:
+    """Add labels (original units) for unlabelled pool ``indices``; the next ask is a new round."""
+    indices = _check_indices(indices, len(self.x_pool), "tell")
+    already = np.intersect1d(indices, state.labelled)
+    if already.size:
+      raise ValueError(f"pool indices {already[:5].tolist()} are labelled already.")
+    labels = _check_labels(labels, len(indices))
+    return dataclasses.replace(
+      state,
+      labelled=np.concatenate([state.labelled, indices]).astype(np.int64),
+      labels=np.concatenate([state.labels, labels]).astype(np.float32),
+      round=state.round + 1,
+    )
+
+  # -- persistence ---------------------------------------------------------------------------
+  def save(self, directory, state: LearnerState) -> None:
+    """Write the learner and its state to ``directory`` (created if missing), atomically.
+
+    ``state.json`` (settings, progress), one ``.npz`` (pool, labels) holding the model and
+    optimizer pytrees as ``flax.serialization`` msgpack; the array file is written first, so a
+    crash at any point leaves the previous save or the new one, never a mix.
+    """
+    from curiojax import persistence
+
+    if not isinstance(self.strategy_name, str) or self.strategy_name not in _registered():
+      raise ValueError(
+        f"cannot save a learner whose strategy {self.strategy_name!r} is not registered by name "
+        "(curiojax.strategies.register_strategy); load could not rebuild it."
+      )
+    meta, arrays = state_to_saved(state)
+    meta = {
+      "kind": "learner",
+      "learner_format": FORMAT_VERSION,
+      "options": self.options.to_dict(),
+      "strategy": self.strategy_name,
+      "capacity": self.capacity,
+      "x_mean": self.x_mean.tolist(),
+      "x_std": self.x_std.tolist(),
+      "state": meta,
+    }
+    persistence.save_state(directory, meta, {**arrays, "x_pool": self.x_pool}, tag=state.round)
+
+  @classmethod
+  def load(cls, directory, *, model: ModelSpec | None = None) -> tuple[Learner, LearnerState]:
+    """The learner and state saved by :meth:`save` (a clear ``ValueError`` if unreadable)."""
+    from curiojax import persistence
+
+    meta, arrays = persistence.load_state(directory)
+    if meta.get("kind") != "learner" or meta.get("learner_format") != FORMAT_VERSION:
+      raise ValueError(f"{directory} does not hold a saved curiojax learner (format {FORMAT_VERSION}).")
+    try:
+      options = LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()})
+      learner = cls(
+        arrays["x_pool"], options=options, strategy=meta["strategy"], model=model, capacity=meta["capacity"]
+      )
+      learner.x_mean = np.asarray(meta["x_mean"], np.float32)
+      learner.x_std = np.asarray(meta["x_std"], np.float32)
+      learner.xs_pool = learner.standardise(learner.x_pool)
+      state = state_from_saved(learner, meta["state"], arrays)
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(f"{directory}: the saved learner is inconsistent: {type(e).__name__}: {e}") from None
+    return learner, state
+
+
+def _registered():
+  from curiojax.strategies import STRATEGIES
+
+  return STRATEGIES
+
+
+def state_to_saved(state: LearnerState, prefix: str = "") -> tuple[dict, dict[str, np.ndarray]]:
+  """A :class:`LearnerState` as JSON-able meta and arrays (model pytrees as msgpack bytes)."""
+  from flax import serialization
+
+  meta = {
+    "round": int(state.round),
+    "key_data": np.asarray(jax.random.key_data(state.key)).tolist(),
+    "y_mean": float(state.y_mean),
+    "y_std": float(state.y_std),
+    "top_score0": state.top_score0,
+    "stopped": bool(state.stopped),
+    "has_model": state.params is not None,
+  }
+  arrays = {
+    f"{prefix}labelled": np.asarray(state.labelled, np.int64),
+    f"{prefix}labels": np.asarray(state.labels, np.float32),
+    f"{prefix}x_extra": np.asarray(state.x_extra, np.float32),
+    f"{prefix}y_extra": np.asarray(state.y_extra, np.float32),
+  }
+  if state.params is not None:
+    leaves = {"params": jax.tree.leaves(state.params), "opt_state": jax.tree.leaves(state.opt_state)}
+    data = serialization.msgpack_serialize(jax.tree.map(np.asarray, leaves))
+    arrays[f"{prefix}model"] = np.frombuffer(data, np.uint8)
+  return meta, arrays
+
+
+def state_from_saved(learner: Learner, meta: dict, arrays: dict[str, np.ndarray], prefix: str = "") -> LearnerState:
+  """Rebuild the state :func:`state_to_saved` wrote; tree structures come from ``learner``'s model."""
+  from flax import serialization
+
+  n = len(learner.x_pool)
+  labelled = _check_indices(arrays[f"{prefix}labelled"], n, "saved labelled indices")
+  labels = _check_labels(arrays[f"{prefix}labels"], len(labelled), "saved labels")
+  x_extra = np.asarray(arrays[f"{prefix}x_extra"], np.float32)
+  if x_extra.ndim != 2 or x_extra.shape[1] != learner.x_pool.shape[1]:
+    raise ValueError(f"saved labelled rows have shape {x_extra.shape}, the pool has {learner.x_pool.shape[1]} columns.")
+  y_extra = _check_labels(arrays[f"{prefix}y_extra"], len(x_extra), "saved labels of the rows outside the pool")
+  params = opt_state = None
+  if meta["has_model"]:
+    saved = serialization.msgpack_restore(arrays[f"{prefix}model"].tobytes())
+    params_like = jax.eval_shape(learner.model.init, jax.random.key(0))
+    opt_like = jax.eval_shape(lambda p: learner.trainer.init(p, 0.0), params_like)
+    params = _rebuild(saved["params"], params_like, "parameters")
+    opt_state = _rebuild(saved["opt_state"], opt_like, "optimizer state")
+  return LearnerState(
+    labelled=labelled,
+    labels=labels,
+    round=check_int("saved round", meta["round"], 0),
+    key=jax.random.wrap_key_data(np.asarray(meta["key_data"], np.uint32)),
+    x_extra=x_extra,
+    y_extra=y_extra,
+    y_mean=float(meta["y_mean"]),
+    y_std=float(meta["y_std"]),
+    params=params,
+    opt_state=opt_state,
+    top_score0=meta["top_score0"],
+    stopped=bool(meta["stopped"]),
+  )
+
+
+def _rebuild(leaves: Sequence, like, what: str):
+  like_leaves = jax.tree.leaves(like)
+  if len(leaves) != len(like_leaves):
+    raise ValueError(f"saved {what} have {len(leaves)} leaves, the model of the saved settings has {len(like_leaves)}.")
+  for j, (a, ref) in enumerate(zip(leaves, like_leaves, strict=True)):
+    if a.shape != ref.shape or a.dtype != ref.dtype:
+      raise ValueError(f"saved {what} leaf {j} is {a.dtype}{list(a.shape)}, expected {ref.dtype}{list(ref.shape)}.")
+  return jax.tree.unflatten(jax.tree.structure(like), [np.asarray(a) for a in leaves])
