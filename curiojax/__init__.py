@@ -5,7 +5,7 @@ model trains; ``J_x τ`` over a pool (one forward-mode JVP) scores how much labe
 point would change the model. See ``README.md`` and the maths in ``docs``.
 """
 
-import curiojax.baselines  # noqa: E402,F401  (registers variance/badge/lcmd/emcm/curiosity_diverse)
+from curiojax import strategies
 from curiojax.curvature import TangentSystem
 from curiojax.data import ArrayOracle, Dataset, load_dataset
 from curiojax.hierarchical import (
@@ -17,8 +17,9 @@ from curiojax.hierarchical import (
   with_user,
 )
 from curiojax.hypergradient import get_strength, hypergradient, set_strength, tunable_regularity_tangent, tune_strength
+from curiojax.learner import Learner, LearnerOptions, LearnerState, Suggestion
 from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear, polynomial_features, ridge_fit
-from curiojax.loop import ActiveLearner, Experiment, LearnerState, LoopOptions, run_active_learning
+from curiojax.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning
 from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.models import ModelSpec, make_model, register_model
 from curiojax.multi import adjoint_curiosities, layer_groups, per_example_gradients, signed_curiosities
@@ -45,6 +46,11 @@ from curiojax.train import Trainer, TrainOptions, TrainResult, train
 __version__ = "0.1.0"
 
 __all__ = [
+  "strategies",
+  "Learner",
+  "LearnerOptions",
+  "LearnerState",
+  "Suggestion",
   "adjoint_curiosities",
   "hierarchical_l2",
   "hierarchical_model_fn",

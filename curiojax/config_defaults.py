@@ -26,7 +26,6 @@ def get_config():
   config.budget = 0
   config.warm_start = False
   config.stop_ratio = 0.0
-  config.heuristic = "expected_squared"
   # Regularisation strength s: fixed, or chosen per round from strength_grid on validation.
   config.strength = 3e-3
   config.strength_grid = ()

@@ -39,7 +39,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -47,11 +47,16 @@ import numpy as np
 
 from curiojax._checks import check_int
 from curiojax.models import ModelSpec, make_model
-from curiojax.scores import HEURISTICS, LABELLED_HEURISTICS
-from curiojax.strategies import SelectionContext, check_strategy_name, get_strategy, host_rng
+from curiojax.strategies import (
+  DEFAULT_STRATEGY,
+  SelectionContext,
+  Strategy,
+  check_strategy_name,
+  get_strategy,
+  host_rng,
+)
 from curiojax.train import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for, pad_rows
 
-DEFAULT_STRATEGY = "curiosity_diverse"  # the best measured in docs/benchmark.md
 FORMAT_VERSION = 1
 
 
@@ -68,7 +73,9 @@ class LearnerOptions:
     model, hidden_sizes, activation: the model (see :func:`curiojax.models.make_model`).
     epochs, learning_rate, minibatch_size, damping, curvature: training (see
       :class:`curiojax.train.TrainOptions`).
-    heuristic: curiosity score heuristic used by the curiosity strategies.
+    strategy_options: typed options of each strategy by name, e.g.
+      ``{"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "squared"}}``
+      (checked against the strategy's constructor; default: its own defaults).
   """
 
   seed: int = 0
@@ -84,13 +91,16 @@ class LearnerOptions:
   minibatch_size: int = 32
   damping: float = 1e-3
   curvature: str = "gauss_newton"
-  heuristic: str = "expected_squared"
+  strategy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     check_int("seed", self.seed, 0)
-    pool_heuristics = [h for h in HEURISTICS if h not in LABELLED_HEURISTICS]  # pool points have no labels
-    if self.heuristic not in pool_heuristics:
-      raise ValueError(f"Unknown heuristic {self.heuristic!r} for unlabelled pools; choose one of {pool_heuristics}.")
+    if not isinstance(self.strategy_options, Mapping) or not all(
+      isinstance(v, Mapping) for v in self.strategy_options.values()
+    ):
+      raise TypeError(f"strategy_options must map strategy names to dicts of options, got {self.strategy_options!r}.")
+    for name, kwargs in self.strategy_options.items():
+      get_strategy(name, **kwargs)  # unknown names and options, bad values: raise here
     if not 0 < self.validation_fraction < 1:
       raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}.")
     for value in (self.strength, *self.strength_grid):
@@ -109,7 +119,13 @@ class LearnerOptions:
     )
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    d = dataclasses.asdict(self)
+    d["strategy_options"] = {k: dict(v) for k, v in self.strategy_options.items()}
+    return d
+
+  def make_strategy(self, name: str) -> Strategy:
+    """The strategy ``name`` with its options from ``strategy_options``."""
+    return get_strategy(name, **self.strategy_options.get(name, {}))
 
 
 @dataclasses.dataclass
@@ -240,7 +256,7 @@ class Learner:
     self.options = options = options or LearnerOptions()
     if isinstance(strategy, str):
       check_strategy_name(strategy)
-      self.strategy_name, self.strategy = strategy, get_strategy(strategy)
+      self.strategy_name, self.strategy = strategy, options.make_strategy(strategy)
     else:
       self.strategy_name, self.strategy = type(strategy).__name__, strategy
     d = self.x_pool.shape[1]
@@ -382,7 +398,6 @@ class Learner:
       x_pool=self.xs_pool[unlabelled],
       key=jax.random.fold_in(self.round_key(state), 4),
       noise_variance=noise_variance,
-      options={"heuristic": self.options.heuristic},
     )
     picked = _check_indices(self.strategy.select(ctx, k), len(unlabelled), f"strategy {self.strategy_name!r}")
     if len(picked) != k:

@@ -5,11 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import curiojax  # noqa: F401  (registers the strategies)
-from curiojax import baselines
 from curiojax.benchmark import NTKMLP
 from curiojax.features import gradient_kernel, gradient_sketch
-from curiojax.strategies import SelectionContext, get_strategy
+from curiojax.strategies import SelectionContext, get_strategy, kernels
 
 STRATEGIES = ["variance", "emcm", "badge", "lcmd", "curiosity_diverse"]
 
@@ -110,15 +108,15 @@ def test_lcmd_matches_reference_algorithm():
   fp = rng.normal(size=(60, 5)).astype(np.float64)
   fl = rng.normal(size=(7, 5))
   want = _numpy_lcmd(fp.copy(), fl, 9)
-  fpp, mp = baselines._pad(fp, 64)
-  flp, ml = baselines._pad(fl, 8)
-  got = baselines._lcmd(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), 9)
+  fpp, mp = kernels.pad_rows_to(fp, 64)
+  flp, ml = kernels.pad_rows_to(fl, 8)
+  got = kernels.lcmd(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), 9)
   assert np.asarray(got).tolist() == want
   w = rng.gamma(0.5, size=60)  # skewed weights, as curiosities are
   want_w = _numpy_lcmd(fp.copy(), fl, 9, w)
   assert want_w != want  # the weights matter on this problem
   wp = jnp.zeros(64).at[:60].set(w)
-  got_w = baselines._lcmd(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), 9, wp)
+  got_w = kernels.lcmd(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), 9, wp)
   assert np.asarray(got_w).tolist() == want_w
 
 
@@ -129,11 +127,11 @@ def test_weighted_kmeanspp_samples_proportionally_to_weight_times_distance():
   w = np.array([0.0, 1.0, 2.0, 4.0, 0.5, 3.0])
   p = w * (fp**2).sum(1)
   p /= p.sum()
-  fpp, mp = baselines._pad(fp, 8)
-  flp, ml = baselines._pad(np.zeros((1, 3)), 8)
+  fpp, mp = kernels.pad_rows_to(fp, 8)
+  flp, ml = kernels.pad_rows_to(np.zeros((1, 3)), 8)
   args = (jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml))
   wp = jnp.zeros(8).at[:6].set(w)
-  first = jax.vmap(lambda k: baselines._kmeanspp(*args, k, 1, wp)[0])(jax.random.split(jax.random.key(0), 4000))
+  first = jax.vmap(lambda k: kernels.kmeanspp(*args, k, 1, wp)[0])(jax.random.split(jax.random.key(0), 4000))
   freq = np.bincount(np.asarray(first), minlength=8)[:6] / 4000
   assert freq[0] == 0.0  # zero weight: never sampled
   np.testing.assert_allclose(freq, p, atol=0.03)
@@ -152,16 +150,16 @@ def test_variance_matches_dense_posterior():
     "nl,nl->n", kp @ kl.T, np.linalg.solve(kl @ kl.T + noise * np.eye(5), kl @ kp.T).T
   )
   np.testing.assert_allclose(want, kernel_form, rtol=1e-6)
-  fpp, mp = baselines._pad(fp, 32)
-  flp, ml = baselines._pad(fl, 8)
-  got, _ = baselines._posterior_variance(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), noise)
+  fpp, mp = kernels.pad_rows_to(fp, 32)
+  flp, ml = kernels.pad_rows_to(fl, 8)
+  got, _ = kernels.posterior_variance(jnp.asarray(fpp), jnp.asarray(mp), jnp.asarray(flp), jnp.asarray(ml), noise)
   np.testing.assert_allclose(np.asarray(got)[:30], want, rtol=2e-3, atol=1e-6)
 
 
 def test_curiosity_diverse_is_lcmd_weighted_by_normalised_curiosity(problem):
   model, params, tangent, _, x_pool = problem
   ctx = _ctx(problem)
-  fp, mp, fl, ml = baselines._features(ctx, 32, 2048)
+  fp, mp, fl, ml = kernels.sketched_features(ctx, 32, 2048)
   jvp = np.asarray(jax.jvp(lambda p: model(p, jnp.asarray(x_pool)), (params,), (tangent,))[1], np.float64)
   c = jvp**2 / np.mean(jvp**2)
   n = len(x_pool)
@@ -187,8 +185,8 @@ def test_curiosity_diverse_reports_a_diverged_tangent(problem):
 def test_emcm_is_sqrt_variance_times_gradient_norm(problem):
   model, params, _, x_lab, x_pool = problem
   ctx = _ctx(problem)
-  fp, mp, fl, ml = baselines._features(ctx, 32, 2048)
-  var, diag = baselines._posterior_variance(fp, mp, fl, ml, 0.01)
+  fp, mp, fl, ml = kernels.sketched_features(ctx, 32, 2048)
+  var, diag = kernels.posterior_variance(fp, mp, fl, ml, 0.01)
   want = np.argsort(-np.asarray(jnp.sqrt(var * diag))[:40])[:5]
   got = get_strategy("emcm", dim=32).select(ctx, 5)
   assert sorted(got.tolist()) == sorted(want.tolist())

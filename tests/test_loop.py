@@ -66,9 +66,11 @@ def test_budget_and_batch_checks():
     LoopOptions(budget=10)
   # bad options fail when the options are built, before any model is fitted
   with pytest.raises(ValueError, match="Unknown heuristic 'bogus'"):
-    LoopOptions(heuristic="bogus")
+    LoopOptions(strategy_options={"curiosity": {"heuristic": "bogus"}})
   with pytest.raises(ValueError, match="Unknown heuristic 'signed'"):  # needs labels the pool lacks
-    LoopOptions(heuristic="signed")
+    LoopOptions(strategy_options={"curiosity": {"heuristic": "signed"}})
+  with pytest.raises(TypeError, match="no option"):
+    LoopOptions(strategy_options={"curiosity_diverse": {"gama": 0.5}})
   with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 3.0"):
     LoopOptions(epochs=3.0)
   from curiojax.models import mlp

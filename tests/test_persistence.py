@@ -45,7 +45,9 @@ def test_load_errors(tmp_path):
     persistence.load_state(tmp_path)
   # Object arrays would need pickle: refused on load.
   np.savez(tmp_path / "arrays-000001.npz", a=np.array([{"x": 1}], dtype=object))
-  (tmp_path / "state.json").write_text(json.dumps({"format_version": persistence.FORMAT_VERSION, "arrays": "arrays-000001.npz"}))
+  (tmp_path / "state.json").write_text(
+    json.dumps({"format_version": persistence.FORMAT_VERSION, "arrays": "arrays-000001.npz"})
+  )
   with pytest.raises(ValueError, match="unreadable"):
     persistence.load_state(tmp_path)
 

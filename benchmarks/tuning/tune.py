@@ -27,16 +27,16 @@ import jax.numpy as jnp
 sys.path.insert(0, os.getcwd())  # configs/ from the repository root
 
 from configs.benchmark import get_config  # noqa: E402
-from curiojax import baselines as bl  # noqa: E402
 from curiojax import benchmark as bm  # noqa: E402
 from curiojax.scores import curiosity_scores  # noqa: E402
 from curiojax.strategies import check_batch_size, register_strategy  # noqa: E402
+from curiojax.strategies import kernels as bl  # noqa: E402
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def deflated_greedy(scores, fp, mp, fl, ml, gamma, noise, k):
   """Greedy ``argmax c·(k_S(x,x)/k(x,x))^γ`` with a GP rank-one downdate after each pick."""
-  fp, _ = bl._scale(fp, mp, fl, ml)
+  fp, _ = bl.scale_features(fp, mp, fl, ml)
   diag0 = jnp.maximum(jnp.sum(fp * fp, 1), 1e-30)
   scores = jnp.where(mp, jnp.maximum(scores, 0.0), -jnp.inf)
 
@@ -56,21 +56,21 @@ def deflated_greedy(scores, fp, mp, fl, ml, gamma, noise, k):
 
 def variant(name, kind, gamma, noise=0.1):
   @register_strategy(name)
-  class Variant(bl._Sketched):
+  class Variant(bl.Sketched):
     needs_tangent = True
 
     def select(self, ctx, batch_size):
       check_batch_size(ctx, batch_size)
-      fp, mp, fl, ml = bl._features(ctx, self.dim, self.chunk_size)
-      xp, _ = bl._pad(ctx.x_pool, bl.POOL_BUCKET)
+      fp, mp, fl, ml = bl.sketched_features(ctx, self.dim, self.chunk_size)
+      xp, _ = bl.pad_rows_to(ctx.x_pool, bl.POOL_BUCKET)
       jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, jnp.asarray(xp), heuristic="jvp").reshape(-1)
       if kind == "deflate":
         idx = deflated_greedy(jnp.square(jvp), fp, mp, fl, ml, gamma, noise, batch_size)
       elif kind == "lcmd":
-        idx = bl._lcmd(fp, mp, fl, ml, batch_size, bl._curiosity_weights(jvp, mp, gamma))
+        idx = bl.lcmd(fp, mp, fl, ml, batch_size, bl.curiosity_weights(jvp, mp, gamma))
       else:
         key = jax.random.fold_in(ctx.key, 2)
-        idx = bl._kmeanspp(fp, mp, fl, ml, key, batch_size, bl._curiosity_weights(jvp, mp, gamma))
+        idx = bl.kmeanspp(fp, mp, fl, ml, key, batch_size, bl.curiosity_weights(jvp, mp, gamma))
       return bl._finish(idx, ctx, batch_size)
 
 

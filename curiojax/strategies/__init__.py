@@ -1,0 +1,111 @@
+"""Selection strategies: which unlabelled points to label next, behind one small interface.
+
+Every strategy is a class with typed constructor options and ``select(ctx, k) -> indices``
+over a :class:`SelectionContext`; any model works (a batched ``model_fn(params, x)``, its
+parameters, and for the curiosity strategies its regularity tangent). The built-in ones are
+registered here, by name, in one place:
+
+==================== ===========================================================================
+``curiosity_diverse`` curiosity-weighted LCMD (ours; the best measured, ``docs/benchmark.md``)
+``curiosity``         top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
+``random``            uniform sampling
+``lcmd``, ``badge``   diversity on sketched gradients (Holzmüller et al. 2023; Ash et al. 2020)
+``variance``, ``emcm`` top-k predictive variance / expected model change
+==================== ===========================================================================
+
+Example (the best one, on your own model):
+  >>> import numpy as np, jax, jax.numpy as jnp, curiojax
+  >>> f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+  >>> params = {"w1": jnp.ones((2, 4)) / 2, "w2": jnp.ones(4)}
+  >>> tangent = jax.tree.map(lambda p: -p, params)   # e.g. curiojax.check_tangent(opt_state)
+  >>> pool = np.random.default_rng(0).normal(size=(100, 2))
+  >>> picked = curiojax.strategies.select_batch(f, params, tangent, pool, 8, x_labelled=np.zeros((3, 2)))
+  >>> picked.shape
+  (8,)
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from curiojax.strategies.base import (
+  STRATEGIES,
+  SelectionContext,
+  Strategy,
+  check_batch_size,
+  check_strategy_name,
+  get_strategy,
+  host_rng,
+  register_strategy,
+)
+from curiojax.strategies.baselines import BadgeStrategy, EMCMStrategy, LCMDStrategy, VarianceStrategy
+from curiojax.strategies.curiosity_diverse import CuriosityDiverseStrategy
+from curiojax.strategies.topk import CuriosityStrategy, RandomStrategy
+
+DEFAULT_STRATEGY = "curiosity_diverse"  # the best measured in docs/benchmark.md
+
+register_strategy("random", RandomStrategy)
+register_strategy("curiosity", CuriosityStrategy)
+register_strategy("curiosity_diverse", CuriosityDiverseStrategy)
+register_strategy("variance", VarianceStrategy)
+register_strategy("emcm", EMCMStrategy)
+register_strategy("badge", BadgeStrategy)
+register_strategy("lcmd", LCMDStrategy)
+
+
+def select_batch(
+  model_fn,
+  params,
+  tangent,
+  x_pool,
+  k: int,
+  *,
+  strategy: str | Strategy = DEFAULT_STRATEGY,
+  x_labelled=None,
+  y_labelled=None,
+  noise_variance: float | None = None,
+  key: jax.Array | None = None,
+) -> np.ndarray:
+  """``k`` indices into ``x_pool`` to label next, by a strategy (default the best measured).
+
+  Args:
+    model_fn, params, tangent: a batched model, its trained parameters and their regularity
+      tangent (e.g. ``curiojax.check_tangent(opt_state)``; None for strategies without one).
+    x_pool: unlabelled candidates ``(n, d)``, in the model's input units.
+    k: batch size.
+    strategy: a registered name or a strategy object.
+    x_labelled, y_labelled: the labelled set (the diversity strategies avoid its neighbourhood).
+    noise_variance: ``σ²`` (scales the reported curiosity scores; default 1).
+    key: PRNG key (default ``jax.random.key(0)``).
+  """
+  strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+  x_pool = np.asarray(x_pool, np.float32)
+  d = x_pool.shape[-1] if x_pool.ndim == 2 else 0
+  x_labelled = np.zeros((0, d), np.float32) if x_labelled is None else np.asarray(x_labelled, np.float32)
+  y_labelled = np.zeros(len(x_labelled), np.float32) if y_labelled is None else np.asarray(y_labelled, np.float32)
+  ctx = SelectionContext(
+    model_fn, params, tangent, x_labelled, y_labelled, x_pool, jax.random.key(0) if key is None else key, noise_variance
+  )
+  return np.asarray(strategy.select(ctx, k))
+
+
+__all__ = [
+  "DEFAULT_STRATEGY",
+  "STRATEGIES",
+  "BadgeStrategy",
+  "CuriosityDiverseStrategy",
+  "CuriosityStrategy",
+  "EMCMStrategy",
+  "LCMDStrategy",
+  "RandomStrategy",
+  "SelectionContext",
+  "Strategy",
+  "VarianceStrategy",
+  "check_batch_size",
+  "check_strategy_name",
+  "get_strategy",
+  "host_rng",
+  "register_strategy",
+  "select_batch",
+]

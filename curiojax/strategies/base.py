@@ -1,0 +1,108 @@
+"""The selection interface every active-learning method implements, and the registry of methods.
+
+A strategy is an object with ``select(ctx, k) -> indices``: it sees a :class:`SelectionContext`
+(the trained model and its tangent, the labelled set, the unlabelled candidates, a key) and
+returns ``k`` distinct indices into ``ctx.x_pool``. Its settings are typed constructor
+arguments; what it reports back (the scores of the chosen points, the top score over the
+pool) goes into ``ctx.info``. Strategies are registered by name so configs and the command
+line can refer to them (:func:`register_strategy`, :func:`get_strategy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass
+class SelectionContext:
+  """Everything a strategy may look at for one round.
+
+  Attributes:
+    model_fn: batched ``model_fn(params, x)``.
+    params: trained parameters.
+    tangent: the regularity tangent (shaped like params), or None if not carried.
+    x_labelled, y_labelled: the labelled training set (host arrays, the model's input units).
+    x_pool: unlabelled candidates (host array); indices returned refer to its rows.
+    key: a JAX PRNG key for this round's randomness.
+    noise_variance: ``σ²`` estimate (mean squared training residual), or None.
+    info: filled by the strategy: ``"scores"`` (one per chosen point, in the order returned),
+      ``"top_score"`` (the largest over the pool; read by the curiosity stopping rule).
+  """
+
+  model_fn: Callable | None
+  params: Any
+  tangent: Any
+  x_labelled: np.ndarray
+  y_labelled: np.ndarray
+  x_pool: np.ndarray
+  key: jax.Array
+  noise_variance: float | None = None
+  info: dict = dataclasses.field(default_factory=dict)
+
+
+def host_rng(key: jax.Array) -> np.random.Generator:
+  """A numpy generator seeded from a JAX key: deterministic, and nothing compiles per size."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+class Strategy(Protocol):
+  """``select(ctx, k) -> indices``: distinct ints into ``ctx.x_pool``.
+
+  Class attributes: ``criterion`` (one line: what the strategy maximises, shown to users with
+  its picks) and ``needs_tangent`` (True if it reads ``ctx.tangent``, so callers that compute
+  the tangent on demand know to).
+  """
+
+  criterion: str
+
+  def select(self, ctx: SelectionContext, k: int) -> np.ndarray: ...
+
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+
+
+def register_strategy(name: str, cls=None):
+  """Register a strategy class under ``name``: ``register_strategy(name, cls)`` or as a decorator."""
+
+  def register(cls):
+    if not callable(getattr(cls, "select", None)):
+      raise TypeError(f"strategy {name!r}: {cls!r} has no select(ctx, k) method.")
+    STRATEGIES[name] = cls
+    return cls
+
+  return register if cls is None else register(cls)
+
+
+def check_strategy_name(name: str) -> None:
+  """``ValueError`` listing the registered strategies unless ``name`` is one of them."""
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
+
+
+def get_strategy(name: str, **options) -> Strategy:
+  """A fresh strategy by name with typed options; unknown names raise ``ValueError``, unknown options ``TypeError``."""
+  check_strategy_name(name)
+  cls = STRATEGIES[name]
+  try:
+    accepted = inspect.signature(cls).parameters
+  except (TypeError, ValueError):  # pragma: no cover  (builtins without a signature)
+    accepted = None
+  if accepted is not None and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+      raise TypeError(f"Strategy {name!r} has no option(s) {unknown}; its options are {sorted(accepted)}.")
+  return cls(**options)
+
+
+def check_batch_size(ctx: SelectionContext, k: int) -> None:
+  n = len(ctx.x_pool)
+  if k < 1:
+    raise ValueError(f"batch size must be >= 1, got {k}.")
+  if k > n:
+    raise ValueError(f"batch size {k} is larger than the unlabelled pool ({n} points).")

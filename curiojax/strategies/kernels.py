@@ -1,0 +1,167 @@
+"""Jitted kernels shared by the batch strategies: sketched gradient features, LCMD, k-means++, posterior variance.
+
+Features are sketched gradients ``φ(x)`` (:mod:`curiojax.features`, ``grad → rp(512)`` in
+Holzmüller et al.'s terms). Pool and labelled arrays are padded to buckets (multiples of 512
+rows) and masked, and every selection loop is a jitted ``lax.fori_loop``, so rounds seldom
+recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from curiojax.features import gradient_sketch
+from curiojax.strategies.base import SelectionContext
+
+POOL_BUCKET = 512
+LABELLED_BUCKET = 512
+
+
+def pad_rows_to(a, bucket):
+  """``a`` padded with zero rows to a multiple of ``bucket`` rows (at least one), and the mask of its rows."""
+  a = np.asarray(a, np.float32)
+  n = len(a)
+  m = max(bucket, -(-n // bucket) * bucket)
+  out = np.zeros((m, *a.shape[1:]), np.float32)
+  out[:n] = a
+  return out, np.arange(m) < n
+
+
+def sketched_features(ctx: SelectionContext, dim: int, chunk_size: int):
+  """Padded sketched features and masks of pool and labelled points (same projection)."""
+  if ctx.model_fn is None:
+    raise ValueError("This strategy needs ctx.model_fn and ctx.params (a trained model).")
+  xp, mp = pad_rows_to(ctx.x_pool, POOL_BUCKET)
+  key = jax.random.fold_in(ctx.key, 1)
+  fp = gradient_sketch(ctx.model_fn, ctx.params, xp, key, dim=dim, chunk_size=chunk_size)
+  if len(ctx.x_labelled):
+    xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)
+    fl = gradient_sketch(ctx.model_fn, ctx.params, xl, key, dim=dim, chunk_size=chunk_size)
+  else:
+    fl, ml = jnp.zeros((LABELLED_BUCKET, dim), fp.dtype), np.zeros(LABELLED_BUCKET, bool)
+  return fp, jnp.asarray(mp), fl, jnp.asarray(ml)
+
+
+def checked_indices(idx, ctx, batch_size):
+  """The first ``batch_size`` selected indices, checked distinct and inside the real (unpadded) pool."""
+  idx = np.asarray(idx)[:batch_size]
+  n = len(ctx.x_pool)
+  if len(set(idx.tolist())) != batch_size or idx.max(initial=0) >= n:  # pragma: no cover
+    raise RuntimeError("selection produced duplicate or padded indices; please report this.")
+  return idx
+
+
+def sq_dists(a, b):
+  return jnp.maximum(jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2 * a @ b.T, 0.0)
+
+
+def min_dist_to_labelled(fp, fl, ml):
+  d = jnp.where(ml[None, :], sq_dists(fp, fl), jnp.inf)
+  min_d, closest = jnp.min(d, 1), jnp.argmin(d, 1)
+  # no labelled point: a virtual centre at the origin (largest norm first, as bmdal's P mode)
+  none = ~jnp.any(ml)
+  return jnp.where(none, jnp.sum(fp * fp, 1), min_d), jnp.where(none, 0, closest)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def lcmd(fp, mp, fl, ml, k, weights=None):
+  """LCMD; ``weights`` (pool-sized, default 1) multiply the squared distances that are scored."""
+  n_lab = fl.shape[0]
+  w = jnp.ones(fp.shape[0], fp.dtype) if weights is None else weights
+  min_d, closest = min_dist_to_labelled(fp, fl, ml)
+  sel = jnp.zeros(fp.shape[0], bool)
+  out = jnp.zeros(k, jnp.int32)
+
+  def body(i, carry):
+    min_d, closest, sel, out = carry
+    free = mp & ~sel
+    wd = w * min_d
+    sums = jax.ops.segment_sum(jnp.where(free, wd, 0.0), closest, num_segments=n_lab + k)
+    in_max = sums[closest] == jnp.max(sums)
+    score = jnp.where(free & in_max, wd, -jnp.inf)
+    score = jnp.where(jnp.any(free & in_max), score, jnp.where(free, wd, -jnp.inf))
+    j = jnp.argmax(score)
+    d = sq_dists(fp, fp[j][None])[:, 0]
+    new = d < min_d
+    closest = jnp.where(new, n_lab + i, closest)
+    min_d = jnp.where(new, d, min_d).at[j].set(0.0)
+    return min_d, closest, sel.at[j].set(True), out.at[i].set(j)
+
+  return jax.lax.fori_loop(0, k, body, (min_d, closest, sel, out))[3]
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def kmeanspp(fp, mp, fl, ml, key, k, weights=None):
+  """k-means++ seeding; ``weights`` (pool-sized, default 1) multiply the sampling probabilities."""
+  w0 = jnp.ones(fp.shape[0], fp.dtype) if weights is None else weights
+  min_d, _ = min_dist_to_labelled(fp, fl, ml)
+  sel = jnp.zeros(fp.shape[0], bool)
+  out = jnp.zeros(k, jnp.int32)
+
+  def body(i, carry):
+    min_d, sel, out = carry
+    free = mp & ~sel
+    w = jnp.where(free, w0 * jnp.maximum(min_d, 0.0), 0.0)
+    w = jnp.where(jnp.sum(w) > 0, w, free.astype(w.dtype))  # all at zero distance: uniform
+    j = jax.random.categorical(jax.random.fold_in(key, i), jnp.where(w > 0, jnp.log(w), -jnp.inf))
+    d = sq_dists(fp, fp[j][None])[:, 0]
+    return jnp.minimum(min_d, d).at[j].set(0.0), sel.at[j].set(True), out.at[i].set(j)
+
+  return jax.lax.fori_loop(0, k, body, (min_d, sel, out))[2]
+
+
+def scale_features(fp, mp, fl, ml):
+  """Scale features so the labelled points' mean kernel diagonal is 1 (bmdal's ``scale``)."""
+  diag_l = jnp.sum(fl * fl, 1)
+  diag_p = jnp.sum(fp * fp, 1)
+  mean = jnp.where(
+    jnp.any(ml),
+    jnp.sum(jnp.where(ml, diag_l, 0)) / jnp.maximum(jnp.sum(ml), 1),
+    jnp.sum(jnp.where(mp, diag_p, 0)) / jnp.maximum(jnp.sum(mp), 1),
+  )
+  s = 1.0 / jnp.sqrt(jnp.maximum(mean, 1e-30))
+  return fp * s, fl * s
+
+
+@jax.jit
+def posterior_variance(fp, mp, fl, ml, noise):
+  fp, fl = scale_features(fp, mp, fl, ml)
+  fl = jnp.where(ml[:, None], fl, 0.0)
+  a = fl.T @ fl + noise * jnp.eye(fp.shape[1], dtype=fp.dtype)
+  chol = jax.scipy.linalg.cho_factor(a)
+  sol = jax.scipy.linalg.cho_solve(chol, fp.T)
+  return noise * jnp.sum(fp.T * sol, 0), jnp.sum(fp * fp, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def top_k(scores, mp, k):
+  return jax.lax.top_k(jnp.where(mp, scores, -jnp.inf), k)[1]
+
+
+@jax.jit
+def curiosity_weights(jvp, mp, gamma):
+  """``w(x) = (c(x)/mean_pool c)^γ`` with ``c = (J_xτ)²``; all ones if every ``c`` is 0."""
+  c = jnp.square(jvp)
+  mean = jnp.sum(jnp.where(mp, c, 0.0)) / jnp.maximum(jnp.sum(mp), 1)
+  w = jnp.where(mean > 0, c / jnp.where(mean > 0, mean, 1.0), 1.0) ** gamma
+  return jnp.where(mp, w, 0.0)
+
+
+class Sketched:
+  """Settings shared by the strategies on sketched gradient features.
+
+  Args:
+    dim: sketch dimension (random projection of the per-example gradients).
+    chunk_size: pool rows per chunk when sketching.
+  """
+
+  def __init__(self, dim: int = 512, chunk_size: int = 2048):
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+      raise ValueError(f"dim must be an integer >= 1, got {dim!r}.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+      raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}.")
+    self.dim, self.chunk_size = int(dim), int(chunk_size)

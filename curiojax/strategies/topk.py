@@ -1,0 +1,78 @@
+"""The two simplest strategies: uniform sampling, and top-k curiosity.
+
+Example:
+  >>> import numpy as np, jax
+  >>> from curiojax.strategies import SelectionContext, get_strategy
+  >>> ctx = SelectionContext(model_fn=None, params=None, tangent=None,
+  ...                        x_labelled=np.zeros((4, 2)), y_labelled=np.zeros(4),
+  ...                        x_pool=np.zeros((10, 2)), key=jax.random.key(0))
+  >>> picked = get_strategy("random").select(ctx, 3)
+  >>> bool(len(set(picked.tolist())) == 3 and picked.max() < 10)
+  True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curiojax.strategies.base import SelectionContext, check_batch_size, host_rng
+
+
+class RandomStrategy:
+  """Uniform sampling without replacement: the baseline every method must beat."""
+
+  criterion = "uniform at random (no score)"
+
+  def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
+    check_batch_size(ctx, k)
+    return host_rng(ctx.key).choice(len(ctx.x_pool), k, replace=False)
+
+
+class CuriosityStrategy:
+  """Top-k of the unlabelled curiosity score ``E_y[c²] = σ²·(J_x τ)²`` (``method.md``).
+
+  ``J_x τ = d f(θ*(s), x)/ds`` is how fast the prediction at ``x`` moves when the regularizer
+  tightens. Under L2 it is largest where the prediction is largest (it mostly ranks ``f(x)²``),
+  so a batch of the top k clusters there: in batch mode it does not beat random
+  (``docs/benchmark.md``); ``curiosity_diverse`` spreads the batch. Needs ``ctx.tangent``.
+
+  Args:
+    heuristic: an unlabelled score of :func:`curiojax.curiosity_scores` (default
+      ``"expected_squared"``).
+  """
+
+  criterion = "expected squared change of the model's complexity, σ²(J_xτ)² (top k)"
+  needs_tangent = True
+
+  def __init__(self, heuristic: str = "expected_squared"):
+    from curiojax.scores import HEURISTICS, LABELLED_HEURISTICS
+
+    pool_heuristics = [h for h in HEURISTICS if h not in LABELLED_HEURISTICS]  # pool points have no labels
+    if heuristic not in pool_heuristics:
+      raise ValueError(f"Unknown heuristic {heuristic!r} for unlabelled pools; choose one of {pool_heuristics}.")
+    self.heuristic = heuristic
+
+  def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
+    from curiojax.scores import curiosity_scores
+    from curiojax.select import next_pow2, select_top_k
+    from curiojax.train import pad_rows
+
+    check_batch_size(ctx, k)
+    if ctx.tangent is None or ctx.model_fn is None:
+      raise ValueError("the curiosity strategy needs a model_fn and a regularity tangent in the context.")
+    # The pool shrinks every round; padded to a power of two (padding masked), the scores, the
+    # top-k and the top score compile once per doubling instead of once per round.
+    n = len(ctx.x_pool)
+    size = next_pow2(n)
+    scores = curiosity_scores(
+      ctx.model_fn,
+      ctx.params,
+      ctx.tangent,
+      pad_rows(ctx.x_pool, size),
+      heuristic=self.heuristic,
+      noise_variance=ctx.noise_variance,
+    )
+    chosen = select_top_k(scores, k, mask=np.arange(size) >= n)
+    ctx.info["scores"] = np.asarray(scores[chosen])  # k values to the host, not the pool
+    ctx.info["top_score"] = float(ctx.info["scores"][0])  # the first pick has the largest score
+    return chosen
