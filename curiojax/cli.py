@@ -1,7 +1,14 @@
-"""``curiojax run``: the active-learning experiment from the command line.
+"""The command line: ``curiojax suggest`` (which rows to label next) and ``curiojax run`` (the experiment).
 
+    curiojax suggest --labelled L.csv --target COL --pool P.csv -k N [--id-column ID]
+                     [--state DIR] [--strategy NAME] [--out FILE] [--config.<field>=value ...]
     curiojax run [--config FILE.py] [--config.<field>=value ...] [--workdir DIR]
     curiojax run --resume DIR
+
+``suggest`` fits the model on the labelled file, writes the ``k`` pool rows to label next
+(their ids, features and scores) and keeps its state; run it again after adding labels to
+the labelled file and it continues (:mod:`curiojax.suggest`). ``--config.<field>=value``
+sets a :class:`curiojax.learner.LearnerOptions` field of a new state.
 
 ``--config`` is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``
 (default: the packaged :mod:`curiojax.config_defaults`); ``--config.<field>=value``
@@ -292,6 +299,47 @@ def run(args, overrides) -> int:
   return 0
 
 
+def suggest_command(args, overrides) -> int:
+  import ml_collections
+
+  from curiojax.learner import LearnerOptions
+  from curiojax.suggest import suggest
+
+  options = None
+  if overrides:
+    config = apply_overrides(ml_collections.ConfigDict(LearnerOptions().to_dict()), overrides)
+    try:
+      options = LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.to_dict().items()})
+    except (ValueError, TypeError) as e:
+      raise UserError(str(e)) from None
+  try:
+    result = suggest(
+      args.labelled,
+      args.pool,
+      target=args.target,
+      k=args.k,
+      id_column=args.id_column,
+      state=args.state,
+      strategy=args.strategy,
+      out=args.out,
+      options=options,
+      seed=args.seed,
+    )
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  id_header = args.id_column or "pool row"
+  print(f"{'rank':>4s}  {id_header:>12s}  {'score':>12s}")
+  for rank, (rid, score) in enumerate(zip(result.ids, result.scores, strict=True), 1):
+    print(f"{rank:4d}  {rid:>12s}  {'' if score != score else f'{score:12.4g}'}")
+  told = f", {result.new_labels} new this session" if result.new_labels else ""
+  print(
+    f"\n{len(result.ids)} rows to label next ({result.criterion}); fitted on {result.labelled} labelled rows{told}.\n"
+    f"wrote {result.path}; state in {result.state}.\n"
+    "Label them, add them to the labelled file, and run the same command again."
+  )
+  return 0
+
+
 class _Parser(argparse.ArgumentParser):
   """argparse with one-line errors (raised as :class:`UserError`)."""
 
@@ -308,6 +356,20 @@ def _parser():
   p.add_argument("--config", help="config file with get_config() (default: the packaged default)")
   p.add_argument("--workdir", help="output directory (default: ./curiojax_runs/<name>-<time>)")
   p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+  q = sub.add_parser(
+    "suggest",
+    help="which pool rows to label next",
+    epilog="Set model options of a new state with --config.<field>=value (fields of curiojax.LearnerOptions).",
+  )
+  q.add_argument("--labelled", required=True, help="CSV file of labelled rows")
+  q.add_argument("--target", required=True, help="the label column of the labelled file")
+  q.add_argument("--pool", required=True, help="CSV file of candidate rows (same feature columns)")
+  q.add_argument("-k", type=int, required=True, help="how many rows to suggest")
+  q.add_argument("--id-column", help="a column of unique row ids in both files")
+  q.add_argument("--state", help="state folder (default: curiojax_suggest next to the pool file)")
+  q.add_argument("--strategy", help="selection strategy of a new state (default: curiosity_diverse)")
+  q.add_argument("--out", help="output CSV (default: suggestions.csv in the state folder)")
+  q.add_argument("--seed", type=int, default=0, help="seed of a new state")
   return parser
 
 
@@ -344,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(rest)
     if unknown:
       raise UserError(f"unrecognised arguments: {' '.join(unknown)}")
+    if args.command == "suggest":
+      return suggest_command(args, overrides)
     if args.command != "run":
       parser.print_help()
       return 2

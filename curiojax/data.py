@@ -19,8 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,39 +157,134 @@ def load_uci_folder(path: str | os.PathLike, name: str | None = None) -> Dataset
   return _finalise(data[:, features], data[:, target[0]], name or path.name, str(data_file))
 
 
-def load_csv(path: str | os.PathLike, target: str, features: Sequence[str] | None = None) -> Dataset:
-  """Load a CSV file with a header row; ``target`` names the label column."""
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """A CSV file read strictly: numeric features, an optional target and an optional id column.
+
+  Attributes:
+    x: features ``(n, d)`` float64 (NaN nowhere; checked on read).
+    y: target ``(n,)`` float64, NaN where the cell is blank (only with ``blank_target="allow"``), or None.
+    ids: row identifiers (the id column's text, or the 1-based data row number), unique.
+    feature_names: the feature columns, in file order.
+    source: the file, for messages.
+  """
+
+  x: np.ndarray
+  y: np.ndarray | None
+  ids: tuple[str, ...]
+  feature_names: tuple[str, ...]
+  source: str
+
+
+def _read_text(path: Path) -> str:
+  try:
+    return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV.") from None
+  except OSError as e:
+    raise ValueError(f"{path}: cannot read: {e.strerror or e}.") from None
+
+
+def read_table(
+  path: str | os.PathLike,
+  *,
+  target: str | None = None,
+  id_column: str | None = None,
+  features: Sequence[str] | None = None,
+  blank_target: str = "error",
+) -> Table:
+  """Read a CSV file with a header row; every error names the file, the row and the column.
+
+  Args:
+    path: the file.
+    target: the label column, or None for a file without labels (a pool).
+    id_column: a column of unique row identifiers (text), excluded from the features.
+    features: the feature columns (default: every other column).
+    blank_target: ``"error"`` (every row labelled), ``"allow"`` (blank → NaN) or ``"ignore"``
+      (a target column may be present, and is then neither read nor a feature).
+  """
   path = Path(path)
   if not path.is_file():
     raise ValueError(f"CSV file {path} does not exist.")
+  text = _read_text(path)
+  rows = [row for row in csv.reader(io.StringIO(text, newline=""))]
+  if not rows:
+    raise ValueError(f"{path}: the file is empty.")
+  header = [h.strip() for h in rows[0]]
+  if any(not h for h in header):
+    raise ValueError(f"{path}: column {header.index('') + 1} of the header has no name.")
+  seen = set()
+  for h in header:
+    if h in seen:
+      raise ValueError(f"{path}: the header names column {h!r} twice; give every column its own name.")
+    seen.add(h)
+  for what, name in (("target", target if blank_target != "ignore" else None), ("id", id_column)):
+    if name and name not in header:
+      raise ValueError(f"{path}: no {what} column named {name!r}; columns are {header}.")
+  if target and target == id_column:
+    raise ValueError(f"{path}: the target and the id column are both {target!r}.")
+  exclude = {target, id_column} - {None, ""}
+  names = [h for h in header if h not in exclude] if features is None else list(features)
+  missing = [n for n in names if n not in header]
+  if missing:
+    raise ValueError(f"{path}: no column named {missing[0]!r}; columns are {header}.")
+  if not names:
+    raise ValueError(f"{path}: no feature columns (the columns are {header}).")
+  cols = [header.index(n) for n in names]
+  xs, ys, ids = [], [], []
+  t = header.index(target) if target and blank_target != "ignore" else None
+  i = header.index(id_column) if id_column else None
+  for lineno, row in enumerate(rows[1:], 2):
+    if not row or all(not c.strip() for c in row):
+      continue
+    if len(row) != len(header):
+      raise ValueError(f"{path}:{lineno}: ragged row with {len(row)} values, expected {len(header)} like the header.")
+    values = []
+    for c in cols:
+      cell = row[c].strip()
+      if not cell:
+        raise ValueError(f"{path}:{lineno}: column {header[c]!r} is blank; every feature needs a value.")
+      values.append(_parse_finite(cell, f"{path}:{lineno}, column {header[c]!r}"))
+    xs.append(values)
+    if t is not None:
+      cell = row[t].strip()
+      if not cell and blank_target == "allow":
+        ys.append(float("nan"))
+      elif not cell:
+        raise ValueError(f"{path}:{lineno}: the target {target!r} is blank; label the row or remove it.")
+      else:
+        ys.append(_parse_finite(cell, f"{path}:{lineno}, column {target!r}"))
+    ids.append(row[i].strip() if i is not None else str(lineno - 1))
+  if not xs:
+    raise ValueError(f"{path}: no data rows.")
+  if i is not None:
+    blank = [n for n, v in enumerate(ids) if not v]
+    if blank:
+      raise ValueError(f"{path}: row {blank[0] + 2} has a blank id in column {id_column!r}.")
+    counts = collections.Counter(ids)
+    dup = [v for v, c in counts.items() if c > 1]
+    if dup:
+      raise ValueError(
+        f"{path}: id {dup[0]!r} appears {counts[dup[0]]} times in column {id_column!r}; ids must be unique."
+      )
+  x = np.asarray(xs, np.float64).reshape(len(xs), len(cols))
+  y = np.asarray(ys, np.float64) if t is not None else None
+  return Table(x, y, tuple(ids), tuple(names), str(path))
+
+
+def _parse_finite(token: str, where: str) -> float:
+  value = _parse_number(token, where)
+  if not np.isfinite(value):
+    raise ValueError(f"{where}: {token!r} is not a finite number.")
+  return value
+
+
+def load_csv(path: str | os.PathLike, target: str, features: Sequence[str] | None = None) -> Dataset:
+  """Load a CSV file with a header row; ``target`` names the label column."""
   if not target:
     raise ValueError(f"{path}: name the target column (config field 'target').")
-  with open(path, newline="") as f:
-    reader = csv.reader(f)
-    try:
-      header = [h.strip() for h in next(reader)]
-    except StopIteration:
-      raise ValueError(f"{path}: the file is empty.") from None
-    if target not in header:
-      raise ValueError(f"{path}: no column named {target!r}; columns are {header}.")
-    names = [h for h in header if h != target] if not features else list(features)
-    missing = [n for n in names if n not in header]
-    if missing:
-      raise ValueError(f"{path}: no column named {missing[0]!r}; columns are {header}.")
-    cols = [header.index(n) for n in names]
-    t = header.index(target)
-    xs, ys = [], []
-    for lineno, row in enumerate(reader, 2):
-      if not row or all(not c.strip() for c in row):
-        continue
-      if len(row) != len(header):
-        raise ValueError(f"{path}:{lineno}: ragged row with {len(row)} values, expected {len(header)} like the header.")
-      where = f"{path}:{lineno}"
-      ys.append(_parse_number(row[t].strip(), where) if row[t].strip() else float("nan"))
-      xs.append([_parse_number(row[c].strip(), where) for c in cols])
-  if not ys:
-    raise ValueError(f"{path}: no data rows.")
-  return _finalise(np.asarray(xs, np.float64).reshape(len(ys), len(cols)), np.asarray(ys), path.stem, str(path), names)
+  table = read_table(path, target=target, features=features)
+  return _finalise(table.x, table.y, Path(path).stem, table.source, table.feature_names)
 
 
 def load_dataset(spec: str | os.PathLike, target: str = "") -> Dataset:

@@ -263,6 +263,7 @@ class Learner:
     self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
     self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
     self.capacity = capacity
+    self.extra: dict = {}  # what a front end keeps with the learner (see save)
     self._scale(self.x_pool)
 
   def _scale(self, x_reference):
@@ -416,27 +417,45 @@ class Learner:
       fit=fit,
     )
 
-  def tell(self, state: LearnerState, indices, labels) -> LearnerState:
-    """Add labels (original units) for unlabelled pool ``indices``; the next ask is a new round."""
+  def tell(self, state: LearnerState, indices=(), labels=(), *, x_outside=None, y_outside=None) -> LearnerState:
+    """Add labels (original units); the next ask is a new round.
+
+    Args:
+      state: the current state.
+      indices, labels: unlabelled pool indices (any, not only the suggested ones) and their labels.
+      x_outside, y_outside: labelled rows that are not in the pool (measured elsewhere).
+    """
     indices = _check_indices(indices, len(self.x_pool), "tell")
     already = np.intersect1d(indices, state.labelled)
     if already.size:
       raise ValueError(f"pool indices {already[:5].tolist()} are labelled already.")
     labels = _check_labels(labels, len(indices))
+    x_extra, y_extra = state.x_extra, state.y_extra
+    if x_outside is not None or y_outside is not None:
+      x_new = _check_x(x_outside, "x_outside")
+      if x_new.shape[1] != self.x_pool.shape[1]:
+        raise ValueError(f"x_outside has {x_new.shape[1]} columns, the pool has {self.x_pool.shape[1]}.")
+      x_extra = np.concatenate([x_extra, x_new])
+      y_extra = np.concatenate([y_extra, _check_labels(y_outside, len(x_new), "y_outside")])
+    if not len(indices) and len(x_extra) == len(state.x_extra):
+      raise ValueError("tell needs at least one label (pool indices with labels, or rows outside the pool).")
     return dataclasses.replace(
       state,
       labelled=np.concatenate([state.labelled, indices]).astype(np.int64),
       labels=np.concatenate([state.labels, labels]).astype(np.float32),
+      x_extra=x_extra.astype(np.float32),
+      y_extra=y_extra.astype(np.float32),
       round=state.round + 1,
     )
 
   # -- persistence ---------------------------------------------------------------------------
-  def save(self, directory, state: LearnerState) -> None:
+  def save(self, directory, state: LearnerState, *, extra: dict | None = None) -> None:
     """Write the learner and its state to ``directory`` (created if missing), atomically.
 
     ``state.json`` (settings, progress), one ``.npz`` (pool, labels) holding the model and
     optimizer pytrees as ``flax.serialization`` msgpack; the array file is written first, so a
-    crash at any point leaves the previous save or the new one, never a mix.
+    crash at any point leaves the previous save or the new one, never a mix. ``extra`` is any
+    JSON-able dict a front end keeps with the learner (``curiojax suggest``'s row ids).
     """
     from curiojax import persistence
 
@@ -455,12 +474,16 @@ class Learner:
       "x_mean": self.x_mean.tolist(),
       "x_std": self.x_std.tolist(),
       "state": meta,
+      "extra": extra or {},
     }
     persistence.save_state(directory, meta, {**arrays, "x_pool": self.x_pool}, tag=state.round)
 
   @classmethod
   def load(cls, directory, *, model: ModelSpec | None = None) -> tuple[Learner, LearnerState]:
-    """The learner and state saved by :meth:`save` (a clear ``ValueError`` if unreadable)."""
+    """The learner and state saved by :meth:`save` (a clear ``ValueError`` if unreadable).
+
+    The ``extra`` dict given to :meth:`save` is ``learner.extra``.
+    """
     from curiojax import persistence
 
     meta, arrays = persistence.load_state(directory)
@@ -475,6 +498,7 @@ class Learner:
       learner.x_std = np.asarray(meta["x_std"], np.float32)
       learner.xs_pool = learner.standardise(learner.x_pool)
       state = state_from_saved(learner, meta["state"], arrays)
+      learner.extra = dict(meta.get("extra", {}))
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"{directory}: the saved learner is inconsistent: {type(e).__name__}: {e}") from None
     return learner, state

@@ -85,9 +85,15 @@ def test_missing_files(tmp_path):
   [
     ("a,y\n1,2\n3\n", "y", "ragged row"),
     ("a,y\n1,2\nq,4\n", "y", "non-numeric"),
-    ("a,y\n1,2\n3,\n", "y", "NaN"),
-    ("a,y\n1,2\n3,4\n", "z", "no column named 'z'"),
+    ("a,y\n1,2\n3,\n", "y", "target 'y' is blank"),
+    ("a,y\n1,2\n3,4\n", "z", "no target column named 'z'"),
     ("a,y\n1,2\n3,4\n", "", "name the target column"),
+    ("a,a,y\n1,2,3\n4,5,6\n", "y", "names column 'a' twice"),
+    ("a,b,y\n1,,3\n4,5,6\n", "y", "column 'b' is blank"),
+    ("a,y\n1,inf\n4,5\n", "y", "not a finite number"),
+    ("a,,y\n1,2,3\n", "y", "column 2 of the header has no name"),
+    ("a,y\n", "y", "no data rows"),
+    ("", "y", "empty"),
   ],
 )
 def test_csv_bad_input(tmp_path, text, target, match):
@@ -95,3 +101,14 @@ def test_csv_bad_input(tmp_path, text, target, match):
   p.write_text(text)
   with pytest.raises(ValueError, match=match):
     load_dataset(p, target=target)
+
+
+def test_csv_byte_order_mark_and_encoding(tmp_path):
+  p = tmp_path / "bom.csv"
+  p.write_bytes("\ufeffy,a\n1,2\n3,4\n".encode())  # Excel's "CSV UTF-8"
+  ds = load_dataset(p, target="y")
+  np.testing.assert_array_equal(ds.y, [1, 3])
+  latin = tmp_path / "latin.csv"
+  latin.write_bytes("a,y,caf\xe9\n1,2,3\n".encode("latin-1"))
+  with pytest.raises(ValueError, match="latin.csv: not UTF-8"):
+    load_dataset(latin, target="y")

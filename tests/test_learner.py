@@ -1,0 +1,166 @@
+"""The learner's ask/tell/save/load: sessions days apart give exactly an uninterrupted run's batches (issue 11)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import curiojax
+from curiojax.learner import Learner, LearnerOptions
+
+OPTIONS = LearnerOptions(epochs=15, hidden_sizes=(8,), minibatch_size=16)
+SESSIONS = 3
+
+
+def _data(seed=0):
+  rng = np.random.default_rng(seed)
+  x_pool = rng.uniform(-2, 2, size=(300, 3)).astype(np.float32)
+  x_lab = rng.uniform(-2, 2, size=(15, 3)).astype(np.float32)
+  truth = lambda x: np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2]
+  return x_pool, x_lab, truth(x_lab).astype(np.float32), truth
+
+
+def _fresh(strategy="curiosity_diverse"):
+  x_pool, x_lab, y_lab, truth = _data()
+  learner = Learner(x_pool, options=OPTIONS, strategy=strategy)
+  state = learner.init(jax.random.key(7), x_labelled=x_lab, y_labelled=y_lab)
+  return learner, state, truth
+
+
+def _uninterrupted(k=6):
+  learner, state, truth = _fresh()
+  batches = []
+  for _ in range(SESSIONS):
+    state, batch = learner.ask(state, k)
+    batches.append(batch.indices.tolist())
+    state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
+  return batches
+
+
+SESSION = textwrap.dedent("""
+  import json, sys
+  import numpy as np
+  from curiojax.learner import Learner
+  sys.path.insert(0, {tests!r})
+  from test_learner import _data
+  _, _, _, truth = _data()
+  learner, state = Learner.load({workdir!r})
+  pending = learner.extra.get("pending")
+  if pending:  # the labels of the previous session's batch came back
+    state = learner.tell(state, np.asarray(pending), truth(learner.x_pool[pending]))
+  state, batch = learner.ask(state, {k})
+  learner.save({workdir!r}, state, extra={{"pending": batch.indices.tolist()}})
+  print(json.dumps(batch.indices.tolist()))
+""")
+
+
+def test_sessions_in_new_processes_give_the_uninterrupted_batches(tmp_path):
+  """ask → save → (new process) load → tell → ask, three times: the same batches as one process."""
+  learner, state, _ = _fresh()
+  workdir = str(tmp_path / "deep" / "state")  # a folder that does not exist yet
+  learner.save(workdir, state)
+  env = {**os.environ, "XLA_FLAGS": ""}
+  got = []
+  for _ in range(SESSIONS):
+    code = SESSION.format(tests=os.path.dirname(__file__), workdir=workdir, k=6)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  assert got == _uninterrupted()
+  _, final = Learner.load(workdir)
+  assert final.round == SESSIONS - 1 and len(final.labelled) == 6 * (SESSIONS - 1)
+
+
+def test_ask_is_idempotent_and_tell_accepts_any_unlabelled_rows():
+  learner, state, truth = _fresh("curiosity")
+  state, first = learner.ask(state, 5)
+  state, again = learner.ask(state, 5)
+  np.testing.assert_array_equal(first.indices, again.indices)
+  assert np.all(np.isfinite(first.scores)) and np.all(np.diff(first.scores) <= 0)  # top-k, best first
+  assert "σ²(J_xτ)²" in first.criterion and first.tangent_residual <= 1e-3
+  others = np.setdiff1d(np.arange(10), first.indices)[:3]  # the practitioner labels other rows
+  x_new = np.ones((2, 3), np.float32)
+  state = learner.tell(state, others, truth(learner.x_pool[others]), x_outside=x_new, y_outside=truth(x_new))
+  assert state.round == 1 and len(state.labelled) == 3 and len(state.x_extra) == 17
+  state, batch = learner.ask(state, 5)
+  assert not set(batch.indices.tolist()) & set(others.tolist())
+
+
+def test_predictions_come_back_in_original_units():
+  learner, state, truth = _fresh("random")
+  y_scale = 1000.0
+  state = learner.init(
+    jax.random.key(0), x_labelled=learner.x_pool[:40], y_labelled=y_scale * truth(learner.x_pool[:40]) + 5e4
+  )
+  state, fit = learner.fit(state)
+  pred = learner.predict(state, fit, learner.x_pool[:40])
+  target = y_scale * truth(learner.x_pool[:40]) + 5e4
+  # A wrong unit conversion would miss by ~5e4 (offset) or by a factor ~1000 (scale).
+  assert abs(pred.mean() - target.mean()) < 0.2 * np.std(target)
+  assert np.sqrt(np.mean((pred - target) ** 2)) < np.std(target)
+  assert np.corrcoef(pred, target)[0, 1] > 0.5
+
+
+def test_bad_calls_get_clear_errors(tmp_path):
+  learner, state, truth = _fresh("random")
+  with pytest.raises(ValueError, match="asked for 400 points"):
+    learner.ask(state, 400)
+  with pytest.raises(ValueError, match="k must be an integer"):
+    learner.ask(state, 0)
+  with pytest.raises(ValueError, match="duplicated"):
+    learner.tell(state, [3, 3], [1.0, 2.0])
+  with pytest.raises(ValueError, match="out of range"):
+    learner.tell(state, [300], [1.0])
+  with pytest.raises(ValueError, match="NaN or infinite"):
+    learner.tell(state, [1], [np.nan])
+  with pytest.raises(ValueError, match="shape"):
+    learner.tell(state, [1, 2], [1.0])
+  with pytest.raises(ValueError, match="at least one label"):
+    learner.tell(state)
+  told = learner.tell(state, [4], [1.0])
+  with pytest.raises(ValueError, match="labelled already"):
+    learner.tell(told, [4], [1.0])
+  with pytest.raises(ValueError, match="columns"):
+    learner.init(jax.random.key(0), x_labelled=np.ones((3, 2)), y_labelled=np.ones(3))
+  with pytest.raises(ValueError, match="at least 2 labelled"):
+    learner.init(jax.random.key(0), labelled=[1], labels=[1.0])
+  with pytest.raises(ValueError, match="NaN or infinite"):
+    Learner(np.array([[np.inf, 1.0]]))
+  with pytest.raises(ValueError, match="Unknown strategy"):
+    Learner(learner.x_pool, strategy="bogus")
+  with pytest.raises(ValueError, match="no state.json"):
+    Learner.load(tmp_path)
+  (tmp_path / "state.json").write_text("{}")
+  with pytest.raises(ValueError, match="state format"):
+    Learner.load(tmp_path)
+
+
+def test_saved_state_that_disagrees_with_itself_is_refused(tmp_path):
+  learner, state, truth = _fresh("random")
+  state, batch = learner.ask(state, 4)
+  learner.save(tmp_path, state)
+  meta = json.loads((tmp_path / "state.json").read_text())
+  meta["options"]["hidden_sizes"] = [9]  # another model than the saved parameters
+  (tmp_path / "state.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="inconsistent.*parameters"):
+    Learner.load(tmp_path)
+
+
+def test_no_recompilation_across_rounds_of_one_size_class(compilations):
+  learner, state, truth = _fresh("curiosity")
+  state, batch = learner.ask(state, 4)  # compiles: 15 labelled rows pad to the capacity 32
+  state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
+  with compilations() as names:
+    state, batch = learner.ask(state, 4)  # 19 labelled rows: the same capacity, the same pool bucket
+    state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
+    learner.ask(state, 4)
+  assert not [n for n in names if "fit" in n], names
+
+
+def test_exported_at_the_top_level():
+  assert curiojax.Learner is Learner and curiojax.LearnerOptions is LearnerOptions
