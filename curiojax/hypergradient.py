@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from curiojax.regularizers import Regularizer
-from curiojax.tangent import RegularityTangentState, carried_tangent, regularity_tangent
+from curiojax.tangent import RegularityTangentState, align_tangent, carried_tangent, regularity_tangent
 
 _STATIC = (
   "regularizer",
@@ -61,26 +61,6 @@ _STATIC = (
   "max_restarts",
   "seed",
 )
-
-
-def _tangent_count(params, tangent) -> int | None:
-  """``None`` for one tangent shaped like params, ``k`` for leaves with a leading axis ``k``."""
-  p_leaves, t_leaves = jax.tree.leaves(params), jax.tree.leaves(tangent)
-  if jax.tree.structure(params) != jax.tree.structure(tangent):
-    raise ValueError(
-      "tangent and params have different tree structures:\n"
-      f"  tangent: {jax.tree.structure(tangent)}\n  params:  {jax.tree.structure(params)}"
-    )
-  if all(jnp.shape(t) == jnp.shape(p) for p, t in zip(p_leaves, t_leaves, strict=True)):
-    return None
-  ks = {jnp.shape(t)[0] for p, t in zip(p_leaves, t_leaves, strict=True) if jnp.shape(t)[1:] == jnp.shape(p)}
-  if len(ks) == 1 and all(jnp.ndim(t) == jnp.ndim(p) + 1 for p, t in zip(p_leaves, t_leaves, strict=True)):
-    return ks.pop()
-  raise ValueError(
-    "tangent leaves must be shaped like params (one tangent) or carry one leading axis k "
-    f"(k tangents); got tangent shapes {[jnp.shape(t) for t in t_leaves]} for params "
-    f"{[jnp.shape(p) for p in p_leaves]}."
-  )
 
 
 def hypergradient(val_value_fn: Callable, params, tangent, val_batch: Mapping[str, Any]) -> jax.Array:
@@ -101,7 +81,7 @@ def hypergradient(val_value_fn: Callable, params, tangent, val_batch: Mapping[st
     raise TypeError(f"val_value_fn must be callable, got {type(val_value_fn).__name__}.")
   if not isinstance(val_batch, Mapping):
     raise TypeError(f"val_batch must be a dict of val_value_fn's keyword arguments, got {type(val_batch).__name__}.")
-  k = _tangent_count(params, tangent)
+  params, tangent, k = align_tangent(params, tangent)
   f = lambda p: val_value_fn(p, **val_batch)
   one = lambda t: jax.jvp(f, (params,), (t,))[1]
   return one(tangent) if k is None else jax.vmap(one)(tangent)

@@ -37,10 +37,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from curiojax.curvature import TangentSystem
-from curiojax.hypergradient import _tangent_count
 from curiojax.losses import PredictionLoss, check_prediction_loss, check_xy
 from curiojax.regularizers import Regularizer, get_regularizer
 from curiojax.solvers import _check_batch, solve_curvature
+from curiojax.tangent import align_tangent
 
 ADJOINT_SOLVERS = ("dense", "cg")
 
@@ -70,7 +70,7 @@ def signed_curiosities(loss: PredictionLoss, params, tangent, x, y) -> jax.Array
   """
   check_prediction_loss(loss)
   x, y = check_xy(x, y)
-  k = _tangent_count(params, tangent)
+  params, tangent, k = align_tangent(params, tangent)
   per_example = lambda p: loss.per_example(loss.model_fn(p, x), y)
   one = lambda t: jax.jvp(per_example, (params,), (t,))[1]
   return one(tangent) if k is None else jax.vmap(one, out_axes=1)(tangent)

@@ -62,6 +62,7 @@ from jax.sharding import PartitionSpec as P
 
 from curiojax.losses import Loss, gaussian_nll, get_loss, squared_error
 from curiojax.select import next_pow2
+from curiojax.tangent import align_tangent
 
 HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
 LABELLED_HEURISTICS = ("signed", "squared", "magnitude")
@@ -100,31 +101,6 @@ def _hermite_rule(points: int) -> tuple[np.ndarray, np.ndarray]:
   """Nodes/weights for ``E[g(f + σZ)]``, ``Z ~ N(0,1)``: ``Σ w_q g(f + σ√2 t_q)``."""
   t, w = np.polynomial.hermite.hermgauss(points)
   return np.sqrt(2.0) * t, w / np.sqrt(np.pi)
-
-
-def _leaf_shapes(tree) -> list[tuple[int, ...]]:
-  return [tuple(np.shape(leaf)) for leaf in jax.tree.leaves(tree)]
-
-
-def tangent_count(params, tangent) -> int | None:
-  """``None`` for one tangent shaped like ``params``, ``k`` for leaves with a leading axis ``k``."""
-  if tangent is None:
-    raise ValueError("tangent is None: train with curiojax.regularity_tangent and pass curiojax.tangent_of(opt_state).")
-  p_def, t_def = jax.tree.structure(params), jax.tree.structure(tangent)
-  if p_def != t_def:
-    raise ValueError(
-      f"tangent must have the same tree structure as params; got\n  params:  {p_def}\n  tangent: {t_def}"
-    )
-  p_shapes, t_shapes = _leaf_shapes(params), _leaf_shapes(tangent)
-  if p_shapes == t_shapes:
-    return None
-  stacked = all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=True))
-  if stacked and len({t[0] for t in t_shapes}) == 1:
-    return t_shapes[0][0]
-  raise ValueError(
-    "tangent leaves must have the params' shapes (one tangent) or a common leading axis k "
-    f"(k tangents); got params {p_shapes} and tangent {t_shapes}."
-  )
 
 
 class Scorer:
@@ -322,7 +298,7 @@ class Scorer:
       / ``(n, k, *out)``. A device array (sharded over the mesh if there is one).
     """
     nonfinite = _check_nonfinite(self.nonfinite if nonfinite is None else nonfinite)
-    k = tangent_count(params, tangent)
+    params, tangent, k = align_tangent(params, tangent)
     x = _as_array(x, "x (the pool)")
     if x.ndim < 1 or x.shape[0] == 0:
       raise ValueError(
@@ -386,6 +362,7 @@ class Scorer:
     padded = self._padded_size(n)
     pad = lambda a: None if a is None else jax.ShapeDtypeStruct((padded,) + tuple(a.shape[1:]), a.dtype)
     y = y if self.heuristic in LABELLED_HEURISTICS else None
+    params, tangent, k = align_tangent(params, tangent)
     return self._jitted.lower(
       params,
       tangent,
@@ -393,7 +370,7 @@ class Scorer:
       pad(y),
       jax.ShapeDtypeStruct((padded,), bool),
       self._sigma2_arg(None),
-      k=tangent_count(params, tangent),
+      k=k,
     )
 
   def _sigma2_arg(self, noise_variance):
@@ -416,7 +393,7 @@ class Scorer:
       str(x.dtype),
       None if y is None else (y.shape[1:], str(y.dtype)),
       jax.tree.structure(params),
-      tuple(_leaf_shapes(params)),
+      tuple(tuple(np.shape(leaf)) for leaf in jax.tree.leaves(params)),
     )
     if key in self._checked:
       return

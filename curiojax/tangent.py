@@ -464,24 +464,52 @@ def regularity_tangent(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def restructure(tangent, like, *, stacked: bool = False):
-  """``tangent``'s leaves in ``like``'s tree structure (a flax ``nnx.State`` vs a plain dict, say).
+def align_tangent(params, tangent) -> tuple[Any, Any, int | None]:
+  """``(params, tangent, k)``: both as plain arrays in ``params``' tree structure, and the tangent count.
 
-  The leaves must correspond one to one, in order, with the same shapes (a leading axis ``k``
-  on ``tangent``'s leaves when ``stacked``); otherwise a ``ValueError`` shows both structures.
+  ``k`` is None for one tangent shaped like params, else the common leading axis of ``k``
+  stacked tangents. flax NNX containers are accepted as they come (``nnx.state(model,
+  nnx.Param)`` with its ``Param`` variables, a tangent from an ``nnx.Optimizer``'s state):
+  variables are unwrapped, and a tangent with the params' key paths under other containers is
+  put in the params' structure. Otherwise a ``ValueError`` shows both structures.
   """
+  if tangent is None:
+    raise ValueError("tangent is None: train with curiojax.regularity_tangent and pass curiojax.tangent_of(opt_state).")
+  params, tangent = _pure_tree(params), _pure_tree(tangent)
+  p_def, t_def = jax.tree.structure(params), jax.tree.structure(tangent)
+  p_shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(params)]
+  t_shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(tangent)]
+  if len(p_shapes) != len(t_shapes):
+    raise ValueError(
+      f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}"
+    )
+  if p_shapes == t_shapes:
+    k = None
+  elif all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=True)) and (
+    len({t[0] for t in t_shapes}) == 1
+  ):
+    k = t_shapes[0][0]
+  else:
+    raise ValueError(
+      "tangent leaves must have the params' shapes (one tangent) or carry one leading axis k "
+      f"(k tangents); got tangent shapes {t_shapes} for params {p_shapes}."
+    )
+  if p_def != t_def:  # the same leaves under other containers (nnx.State vs dict): same paths, same order
+    paths = lambda tree: [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    if paths(params) != paths(tangent):
+      raise ValueError(
+        f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}"
+      )
+    tangent = jax.tree.unflatten(p_def, jax.tree.leaves(tangent))
+  return params, tangent, k
+
+
+def restructure(tangent, like, *, stacked: bool = False):
+  """``tangent``'s leaves in ``like``'s tree structure (a flax ``nnx.State`` vs a plain dict, say)."""
   if jax.tree.structure(tangent) == jax.tree.structure(like):
     return tangent
-  t_leaves, l_leaves = jax.tree.leaves(tangent), jax.tree.leaves(like)
-  strip = (lambda shape: shape[1:]) if stacked else (lambda shape: shape)
-  if len(t_leaves) != len(l_leaves) or any(
-    strip(jnp.shape(t)) != jnp.shape(p) for t, p in zip(t_leaves, l_leaves, strict=False)
-  ):
-    raise ValueError(
-      "the tangent and the params have different tree structures (and their leaves do not match one to one):\n"
-      f"  tangent: {jax.tree.structure(tangent)}\n  params:  {jax.tree.structure(like)}"
-    )
-  return jax.tree.unflatten(jax.tree.structure(like), t_leaves)
+  _, tangent, _ = align_tangent(like, tangent)
+  return tangent
 
 
 def _tangent_state(opt_state) -> RegularityTangentState:

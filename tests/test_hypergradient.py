@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import curiojax
-from curiojax.hypergradient import _tangent_count
+from curiojax.tangent import align_tangent
 
 
 def _ridge_data(seed=0, n=40, d=6, noise=0.5, n_val=None):
@@ -234,7 +234,7 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match="tree structures"):
     curiojax.hypergradient(LINEAR, params, {"v": jnp.zeros(3)}, dict(x=jnp.ones((2, 3)), y=jnp.ones(2)))
   with pytest.raises(ValueError, match="leading axis"):
-    _tangent_count(params, {"w": jnp.zeros((2, 4))})
+    align_tangent(params, {"w": jnp.zeros((2, 4))})
   with pytest.raises(TypeError, match="val_batch must be a dict"):
     curiojax.hypergradient(LINEAR, params, params, [jnp.ones((2, 3)), jnp.ones(2)])
   plain = optax.chain(curiojax.regularity_tangent(curiojax.l2(), 0.1), optax.sgd(0.1)).init(params)

@@ -340,7 +340,7 @@ def test_bad_shapes_and_options(setup):
     curiojax.make_scorer(model_fn, heuristic=3)
   with pytest.raises(ValueError, match="nonfinite"):
     curiojax.curiosity_scores(model_fn, params, tangent, x, nonfinite="ignore")
-  with pytest.raises(ValueError, match="same tree structure"):
+  with pytest.raises(ValueError, match="different tree structures"):
     curiojax.curiosity_scores(model_fn, params, {"w1": tangent["w1"]}, x)
   with pytest.raises(ValueError, match="leading axis k"):
     curiojax.curiosity_scores(model_fn, params, jax.tree.map(lambda t: t[..., None], tangent), x)
@@ -382,3 +382,43 @@ def test_noise_variance_defaults_to_training_residuals():
   np.testing.assert_allclose(estimated, sigma2 * np.asarray(unit), rtol=1e-5)
   with pytest.raises(TypeError, match="training_data"):
     curiojax.curiosity_scores(model_fn, params, tangent, x, training_data=x_train)
+
+
+def test_nnx_natural_call_needs_no_conversions():
+  """``curiosity_scores(model_fn, nnx.state(model, nnx.Param), tangent_of(optimizer.opt_state), pool)`` works."""
+  import optax
+  from flax import nnx
+
+  class MLP(nnx.Module):
+    def __init__(self, rngs):
+      self.hidden = nnx.Linear(2, 8, rngs=rngs)
+      self.out = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(jnp.tanh(self.hidden(x)))[:, 0]
+
+  model = MLP(nnx.Rngs(0))
+  model_fn, _ = curiojax.nnx_model_fn(model)
+  loss = curiojax.prediction_loss(model_fn)
+  tx = optax.chain(curiojax.regularity_tangent("l2", 1e-2, curvature="gauss_newton", damping=1e-3), optax.adam(1e-2))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  x = jax.random.normal(jax.random.key(0), (64, 2))
+  y = jnp.sin(x[:, 0])
+
+  @nnx.jit
+  def step(model, optimizer):
+    grads = nnx.grad(lambda m: loss(nnx.state(m, nnx.Param), x, y))(model)
+    optimizer.update(model, grads, value_fn=loss, x=x, y=y)
+
+  for _ in range(50):
+    step(model, optimizer)
+  curiojax.finish_tangent(optimizer, nnx.state(model, nnx.Param), loss, dict(x=x, y=y))
+  pool = jax.random.normal(jax.random.key(1), (30, 2))
+  scores = curiojax.curiosity_scores(
+    model_fn, nnx.state(model, nnx.Param), curiojax.tangent_of(optimizer.opt_state), pool
+  )
+  # The same numbers from plain pytrees, converted by hand.
+  _, params = curiojax.nnx_model_fn(model)
+  tangent = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(curiojax.check_tangent(optimizer)))
+  np.testing.assert_allclose(scores, curiojax.curiosity_scores(model_fn, params, tangent, pool), rtol=1e-6)
+  assert np.all(np.isfinite(np.asarray(scores))) and float(jnp.max(scores)) > 0
