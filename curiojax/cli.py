@@ -274,24 +274,15 @@ def run(args, overrides) -> int:
   if not args.resume:
     save(state)
 
-  from tqdm import tqdm
-
   from curiojax.loop import summarise
+  from curiojax.progress import Progress
 
-  with tqdm(
-    total=len(experiment.units),
-    initial=state.unit,
-    desc="rounds x strategies",
-    unit="fit",
-    file=sys.stderr,
-    disable=None,
-  ) as bar:
+  with Progress(len(experiment.units), "fits (rounds x splits x strategies)", initial=state.unit) as bar:
     while not experiment.done(state):
       r, split, name = experiment.units[state.unit]
-      bar.set_postfix_str(f"round {r} split {split} {name}")
       state, record = experiment.step(state)
       save(state)
-      bar.update(1)
+      bar.update(f"round {r} split {split} {name}")
   summary = summarise(state.records)
   write_outputs(workdir, state.records, summary)
   print(results_table(state.records, summary))

@@ -480,9 +480,7 @@ def align_tangent(params, tangent) -> tuple[Any, Any, int | None]:
   p_shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(params)]
   t_shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(tangent)]
   if len(p_shapes) != len(t_shapes):
-    raise ValueError(
-      f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}"
-    )
+    raise ValueError(f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}")
   if p_shapes == t_shapes:
     k = None
   elif all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=True)) and (

@@ -149,3 +149,30 @@ def test_subprocess_error_has_no_traceback(tmp_path):
   assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
   assert "unknown config field 'no_such_field'" in proc.stderr
   assert not (tmp_path / "curiojax_runs").exists()
+
+
+def test_progress_reaches_a_log_file_as_it_happens(tmp_path):
+  """stderr redirected to a file (a background job): one line per fit, with the time left, not at the end."""
+  log = tmp_path / "log.txt"
+  with open(log, "w") as err:
+    proc = subprocess.Popen(
+      [sys.executable, "-m", "curiojax", "run", "--config", TINY, "--workdir", str(tmp_path / "run")],
+      cwd=tmp_path,
+      env=ENV,
+      stdout=subprocess.DEVNULL,
+      stderr=err,
+    )
+    deadline = time.time() + 240
+    lines = []
+    while time.time() < deadline and proc.poll() is None:
+      lines = [ln for ln in log.read_text().splitlines() if ln.startswith("fits ")]
+      if lines:
+        break
+      time.sleep(0.05)
+    seen_while_running = bool(lines) and proc.poll() is None
+    proc.wait(timeout=240)
+  assert proc.returncode == 0
+  assert seen_while_running  # progress arrived before the job ended
+  lines = [ln for ln in log.read_text().splitlines() if ln.startswith("fits ")]
+  assert len(lines) == 16 and lines[-1].startswith("fits (rounds x splits x strategies) 16/16")
+  assert all("left" in ln and "s/unit" in ln for ln in lines)
