@@ -123,7 +123,7 @@ def test_user_errors_one_line(tmp_path, capsys):
     (["--config", TINY, "--config.nope=3"], "unknown config field 'nope'"),
     (["--config", TINY, "--config.rounds=many"], "bad value 'many'"),
     (["--config", TINY, f"--config.dataset={ragged}"], "ragged row"),
-    (["--config", TINY, f"--config.dataset={nan}", "--config.target=y"], "NaN"),
+    (["--config", TINY, f"--config.dataset={nan}", "--config.target=y"], "'nan' is not a finite number"),
     (["--config", TINY, f"--config.dataset={tmp_path / 'missing'}"], "not found"),
     (["--config", TINY, "--config.batch_size=5000"], "larger than the unlabelled pool"),
     (["--config", str(tmp_path / "none.py")], "does not exist"),
