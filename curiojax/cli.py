@@ -25,13 +25,12 @@ User mistakes print one line ``curiojax: error: …`` and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import datetime
-import importlib.util
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 
 CONFIG_ONLY_FIELDS = ("name", "dataset", "target")
@@ -56,79 +55,106 @@ class UserError(ValueError):
 
 
 # -- config ---------------------------------------------------------------------------------
-def load_config_file(path: str | None):
-  """``get_config()`` of a config file (default: the packaged default config)."""
-  if path is None:
-    from curiojax.config_defaults import get_config
-
-    return get_config()
-  p = Path(path)
-  if not p.is_file():
-    raise UserError(f"config file {path} does not exist.")
-  spec = importlib.util.spec_from_file_location(f"curiojax_user_config_{abs(hash(str(p.resolve())))}", p)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-    config = module.get_config()
-  except Exception as e:  # noqa: BLE001  (a user's file: report, do not trace back)
-    raise UserError(f"could not load config {path}: {type(e).__name__}: {e}") from None
+def _split_commas(config, reference):
+  """``--config.strategies=random,lcmd`` means a tuple: split comma lists that the flag parser kept whole."""
+  for key, default in reference.items():
+    value = config.get(key)
+    if isinstance(default, tuple) and isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
+      if "," in value[0] or (default and not isinstance(default[0], str)):
+        like = default[0] if default else None
+        parts = [t.strip() for t in value[0].split(",") if t.strip()]
+        try:
+          config[key] = tuple(type(like)(t) if isinstance(like, (int, float)) else t for t in parts)
+        except ValueError as e:
+          raise UserError(f"bad value {value[0]!r} for config field {key!r}: {e}") from None
   return config
 
 
-def _parse_scalar(text: str, like):
-  if isinstance(like, bool):
-    low = text.strip().lower()
-    if low in ("true", "1", "yes"):
-      return True
-    if low in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if isinstance(like, int):
-    return int(text)
-  if isinstance(like, float):
-    return float(text)
-  if isinstance(like, str):
-    return text
+def parse_config(args: list[str], default=None):
+  """The config of ``--config FILE.py`` and ``--config.<field>=value`` arguments, by ``ml_collections.config_flags``.
+
+  ``default``: a config file (default: the packaged :mod:`curiojax.config_defaults`) or a
+  ``ConfigDict`` (then ``--config FILE`` is not accepted). Fields are type-checked against
+  the config; lists may be written ``a,b`` or ``(a, b)``. Mistakes raise :class:`UserError`.
+  """
+  import ml_collections
+
+  files = [
+    a for i, a in enumerate(args) if a == "--config" or a.startswith("--config=") or _is_value_of_config(args, i)
+  ]
+  if isinstance(default, ml_collections.ConfigDict) and files:
+    raise UserError("this command takes no --config file; set fields with --config.<field>=value.")
+  base = _flags_parse(files, default)  # the file alone first, so unknown fields can be named
+  for a in args:
+    if a.startswith("--config."):
+      field = a[len("--config.") :].split("=", 1)[0]
+      _check_field(base, field)
+  return _split_commas(_flags_parse(args, default), base.to_dict())
+
+
+def _is_value_of_config(args, i) -> bool:
+  return i > 0 and args[i - 1] == "--config"
+
+
+def _check_field(config, field: str) -> None:
+  import difflib
+
+  node = config
+  for part in field.split("."):
+    if not part or not hasattr(node, "keys") or part not in node:
+      known = sorted(node.keys()) if hasattr(node, "keys") else []
+      close = difflib.get_close_matches(part, known, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise UserError(f"unknown config field {field!r}{hint}; known fields: {', '.join(known)}.")
+    node = node[part]
+
+
+def _flags_parse(args: list[str], default):
+  import ml_collections
+  from absl import flags
+  from ml_collections import config_flags
+
+  argv = ["curiojax", *args]
+  saved_argv = sys.argv
+  sys.argv = argv  # config_flags reads the overrides from sys.argv when the flag is defined
   try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)  # config_flags loads files with load_module()
+      values = flags.FlagValues()
+      if isinstance(default, ml_collections.ConfigDict):
+        config_flags.DEFINE_config_dict("config", ml_collections.ConfigDict(default), flag_values=values)
+      else:
+        config_flags.DEFINE_config_file("config", str(_config_path(args, default)), flag_values=values)
+      values(argv)
+    return values.config
+  except UserError:
+    raise
+  except flags.Error as e:
+    message = str(e).splitlines()[0].removeprefix("flag ")
+    raise UserError(f"bad value: {message}") from None
+  except Exception as e:  # noqa: BLE001 - a user's config file: report, do not trace back
+    raise UserError(f"could not load the config: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+  finally:
+    sys.argv = saved_argv
 
 
-def parse_value(text: str, current):
-  """``text`` as a value of the same type as ``current`` (tuples: comma-separated or literal)."""
-  if isinstance(current, (tuple, list)):
-    stripped = text.strip()
-    if stripped.startswith(("(", "[")):
-      value = ast.literal_eval(stripped)
-      value = value if isinstance(value, (tuple, list)) else (value,)
-    else:
-      value = [t.strip() for t in stripped.split(",") if t.strip()]
-    like = current[0] if current else None
-    return tuple(_parse_scalar(str(v), like) if isinstance(v, str) else v for v in value)
-  return _parse_scalar(text, current)
+def _config_path(args, default) -> Path:
+  path = None
+  for i, a in enumerate(args):
+    if a.startswith("--config="):
+      path = a.split("=", 1)[1]
+    elif a == "--config" and i + 1 < len(args):
+      path = args[i + 1]
+  if path is not None:
+    p = Path(path.split(":")[0])
+    if not p.is_file():
+      raise UserError(f"config file {path} does not exist.")
+    return p
+  if default is not None:
+    return Path(default)
+  from curiojax import config_defaults
 
-
-def apply_overrides(config, overrides: list[tuple[str, str]]):
-  """Set ``field=value`` pairs on the config; unknown fields and bad values raise :class:`UserError`."""
-  for field, text in overrides:
-    parts = field.split(".")
-    node = config
-    for part in parts[:-1]:
-      if part not in node:
-        raise UserError(f"unknown config field {field!r}; known fields: {', '.join(sorted(config.keys()))}.")
-      node = node[part]
-    if not hasattr(node, "keys") or parts[-1] not in node:
-      raise UserError(f"unknown config field {field!r}; known fields: {', '.join(sorted(config.keys()))}.")
-    current = node[parts[-1]]
-    try:
-      value = parse_value(text, current)
-      node[parts[-1]] = value
-    except (ValueError, TypeError, SyntaxError) as e:
-      raise UserError(
-        f"bad value {text!r} for config field {field!r} ({type(current).__name__} expected): {e}"
-      ) from None
-  return config
+  return Path(config_defaults.__file__)
 
 
 def options_from_config(config):
@@ -234,7 +260,7 @@ def run(args, overrides) -> int:
   from curiojax import persistence
 
   if args.resume:
-    if args.config or overrides or args.workdir:
+    if overrides or args.workdir:
       raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
     workdir = Path(args.resume)
     try:
@@ -250,7 +276,7 @@ def run(args, overrides) -> int:
     except (ValueError, KeyError) as e:
       raise UserError(f"{workdir}: cannot resume: {e}") from None
   else:
-    config = apply_overrides(load_config_file(args.config), overrides)
+    config = parse_config(overrides)
     experiment = _build(config)  # validates everything before anything is written
     if args.workdir:
       workdir = Path(args.workdir)
@@ -298,7 +324,7 @@ def suggest_command(args, overrides) -> int:
 
   options = None
   if overrides:
-    config = apply_overrides(ml_collections.ConfigDict(LearnerOptions().to_dict()), overrides)
+    config = parse_config(overrides, ml_collections.ConfigDict(LearnerOptions().to_dict()))
     try:
       options = LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.to_dict().items()})
     except (ValueError, TypeError) as e:
@@ -342,9 +368,11 @@ def _parser():
   parser = _Parser(prog="curiojax", description="Active learning with regularity tangents.")
   sub = parser.add_subparsers(dest="command")
   p = sub.add_parser(
-    "run", help="run the active-learning experiment", epilog="Override config fields with --config.<field>=value."
+    "run",
+    help="run the active-learning experiment",
+    epilog="Config: --config FILE.py (get_config() returning an ml_collections.ConfigDict; default: "
+    "curiojax/config_defaults.py) and --config.<field>=value overrides.",
   )
-  p.add_argument("--config", help="config file with get_config() (default: the packaged default)")
   p.add_argument("--workdir", help="output directory (default: ./curiojax_runs/<name>-<time>)")
   p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
   q = sub.add_parser(
@@ -364,28 +392,23 @@ def _parser():
   return parser
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """Separate ``--config.<field>=value`` / ``--config.<field> value`` from the other arguments."""
-  rest, overrides = [], []
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Separate the config arguments (``--config FILE``, ``--config.<field>=value``, their values) from the rest."""
+  rest, config = [], []
   i = 0
   while i < len(argv):
     a = argv[i]
-    if a.startswith("--config."):
-      body = a[len("--config.") :]
-      if "=" in body:
-        field, value = body.split("=", 1)
-      elif i + 1 < len(argv):
-        field, value = body, argv[i + 1]
+    if a == "--config" or a.startswith("--config.") or a.startswith("--config="):
+      config.append(a)
+      if "=" not in a:
+        if i + 1 >= len(argv):
+          raise UserError(f"{a} needs a value: {a}=VALUE.")
+        config.append(argv[i + 1])
         i += 1
-      else:
-        raise UserError(f"{a} needs a value: {a}=VALUE.")
-      if not field:
-        raise UserError(f"{a}: name a config field, e.g. --config.rounds=5.")
-      overrides.append((field, value))
     else:
       rest.append(a)
     i += 1
-  return rest, overrides
+  return rest, config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,11 +86,11 @@ class LearnerOptions:
   model: str = "mlp"
   hidden_sizes: tuple[int, ...] = (50,)
   activation: str = "tanh"
-  epochs: int = 200
-  learning_rate: float = 1e-2
-  minibatch_size: int = 32
-  damping: float = 1e-3
-  curvature: str = "gauss_newton"
+  epochs: int = TrainOptions.epochs  # the trainer's defaults, the one source of each
+  learning_rate: float = TrainOptions.learning_rate
+  minibatch_size: int = TrainOptions.minibatch_size
+  damping: float = TrainOptions.damping
+  curvature: str = TrainOptions.curvature
   strategy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):

@@ -63,7 +63,7 @@ class TrainOptions:
     finish_maxiter: products the finishing solve may spend (conjugate gradients).
   """
 
-  epochs: int = 100
+  epochs: int = 200
   learning_rate: float = 1e-2
   minibatch_size: int = 32
   damping: float = 1e-3
@@ -76,10 +76,10 @@ class TrainOptions:
   def __post_init__(self):
     for name in ("epochs", "minibatch_size", "finish_maxiter"):
       check_int(name, getattr(self, name), 1)
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}.")
-    if not self.damping >= 0:
-      raise ValueError(f"damping must be >= 0, got {self.damping!r}.")
+    if not 0 < self.learning_rate < np.inf:
+      raise ValueError(f"learning_rate must be positive and finite, got {self.learning_rate!r}.")
+    if not 0 <= self.damping < np.inf:
+      raise ValueError(f"damping must be finite and >= 0, got {self.damping!r}.")
     if not 0 < self.finish_tolerance < 1:
       raise ValueError(f"finish_tolerance must be in (0, 1), got {self.finish_tolerance!r}.")
 

@@ -121,7 +121,9 @@ def test_user_errors_one_line(tmp_path, capsys):
   cases = [
     (["--config", TINY, "--config.strategies=random,oracle"], "Unknown strategy 'oracle'"),
     (["--config", TINY, "--config.nope=3"], "unknown config field 'nope'"),
-    (["--config", TINY, "--config.rounds=many"], "bad value 'many'"),
+    (["--config", TINY, "--config.rounds=many"], "bad value: --config.rounds=many"),
+    (["--config", TINY, "--config.epoch=3"], "unknown config field 'epoch' (did you mean 'epochs'?)"),
+    (["--config", TINY, "--config.strategies=random,lcmd,bogus"], "Unknown strategy 'bogus'"),
     (["--config", TINY, f"--config.dataset={ragged}"], "ragged row"),
     (["--config", TINY, f"--config.dataset={nan}", "--config.target=y"], "'nan' is not a finite number"),
     (["--config", TINY, f"--config.dataset={tmp_path / 'missing'}"], "not found"),
