@@ -99,7 +99,7 @@ def main():
   labelled = curiojax.make_scorer(mlp_fn, heuristic="signed", chunk_size=args.chunk)
   t_unl = timeit(lambda: unlabelled(params, tangent, x, noise_variance=0.1), reps)
   t_lab = timeit(lambda: labelled(params, tangent, x, y), reps)
-  padded = curiojax.scores.bucket_size(n, args.chunk)[0]
+  padded = curiojax.scoring.scores.bucket_size(n, args.chunk)[0]
 
   slow = per_example_gradient_scores(mlp_fn, chunk=256)
   t_slow = timeit(lambda: slow(params, tangent, x, y), max(1, reps // 2))

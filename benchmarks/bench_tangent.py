@@ -127,11 +127,11 @@ def main():
 
 def finishing_share(repeats):
   """Finishing time / training time for the main job's trainer (default config, concrete)."""
+  from curiojax.active.data import load_dataset
+  from curiojax.active.loop import LoopOptions
+  from curiojax.active.models import make_model
+  from curiojax.active.training import Trainer, pad_rows
   from curiojax.config_defaults import get_config
-  from curiojax.data import load_dataset
-  from curiojax.loop import LoopOptions
-  from curiojax.models import make_model
-  from curiojax.train import Trainer, pad_rows
 
   cfg = get_config()
   options = LoopOptions(**{f: cfg[f] for f in LoopOptions.__dataclass_fields__ if f in cfg})

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax import benchmark as bm
-from curiojax.scores import curiosity_scores
+from curiojax.scoring.scores import curiosity_scores
 from curiojax.strategies import SelectionContext, kernels
 
 

@@ -2,100 +2,123 @@
 
 The regularity tangent ``τ = dθ*/ds = −H⁻¹∂_s∇_θR`` is carried in an optax state while the
 model trains; ``J_x τ`` over a pool (one forward-mode JVP) scores how much labelling each
-point would change the model. See ``README.md`` and the maths in ``docs``.
+point would change the model. See ``README.md``, ``docs/architecture.md`` for the layout and
+``docs/method.md`` for the maths. The public API, by layer (each a subpackage):
+
+- :mod:`curiojax.tangent`: the tangent transformation, its certification and solvers;
+- :mod:`curiojax.scoring`: pool scores, top-k, devices;
+- :mod:`curiojax.strategies`: which points to label next;
+- :mod:`curiojax.active`: the learner (ask / tell), ``suggest``, training, the simulated loop;
+- :mod:`curiojax.extensions`: hypergradients, LOOCV, several hyperparameters, many users.
 """
 
-from curiojax import strategies
-from curiojax.curvature import TangentSystem
-from curiojax.data import ArrayOracle, Dataset, load_dataset
-from curiojax.hierarchical import (
+from curiojax import active, extensions, scoring, strategies, tangent
+
+# -- active learning
+from curiojax.active import (
+  ActiveLearner,
+  ArrayOracle,
+  Dataset,
+  Experiment,
+  Learner,
+  LearnerOptions,
+  LearnerState,
+  LoopOptions,
+  ModelSpec,
+  Suggestion,
+  Trainer,
+  TrainOptions,
+  TrainResult,
+  load_dataset,
+  make_model,
+  register_model,
+  run_active_learning,
+  suggest,
+  train,
+)
+
+# -- the paper's extensions
+from curiojax.extensions import (
+  LeaveOneOut,
+  adjoint_curiosities,
+  get_strength,
   hierarchical_l2,
   hierarchical_model_fn,
   hierarchical_params,
+  hypergradient,
+  layer_groups,
+  loocv_grid,
+  loocv_influence,
+  loocv_linear,
+  per_example_gradients,
   per_user_scores,
+  polynomial_features,
+  ridge_fit,
+  set_strength,
+  signed_curiosities,
   split_user,
+  tunable_regularity_tangent,
+  tune_strength,
   with_user,
 )
-from curiojax.hypergradient import get_strength, hypergradient, set_strength, tunable_regularity_tangent, tune_strength
-from curiojax.learner import Learner, LearnerOptions, LearnerState, Suggestion
-from curiojax.loocv import LeaveOneOut, loocv_grid, loocv_influence, loocv_linear, polynomial_features, ridge_fit
-from curiojax.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning
-from curiojax.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
-from curiojax.models import ModelSpec, make_model, register_model
-from curiojax.multi import adjoint_curiosities, layer_groups, per_example_gradients, signed_curiosities
-from curiojax.nnx_adapter import nnx_model_fn
-from curiojax.regularizers import L2, get_regularizer, group_l2, l2
-from curiojax.scores import HEURISTICS, Scorer, curiosity_scores, make_scorer, noise_variance
-from curiojax.select import select_top_k
-from curiojax.sharding import data_mesh, make_data_parallel_step
-from curiojax.solvers import dense_curvature, exact_tangent, finish_tangent, lissa, relative_residual
+
+# -- scoring and devices
+from curiojax.scoring import (
+  HEURISTICS,
+  Scorer,
+  curiosity_scores,
+  data_mesh,
+  make_data_parallel_step,
+  make_scorer,
+  noise_variance,
+  select_top_k,
+)
+
+# -- selection strategies
+from curiojax.strategies import DEFAULT_STRATEGY, get_strategy, register_strategy, select_batch
+
+# -- the tangent and its solvers
 from curiojax.tangent import (
+  L2,
+  LOSSES,
+  PredictionLoss,
   RegularityTangentState,
   TangentDiagnostics,
   TangentDivergedError,
   TangentDivergedWarning,
   TangentInaccurateError,
   TangentInaccurateWarning,
+  TangentSystem,
   check_tangent,
+  dense_curvature,
+  exact_tangent,
+  finish_tangent,
+  gaussian_nll,
+  get_regularizer,
+  group_l2,
+  huber,
+  l2,
+  lissa,
+  nnx_model_fn,
+  prediction_loss,
   regularity_tangent,
+  relative_residual,
+  squared_error,
   tangent_diagnostics,
   tangent_of,
 )
-from curiojax.train import Trainer, TrainOptions, TrainResult, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+  # subpackages
+  "active",
+  "extensions",
+  "scoring",
   "strategies",
-  "Learner",
-  "LearnerOptions",
-  "LearnerState",
-  "Suggestion",
-  "adjoint_curiosities",
-  "hierarchical_l2",
-  "hierarchical_model_fn",
-  "hierarchical_params",
-  "layer_groups",
-  "per_example_gradients",
-  "per_user_scores",
-  "signed_curiosities",
-  "split_user",
-  "with_user",
-  "ActiveLearner",
-  "ArrayOracle",
-  "Dataset",
-  "Experiment",
-  "LearnerState",
-  "LoopOptions",
-  "ModelSpec",
-  "TrainOptions",
-  "TrainResult",
-  "Trainer",
-  "load_dataset",
-  "loocv_grid",
-  "loocv_influence",
-  "loocv_linear",
-  "polynomial_features",
-  "ridge_fit",
-  "make_model",
-  "register_model",
-  "run_active_learning",
-  "train",
-  "HEURISTICS",
-  "Scorer",
-  "curiosity_scores",
-  "make_scorer",
-  "noise_variance",
-  "select_top_k",
-  "data_mesh",
-  "make_data_parallel_step",
-  "tunable_regularity_tangent",
-  "tune_strength",
-  "set_strength",
-  "hypergradient",
-  "get_strength",
+  "tangent",
+  # the tangent and its solvers
   "L2",
-  "LeaveOneOut",
   "LOSSES",
   "PredictionLoss",
   "RegularityTangentState",
@@ -122,4 +145,60 @@ __all__ = [
   "squared_error",
   "tangent_diagnostics",
   "tangent_of",
+  # scoring and devices
+  "HEURISTICS",
+  "Scorer",
+  "curiosity_scores",
+  "data_mesh",
+  "make_data_parallel_step",
+  "make_scorer",
+  "noise_variance",
+  "select_top_k",
+  # selection strategies
+  "DEFAULT_STRATEGY",
+  "get_strategy",
+  "register_strategy",
+  "select_batch",
+  # active learning
+  "ActiveLearner",
+  "ArrayOracle",
+  "Dataset",
+  "Experiment",
+  "Learner",
+  "LearnerOptions",
+  "LearnerState",
+  "LoopOptions",
+  "ModelSpec",
+  "Suggestion",
+  "TrainOptions",
+  "TrainResult",
+  "Trainer",
+  "load_dataset",
+  "make_model",
+  "register_model",
+  "run_active_learning",
+  "suggest",
+  "train",
+  # the paper's extensions
+  "LeaveOneOut",
+  "adjoint_curiosities",
+  "get_strength",
+  "hierarchical_l2",
+  "hierarchical_model_fn",
+  "hierarchical_params",
+  "hypergradient",
+  "layer_groups",
+  "loocv_grid",
+  "loocv_influence",
+  "loocv_linear",
+  "per_example_gradients",
+  "per_user_scores",
+  "polynomial_features",
+  "ridge_fit",
+  "set_strength",
+  "signed_curiosities",
+  "split_user",
+  "tunable_regularity_tangent",
+  "tune_strength",
+  "with_user",
 ]

@@ -48,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from curiojax import data
-from curiojax.persistence import atomic_write_text
+from curiojax.active import data
+from curiojax.active.persistence import atomic_write_text
 from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy
 
 
 def load_uci_folder(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """``(x, y)`` as float64 from a folder in the UCI layout, via the validated :mod:`curiojax.data` loader."""
+  """``(x, y)`` as float64 from a folder in the UCI layout, via the validated :mod:`curiojax.active.data` loader."""
   ds = data.load_uci_folder(path)
   return ds.x.astype(np.float64), ds.y.astype(np.float64)
 
@@ -170,7 +170,7 @@ class NTKMLP:
   """ReLU MLP in NTK parameterisation: ``z_l = σ_w/√fan_in · h_{l−1} W_l + σ_b · b_l``.
 
   Callable as ``model(params, x) -> (n,)``. Also exposes :meth:`gradient_factors`, which
-  :func:`curiojax.features.gradient_sketch` uses to sketch per-example gradients without
+  :func:`curiojax.scoring.features.gradient_sketch` uses to sketch per-example gradients without
   forming them (the gradient of layer ``l`` is the outer product ``u_l ⊗ δ_l``).
   """
 

@@ -7,8 +7,8 @@
 
 ``suggest`` fits the model on the labelled file, writes the ``k`` pool rows to label next
 (their ids, features and scores) and keeps its state; run it again after adding labels to
-the labelled file and it continues (:mod:`curiojax.suggest`). ``--config.<field>=value``
-sets a :class:`curiojax.learner.LearnerOptions` field of a new state.
+the labelled file and it continues (:mod:`curiojax.active.suggest_csv`). ``--config.<field>=value``
+sets a :class:`curiojax.active.learner.LearnerOptions` field of a new state.
 
 ``--config`` is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``
 (default: the packaged :mod:`curiojax.config_defaults`); ``--config.<field>=value``
@@ -158,10 +158,10 @@ def _config_path(args, default) -> Path:
 
 
 def options_from_config(config):
-  """The :class:`curiojax.loop.LoopOptions` of a config (unknown fields raise :class:`UserError`)."""
+  """The :class:`curiojax.active.loop.LoopOptions` of a config (unknown fields raise :class:`UserError`)."""
   import dataclasses
 
-  from curiojax.loop import LoopOptions
+  from curiojax.active.loop import LoopOptions
 
   fields = {f.name for f in dataclasses.fields(LoopOptions)}
   d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -178,7 +178,7 @@ def options_from_config(config):
 # -- outputs ---------------------------------------------------------------------------------
 def write_outputs(workdir: Path, records, summary) -> None:
   """results.csv, summary.json and learning_curve.png, each written atomically."""
-  from curiojax.persistence import atomic_write_bytes, atomic_write_text
+  from curiojax.active.persistence import atomic_write_bytes, atomic_write_text
 
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -244,8 +244,8 @@ def results_table(records, summary) -> str:
 
 # -- run ---------------------------------------------------------------------------------------
 def _build(config):
-  from curiojax.data import load_dataset
-  from curiojax.loop import Experiment
+  from curiojax.active.data import load_dataset
+  from curiojax.active.loop import Experiment
 
   options = options_from_config(config)
   try:
@@ -257,7 +257,7 @@ def _build(config):
 
 
 def run(args, overrides) -> int:
-  from curiojax import persistence
+  from curiojax.active import persistence
 
   if args.resume:
     if overrides or args.workdir:
@@ -300,8 +300,8 @@ def run(args, overrides) -> int:
   if not args.resume:
     save(state)
 
-  from curiojax.loop import summarise
-  from curiojax.progress import Progress
+  from curiojax.active.loop import summarise
+  from curiojax.active.progress import Progress
 
   with Progress(len(experiment.units), "fits (rounds x splits x strategies)", initial=state.unit) as bar:
     while not experiment.done(state):
@@ -319,8 +319,8 @@ def run(args, overrides) -> int:
 def suggest_command(args, overrides) -> int:
   import ml_collections
 
-  from curiojax.learner import LearnerOptions
-  from curiojax.suggest import suggest
+  from curiojax.active.learner import LearnerOptions
+  from curiojax.active.suggest_csv import suggest
 
   options = None
   if overrides:

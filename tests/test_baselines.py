@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from curiojax.benchmark import NTKMLP
-from curiojax.features import gradient_kernel, gradient_sketch
+from curiojax.scoring.features import gradient_kernel, gradient_sketch
 from curiojax.strategies import SelectionContext, get_strategy, kernels
 
 STRATEGIES = ["variance", "emcm", "badge", "lcmd", "curiosity_diverse"]

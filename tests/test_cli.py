@@ -40,7 +40,7 @@ def _results(workdir):
 
 
 def _labelled(workdir):
-  from curiojax import persistence
+  from curiojax.active import persistence
 
   meta, arrays = persistence.load_state(workdir)
   return {(d["strategy"], d["split"]): arrays[f"{i}/labelled"].tolist() for i, d in enumerate(meta["learners"])}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from curiojax.data import ArrayOracle, embedded_path, load_dataset, load_uci_folder
+from curiojax.active.data import ArrayOracle, embedded_path, load_dataset, load_uci_folder
 
 
 def _folder(tmp_path, rows, features=(0, 1), target=(2,)):

@@ -16,11 +16,11 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import curiojax
+from curiojax.active.data import load_dataset
+from curiojax.active.loop import LoopOptions
+from curiojax.active.models import make_model
+from curiojax.active.training import Trainer, pad_rows
 from curiojax.config_defaults import get_config
-from curiojax.data import load_dataset
-from curiojax.loop import LoopOptions
-from curiojax.models import make_model
-from curiojax.train import Trainer, pad_rows
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

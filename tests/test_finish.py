@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 import curiojax
-from curiojax.solvers import conjugate_gradients
+from curiojax.tangent.solvers import conjugate_gradients
 
 linear = lambda p, x: x @ p["w"]
 LINEAR = curiojax.prediction_loss(linear)
@@ -218,7 +218,7 @@ def test_bad_finishing_arguments_get_clear_errors():
 
 
 def test_trainer_warns_when_finishing_cannot_certify():
-  from curiojax.train import Trainer, TrainOptions
+  from curiojax.active.training import Trainer, TrainOptions
 
   x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
   spec = curiojax.make_model("mlp", in_features=2, hidden_sizes=(256, 256))  # > 1024 parameters: CG

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import curiojax
-from curiojax.learner import Learner, LearnerOptions
+from curiojax.active.learner import Learner, LearnerOptions
 
 OPTIONS = LearnerOptions(epochs=15, hidden_sizes=(8,), minibatch_size=16)
 SESSIONS = 3
@@ -45,7 +45,7 @@ def _uninterrupted(k=6):
 SESSION = textwrap.dedent("""
   import json, sys
   import numpy as np
-  from curiojax.learner import Learner
+  from curiojax.active.learner import Learner
   sys.path.insert(0, {tests!r})
   from test_learner import _data
   _, _, _, truth = _data()

@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from curiojax.data import ArrayOracle
-from curiojax.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning, summarise
-from curiojax.scores import curiosity_scores
+from curiojax.active.data import ArrayOracle
+from curiojax.active.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning, summarise
+from curiojax.scoring.scores import curiosity_scores
 from curiojax.strategies import SelectionContext, get_strategy
 
 SMALL = dict(hidden_sizes=(16,), minibatch_size=16)  # one model and trainer shared by the tests
@@ -73,7 +73,7 @@ def test_budget_and_batch_checks():
     LoopOptions(strategy_options={"curiosity_diverse": {"gama": 0.5}})
   with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 3.0"):
     LoopOptions(epochs=3.0)
-  from curiojax.models import mlp
+  from curiojax.active.models import mlp
 
   with pytest.raises(ValueError, match="in_features must be an integer >= 1, got 2.5"):
     mlp(2.5)

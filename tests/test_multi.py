@@ -113,7 +113,7 @@ def test_scalar_strength_adjoint_matches_ridge_closed_form():
   assert adj.shape == (5,)
   np.testing.assert_allclose(adj, expected, rtol=1e-4, atol=1e-6)
   # the default regularizer "l2" is one object, so a second call reuses the compiled solve
-  from curiojax.multi import _adjoint
+  from curiojax.extensions.multi import _adjoint
 
   before = _adjoint._cache_size()
   curiojax.adjoint_curiosities(loss, jnp.asarray(theta, jnp.float32), dict(x=x, y=y), xq, yq, strength=s)

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from curiojax import persistence
-from curiojax.loop import Experiment, LoopOptions
+from curiojax.active import persistence
+from curiojax.active.loop import Experiment, LoopOptions
 
 
 def test_save_load_and_old_arrays_removed(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import curiojax
-from curiojax.losses import gaussian_nll, huber, squared_error
+from curiojax.tangent.losses import gaussian_nll, huber, squared_error
 
 N, D, OUT = 37, 3, 2
 
@@ -244,10 +244,17 @@ def test_chunking_and_buckets_reuse_one_compilation():
   geometric(params, tangent, x[:290])
   geometric(params, tangent, x[:320])  # both 5 chunks of 64
   assert geometric.trace_count == 1
-  assert curiojax.scores.bucket_size(300, 64, bucket="pow2") == (512, 64)
-  assert [curiojax.scores.bucket_size(64 * m, 64)[0] // 64 for m in (8, 9, 11, 13, 15, 17)] == [8, 10, 12, 14, 16, 20]
-  assert curiojax.scores.bucket_size(5, 64) == (8, 8)
-  assert curiojax.scores.bucket_size(300, 64, bucket="chunk") == (320, 64)
+  assert curiojax.scoring.scores.bucket_size(300, 64, bucket="pow2") == (512, 64)
+  assert [curiojax.scoring.scores.bucket_size(64 * m, 64)[0] // 64 for m in (8, 9, 11, 13, 15, 17)] == [
+    8,
+    10,
+    12,
+    14,
+    16,
+    20,
+  ]
+  assert curiojax.scoring.scores.bucket_size(5, 64) == (8, 8)
+  assert curiojax.scoring.scores.bucket_size(300, 64, bucket="chunk") == (320, 64)
 
 
 def test_million_point_pool_is_chunked_with_bounded_memory():

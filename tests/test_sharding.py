@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import curiojax
-from curiojax.sharding import data_mesh, make_data_parallel_step
+from curiojax.scoring.sharding import data_mesh, make_data_parallel_step
 
 DEVICES = 8
 
@@ -72,7 +72,7 @@ def test_sharded_scores_equal_single_device():
     sharded = scorer(params, tangent, x, y)
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), rtol=1e-5, atol=1e-7)
   # 300 rows over 8 devices: 38 per device, chunk 16, 3 chunks each: padded pool 384.
-  assert curiojax.scores.bucket_size(300, 16, DEVICES) == (384, 16)
+  assert curiojax.scoring.scores.bucket_size(300, 16, DEVICES) == (384, 16)
   assert len(sharded.sharding.device_set) == DEVICES
   # Non-finite rows are counted across devices.
   bad = np.asarray(x).copy()

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curiojax.active.learner import Learner
 from curiojax.cli import main
-from curiojax.learner import Learner
 
 FAST = ["--config.epochs=15", "--config.hidden_sizes=8", "--config.minibatch_size=16"]
 ENV = {**os.environ, "XLA_FLAGS": ""}
@@ -94,8 +94,8 @@ def test_end_to_end_in_a_fresh_directory_then_continue(files):
 
 
 def test_python_call_without_id_column_matches_rows_by_features(files):
-  from curiojax.learner import LearnerOptions
-  from curiojax.suggest import suggest
+  from curiojax.active.learner import LearnerOptions
+  from curiojax.active.suggest_csv import suggest
 
   tmp, _, _, x = files
   lab = write_csv(tmp / "l.csv", ["a", "b", "c", "y"], [[*row, truth(row[None])[0]] for row in x[:20]])

@@ -28,7 +28,7 @@ sys.path.insert(0, os.getcwd())  # configs/ from the repository root
 
 from configs.benchmark import get_config  # noqa: E402
 from curiojax import benchmark as bm  # noqa: E402
-from curiojax.scores import curiosity_scores  # noqa: E402
+from curiojax.scoring.scores import curiosity_scores  # noqa: E402
 from curiojax.strategies import check_batch_size, register_strategy  # noqa: E402
 from curiojax.strategies import kernels as bl  # noqa: E402
 

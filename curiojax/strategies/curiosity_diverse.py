@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.scores import curiosity_scores
+from curiojax.scoring.scores import curiosity_scores
 from curiojax.strategies.base import SelectionContext, check_batch_size
 from curiojax.strategies.kernels import (
   POOL_BUCKET,

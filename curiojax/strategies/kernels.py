@@ -1,6 +1,6 @@
 """Jitted kernels shared by the batch strategies: sketched gradient features, LCMD, k-means++, posterior variance.
 
-Features are sketched gradients ``φ(x)`` (:mod:`curiojax.features`, ``grad → rp(512)`` in
+Features are sketched gradients ``φ(x)`` (:mod:`curiojax.scoring.features`, ``grad → rp(512)`` in
 Holzmüller et al.'s terms). Pool and labelled arrays are padded to buckets (multiples of 512
 rows) and masked, and every selection loop is a jitted ``lax.fori_loop``, so rounds seldom
 recompile.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.features import gradient_sketch
+from curiojax.scoring.features import gradient_sketch
 from curiojax.strategies.base import SelectionContext
 
 POOL_BUCKET = 512

@@ -45,7 +45,7 @@ class CuriosityStrategy:
   needs_tangent = True
 
   def __init__(self, heuristic: str = "expected_squared"):
-    from curiojax.scores import HEURISTICS, LABELLED_HEURISTICS
+    from curiojax.scoring.scores import HEURISTICS, LABELLED_HEURISTICS
 
     pool_heuristics = [h for h in HEURISTICS if h not in LABELLED_HEURISTICS]  # pool points have no labels
     if heuristic not in pool_heuristics:
@@ -53,9 +53,9 @@ class CuriosityStrategy:
     self.heuristic = heuristic
 
   def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
-    from curiojax.scores import curiosity_scores
-    from curiojax.select import next_pow2, select_top_k
-    from curiojax.train import pad_rows
+    from curiojax.active.training import pad_rows
+    from curiojax.scoring.scores import curiosity_scores
+    from curiojax.scoring.select import next_pow2, select_top_k
 
     check_batch_size(ctx, k)
     if ctx.tangent is None or ctx.model_fn is None:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.regularizers import group_l2
+from curiojax.tangent.regularizers import group_l2
 
 
 def hierarchical_params(base_params, num_users: int, *, key: jax.Array | None = None, scale: float = 0.0):

@@ -104,8 +104,8 @@ def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
 
 # -- experiment state <-> (meta, arrays) ---------------------------------------------------
 def experiment_to_saved(state) -> tuple[dict, dict[str, np.ndarray]]:
-  """Flatten an :class:`curiojax.loop.ExperimentState` into JSON-able meta and arrays."""
-  from curiojax.learner import state_to_saved
+  """Flatten an :class:`curiojax.active.loop.ExperimentState` into JSON-able meta and arrays."""
+  from curiojax.active.learner import state_to_saved
 
   learners, arrays = [], {}
   for i, ((name, split), ls) in enumerate(state.learners.items()):
@@ -116,13 +116,13 @@ def experiment_to_saved(state) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def experiment_from_saved(experiment, meta: dict, arrays: dict[str, np.ndarray]):
-  """Rebuild the :class:`curiojax.loop.ExperimentState` saved by :func:`experiment_to_saved`.
+  """Rebuild the :class:`curiojax.active.loop.ExperimentState` saved by :func:`experiment_to_saved`.
 
   Parameter and optimizer-state tree structures come from ``experiment`` (its model and
   trainer, built from the saved config).
   """
-  from curiojax.learner import state_from_saved
-  from curiojax.loop import ExperimentState
+  from curiojax.active.learner import state_from_saved
+  from curiojax.active.loop import ExperimentState
 
   learners = {}
   for i, d in enumerate(meta["learners"]):

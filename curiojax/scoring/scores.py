@@ -60,9 +60,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from curiojax.losses import Loss, gaussian_nll, get_loss, squared_error
-from curiojax.select import next_pow2
-from curiojax.tangent import align_tangent
+from curiojax.scoring.select import next_pow2
+from curiojax.tangent.losses import Loss, gaussian_nll, get_loss, squared_error
+from curiojax.tangent.transform import align_tangent
 
 HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
 LABELLED_HEURISTICS = ("signed", "squared", "magnitude")

@@ -9,7 +9,7 @@ It is pure in the JAX way: methods take a state and return a new one.
   already labelled (a simulation's random start).
 - ``state, suggestion = learner.ask(state, k)``: standardise (inputs with the statistics of
   every row seen, the target with the first labels'), fit the model with its certified
-  tangent (:mod:`curiojax.train`, finished to a relative residual of 1e-3), and let the
+  tangent (:mod:`curiojax.active.training`, finished to a relative residual of 1e-3), and let the
   strategy pick ``k`` unlabelled pool indices; :class:`Suggestion` says which, their scores and
   what the scores measure. Asking twice without telling gives the same batch.
 - ``state = learner.tell(state, indices, labels)``: add labels for any unlabelled pool
@@ -18,7 +18,7 @@ It is pure in the JAX way: methods take a state and return a new one.
   (JSON, ``.npz``, and model and optimizer pytrees as ``flax.serialization`` msgpack), so a
   session days later continues exactly where this one stopped.
 
-The simulated loop (:class:`curiojax.loop.ActiveLearner`: an oracle answers at once), the
+The simulated loop (:class:`curiojax.active.loop.ActiveLearner`: an oracle answers at once), the
 benchmark and ``curiojax suggest`` all drive this object.
 
 Example:
@@ -46,7 +46,8 @@ import jax
 import numpy as np
 
 from curiojax._checks import check_int
-from curiojax.models import ModelSpec, make_model
+from curiojax.active.models import ModelSpec, make_model
+from curiojax.active.training import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for, pad_rows
 from curiojax.strategies import (
   DEFAULT_STRATEGY,
   SelectionContext,
@@ -55,7 +56,6 @@ from curiojax.strategies import (
   get_strategy,
   host_rng,
 )
-from curiojax.train import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for, pad_rows
 
 FORMAT_VERSION = 1
 
@@ -70,9 +70,9 @@ class LearnerOptions:
     strength_grid: if non-empty, choose ``s`` from it at every fit on a validation split.
     validation_fraction: share of the labelled set held out when choosing ``s``.
     warm_start: continue from the previous fit's parameters and optimizer state.
-    model, hidden_sizes, activation: the model (see :func:`curiojax.models.make_model`).
+    model, hidden_sizes, activation: the model (see :func:`curiojax.active.models.make_model`).
     epochs, learning_rate, minibatch_size, damping, curvature: training (see
-      :class:`curiojax.train.TrainOptions`).
+      :class:`curiojax.active.training.TrainOptions`).
     strategy_options: typed options of each strategy by name, e.g.
       ``{"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "squared"}}``
       (checked against the strategy's constructor; default: its own defaults).
@@ -95,6 +95,8 @@ class LearnerOptions:
 
   def __post_init__(self):
     check_int("seed", self.seed, 0)
+    if hasattr(self.strategy_options, "to_dict"):  # an ml_collections.ConfigDict from a config file
+      object.__setattr__(self, "strategy_options", self.strategy_options.to_dict())
     if not isinstance(self.strategy_options, Mapping) or not all(
       isinstance(v, Mapping) for v in self.strategy_options.values()
     ):
@@ -234,8 +236,8 @@ class Learner:
     options: :class:`LearnerOptions` (model, training, strength).
     strategy: a registered strategy name or an object with ``select(ctx, k)``; default the best
       measured, ``"curiosity_diverse"``.
-    model: a :class:`~curiojax.models.ModelSpec` (default from the options).
-    trainer: a :class:`~curiojax.train.Trainer` for ``model`` (share one to compile once).
+    model: a :class:`~curiojax.active.models.ModelSpec` (default from the options).
+    trainer: a :class:`~curiojax.active.training.Trainer` for ``model`` (share one to compile once).
     capacity: padded size of the labelled set (default: the next power of two of each fit's
       size, so fits of similar size share one compilation).
     x_reference: rows whose statistics standardise the inputs (default the pool; the pool
@@ -457,7 +459,7 @@ class Learner:
     crash at any point leaves the previous save or the new one, never a mix. ``extra`` is any
     JSON-able dict a front end keeps with the learner (``curiojax suggest``'s row ids).
     """
-    from curiojax import persistence
+    from curiojax.active import persistence
 
     if not isinstance(self.strategy_name, str) or self.strategy_name not in _registered():
       raise ValueError(
@@ -484,7 +486,7 @@ class Learner:
 
     The ``extra`` dict given to :meth:`save` is ``learner.extra``.
     """
-    from curiojax import persistence
+    from curiojax.active import persistence
 
     meta, arrays = persistence.load_state(directory)
     if meta.get("kind") != "learner" or meta.get("learner_format") != FORMAT_VERSION:

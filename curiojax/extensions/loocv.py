@@ -42,9 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from curiojax.losses import PredictionLoss, check_prediction_loss, check_xy
-from curiojax.regularizers import Regularizer, get_regularizer
-from curiojax.solvers import dense_curvature
+from curiojax.tangent.losses import PredictionLoss, check_prediction_loss, check_xy
+from curiojax.tangent.regularizers import Regularizer, get_regularizer
+from curiojax.tangent.solvers import dense_curvature
 
 CORRECTIONS = ("newton", "none")
 

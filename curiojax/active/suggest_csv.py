@@ -12,7 +12,7 @@ equal. Labelled rows that are not in the pool are used too.
 
 Everything is checked before anything is written; a mistake raises ``ValueError`` naming
 the file, the row and the column. The state is written atomically (see
-:meth:`curiojax.learner.Learner.save`) and labels once told are never dropped: a later
+:meth:`curiojax.active.learner.Learner.save`) and labels once told are never dropped: a later
 labelled file must agree with them.
 
 Example:
@@ -39,8 +39,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from curiojax.data import Table, read_table
-from curiojax.learner import Learner, LearnerOptions
+from curiojax.active.data import Table, read_table
+from curiojax.active.learner import Learner, LearnerOptions
 from curiojax.strategies import DEFAULT_STRATEGY, check_strategy_name
 
 STATE_KIND = "suggest"
@@ -289,7 +289,7 @@ def _is_saved_outside(st, x, y) -> bool:
 
 
 def _write_suggestions(path: Path, ids, scores, x, feature_names, id_header: str) -> None:
-  from curiojax.persistence import atomic_write_text
+  from curiojax.active.persistence import atomic_write_text
 
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")

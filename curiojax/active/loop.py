@@ -1,7 +1,7 @@
-"""The simulated active-learning loop: a :class:`~curiojax.learner.Learner` and an oracle that answers at once.
+"""The simulated active-learning loop: a :class:`~curiojax.active.learner.Learner` and an oracle that answers at once.
 
 One round of an :class:`ActiveLearner` (one pool, one oracle, one strategy) is one
-``ask`` / ``tell`` of the learner (:mod:`curiojax.learner`: standardise, fit with the certified
+``ask`` / ``tell`` of the learner (:mod:`curiojax.active.learner`: standardise, fit with the certified
 tangent, select), with, in between, an evaluation on a test set if given (RMSE and MAE in
 the target's original units) and the oracle's labels.
 
@@ -12,13 +12,13 @@ acquiring when the top score falls to ``stop_ratio ×`` the top score of the fir
 
 :class:`Experiment` runs the benchmark form (several strategies × random splits of one
 dataset, the held-back label column as oracle) one unit (round, split, strategy) at a time
-so the caller can save after each (:mod:`curiojax.persistence`). All randomness comes from
+so the caller can save after each (:mod:`curiojax.active.persistence`). All randomness comes from
 keys derived from ``seed``, the split and the round, so a resumed run repeats an
 uninterrupted one exactly.
 
 Example:
   >>> import numpy as np
-  >>> from curiojax.data import ArrayOracle
+  >>> from curiojax.active.data import ArrayOracle
   >>> rng = np.random.default_rng(0)
   >>> x = rng.normal(size=(300, 2)).astype("float32"); y = np.sin(2 * x[:, 0]) + 0.1 * x[:, 1]
   >>> opts = LoopOptions(initial_size=20, batch_size=10, rounds=2, epochs=20)
@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from curiojax._checks import check_int
-from curiojax.learner import (
+from curiojax.active.learner import (
   Learner,
   LearnerOptions,
   LearnerState,
@@ -46,16 +46,16 @@ from curiojax.learner import (
   _check_labels,
   _check_x,
 )
-from curiojax.models import ModelSpec, make_model
+from curiojax.active.models import ModelSpec, make_model
+from curiojax.active.training import Trainer, cached_trainer, capacity_for
 from curiojax.strategies import check_strategy_name
-from curiojax.train import Trainer, cached_trainer, capacity_for
 
 DEFAULT_STRATEGIES = ("random", "curiosity", "curiosity_diverse")
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopOptions(LearnerOptions):
-  """Settings of the simulated loop: a :class:`~curiojax.learner.LearnerOptions` and a label schedule.
+  """Settings of the simulated loop: a :class:`~curiojax.active.learner.LearnerOptions` and a label schedule.
 
   These are the fields of ``configs/*.py`` minus the dataset and output; their defaults are
   the main job's (``curiojax run``), and :mod:`curiojax.config_defaults` is built from them.
@@ -118,15 +118,15 @@ class LoopOptions(LearnerOptions):
 
 
 class ActiveLearner:
-  """One simulated active-learning run: a :class:`~curiojax.learner.Learner`, an oracle, a schedule.
+  """One simulated active-learning run: a :class:`~curiojax.active.learner.Learner`, an oracle, a schedule.
 
   Args:
     x_pool: candidates ``(n, d)`` (original units), including the initial labelled points.
     oracle: ``oracle(pool_indices) -> labels``.
     strategy: a name or an object with ``select(ctx, batch_size)``.
     options: :class:`LoopOptions`.
-    model: a :class:`~curiojax.models.ModelSpec` (default from the options).
-    trainer: a :class:`~curiojax.train.Trainer` for ``model`` (share one across learners to compile once).
+    model: a :class:`~curiojax.active.models.ModelSpec` (default from the options).
+    trainer: a :class:`~curiojax.active.training.Trainer` for ``model`` (share one across learners to compile once).
     x_test, y_test: optional test set (original units) for RMSE/MAE.
     capacity: padded labelled-set size (default from the label schedule: one compilation per run).
   """
@@ -295,12 +295,12 @@ class Experiment:
   """Compare strategies on random splits of ``(x, y)``; the held-back labels are the oracle.
 
   Units run in the order round → split → strategy, so partial results compare the
-  strategies at equal label counts. One :class:`~curiojax.train.Trainer` (one compilation)
+  strategies at equal label counts. One :class:`~curiojax.active.training.Trainer` (one compilation)
   serves every unit.
   """
 
   def __init__(self, x, y, options: LoopOptions, model: ModelSpec | None = None):
-    from curiojax.data import ArrayOracle
+    from curiojax.active.data import ArrayOracle
 
     self.x = _check_x(x, "x")
     self.y = np.asarray(y, np.float32)

@@ -54,8 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from curiojax.curvature import TangentSystem, check_curvature, split_value_fn_kwargs
-from curiojax.regularizers import Regularizer, get_regularizer
+from curiojax.tangent.curvature import TangentSystem, check_curvature, split_value_fn_kwargs
+from curiojax.tangent.regularizers import Regularizer, get_regularizer
 
 DEFAULT_TOLERANCE = 0.1  # relative residual above which a tangent is flagged (documented accuracy)
 ONLINE_MARGIN = 0.5  # an online estimate certifies only below this share of the tolerance (lag, drift)

@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from curiojax.regularizers import Regularizer
-from curiojax.tangent import RegularityTangentState, align_tangent, carried_tangent, regularity_tangent
+from curiojax.tangent.regularizers import Regularizer
+from curiojax.tangent.transform import RegularityTangentState, align_tangent, carried_tangent, regularity_tangent
 
 _STATIC = (
   "regularizer",

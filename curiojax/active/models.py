@@ -75,7 +75,7 @@ def mlp(in_features: int, hidden_sizes: Sequence[int] = (50,), activation: str =
 def _mlp(in_features, hidden_sizes, activation) -> ModelSpec:
   from flax import nnx
 
-  from curiojax.nnx_adapter import nnx_model_fn
+  from curiojax.tangent.nnx_adapter import nnx_model_fn
 
   act = _activation(activation)
   sizes = (in_features, *hidden_sizes, 1)

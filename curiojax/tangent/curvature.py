@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from curiojax.losses import PredictionLoss
-from curiojax.regularizers import Regularizer
+from curiojax.tangent.losses import PredictionLoss
+from curiojax.tangent.regularizers import Regularizer
 
 CURVATURES = ("hessian", "gauss_newton")
 

@@ -1,7 +1,7 @@
 """Several hyperparameters at once: ``k`` forward tangents, or one adjoint solve per query.
 
 With strengths ``s = (s₁ … s_k)`` (per-layer strengths with :func:`curiojax.group_l2`, or the
-shared/per-user strengths of :mod:`curiojax.hierarchical`) there is one tangent per strength,
+shared/per-user strengths of :mod:`curiojax.extensions.hierarchical`) there is one tangent per strength,
 ``τ_k = −(C + λI)⁻¹ρ_k`` with ``ρ_k = ∂_{s_k}∇_θR``; :func:`curiojax.regularity_tangent`
 carries all ``k`` when ``strength`` is a vector (storage ``(1 + k)`` copies of θ). The
 curiosity of a labelled point ``z`` for hyperparameter ``k`` is
@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from curiojax.curvature import TangentSystem
-from curiojax.losses import PredictionLoss, check_prediction_loss, check_xy
-from curiojax.regularizers import Regularizer, get_regularizer
-from curiojax.solvers import _check_batch, solve_curvature
-from curiojax.tangent import align_tangent
+from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.losses import PredictionLoss, check_prediction_loss, check_xy
+from curiojax.tangent.regularizers import Regularizer, get_regularizer
+from curiojax.tangent.solvers import _check_batch, solve_curvature
+from curiojax.tangent.transform import align_tangent
 
 ADJOINT_SOLVERS = ("dense", "cg")
 

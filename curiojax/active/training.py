@@ -15,7 +15,7 @@ however many points are labelled. The strength ``s`` lives in the optimizer stat
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from curiojax.models import make_model
+  >>> from curiojax.active.models import make_model
   >>> spec = make_model("mlp", in_features=2, hidden_sizes=(8,))
   >>> x = jax.random.normal(jax.random.key(0), (40, 2)); y = jnp.sin(x[:, 0])
   >>> trainer = Trainer(spec.model_fn, TrainOptions(epochs=20))
@@ -38,12 +38,12 @@ import numpy as np
 import optax
 
 from curiojax._checks import check_int
-from curiojax.hypergradient import set_strength, tunable_regularity_tangent
-from curiojax.losses import prediction_loss
-from curiojax.regularizers import get_regularizer
-from curiojax.select import next_pow2
-from curiojax.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
-from curiojax.tangent import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
+from curiojax.extensions.hypergradient import set_strength, tunable_regularity_tangent
+from curiojax.scoring.select import next_pow2
+from curiojax.tangent.losses import prediction_loss
+from curiojax.tangent.regularizers import get_regularizer
+from curiojax.tangent.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
+from curiojax.tangent.transform import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TrainOptions:
     damping: ``λ`` added to the curvature of the tangent system.
     curvature: ``"gauss_newton"`` (default, PSD) or ``"hessian"``.
     regularizer: ``"l2"``, ``"log_l2"`` or a callable ``R(params, s)``.
-    loss: per-example loss name or callable (see :mod:`curiojax.losses`).
+    loss: per-example loss name or callable (see :mod:`curiojax.tangent.losses`).
     finish_tolerance: relative residual the tangent is solved to on the labelled set after
       training (:func:`curiojax.finish_tangent`).
     finish_maxiter: products the finishing solve may spend (conjugate gradients).

@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from curiojax.curvature import TangentSystem
-from curiojax.regularizers import Regularizer, get_regularizer
-from curiojax.tangent import (
+from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.regularizers import Regularizer, get_regularizer
+from curiojax.tangent.transform import (
   RegularityTangentState,
   _pure,
   _tangent_state,

@@ -59,7 +59,7 @@ class ArrayOracle:
 
 def embedded_path(name: str) -> Path:
   """Folder of a dataset shipped inside the package."""
-  return Path(__file__).parent / "datasets" / name
+  return Path(__file__).parent / "datasets" / name  # curiojax/active/datasets
 
 
 def _parse_number(token: str, where: str) -> float:

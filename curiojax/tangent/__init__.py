@@ -1,0 +1,58 @@
+"""The regularity tangent and its solvers.
+
+``transform``: the optax transformation carrying ``τ = dθ*/ds`` and its certification;
+``curvature``: the linear system ``(C + λI)τ = −ρ``; ``solvers``: dense, CG, LiSSA and the
+finishing step; ``regularizers`` and ``losses``: what defines the system; ``nnx_adapter``: flax
+NNX modules as pure functions.
+"""
+
+from curiojax.tangent.curvature import CURVATURES, TangentSystem
+from curiojax.tangent.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
+from curiojax.tangent.nnx_adapter import nnx_model_fn
+from curiojax.tangent.regularizers import L2, get_regularizer, group_l2, l2
+from curiojax.tangent.solvers import dense_curvature, exact_tangent, finish_tangent, lissa, relative_residual
+from curiojax.tangent.transform import (
+  RegularityTangentState,
+  TangentDiagnostics,
+  TangentDivergedError,
+  TangentDivergedWarning,
+  TangentInaccurateError,
+  TangentInaccurateWarning,
+  align_tangent,
+  check_tangent,
+  regularity_tangent,
+  tangent_diagnostics,
+  tangent_of,
+)
+
+__all__ = [
+  "CURVATURES",
+  "L2",
+  "LOSSES",
+  "PredictionLoss",
+  "RegularityTangentState",
+  "TangentDiagnostics",
+  "TangentDivergedError",
+  "TangentDivergedWarning",
+  "TangentInaccurateError",
+  "TangentInaccurateWarning",
+  "TangentSystem",
+  "align_tangent",
+  "check_tangent",
+  "dense_curvature",
+  "exact_tangent",
+  "finish_tangent",
+  "gaussian_nll",
+  "get_regularizer",
+  "group_l2",
+  "huber",
+  "l2",
+  "lissa",
+  "nnx_model_fn",
+  "prediction_loss",
+  "regularity_tangent",
+  "relative_residual",
+  "squared_error",
+  "tangent_diagnostics",
+  "tangent_of",
+]
