@@ -130,8 +130,9 @@ def finishing_share(repeats):
   from curiojax.active.data import load_dataset
   from curiojax.active.loop import LoopOptions
   from curiojax.active.models import make_model
-  from curiojax.active.training import Trainer, pad_rows
+  from curiojax.active.training import Trainer
   from curiojax.config_defaults import get_config
+  from curiojax.padding import pad_rows
 
   cfg = get_config()
   options = LoopOptions(**{f: cfg[f] for f in LoopOptions.__dataclass_fields__ if f in cfg})

@@ -19,8 +19,9 @@ import curiojax
 from curiojax.active.data import load_dataset
 from curiojax.active.loop import LoopOptions
 from curiojax.active.models import make_model
-from curiojax.active.training import Trainer, pad_rows
+from curiojax.active.training import Trainer
 from curiojax.config_defaults import get_config
+from curiojax.padding import pad_rows
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -1,5 +1,6 @@
 """select_top_k against a brute-force sort on the host."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -47,3 +48,20 @@ def test_bad_input():
     curiojax.select_top_k(np.zeros(0), 1)
   with pytest.raises(ValueError, match="must be 1-D"):
     curiojax.select_top_k(np.zeros((4, 2)), 1)
+
+
+def test_padding_is_one_rule_for_numpy_and_device_arrays():
+  """``curiojax.padding.pad_rows``: appended rows hold ``value``, device arrays stay on device."""
+  from curiojax.padding import next_pow2, pad_rows, round_up
+
+  assert [next_pow2(n) for n in (0, 1, 2, 3, 1000)] == [1, 1, 2, 4, 1024]
+  assert [round_up(n, 512) for n in (0, 1, 512, 513)] == [512, 512, 512, 1024]
+  a = np.arange(6.0).reshape(3, 2)
+  out = pad_rows(a, 5)
+  assert isinstance(out, np.ndarray) and out.shape == (5, 2)
+  np.testing.assert_array_equal(out[:3], a)
+  np.testing.assert_array_equal(out[3:], 0)
+  mask = pad_rows(jnp.zeros(3, bool), 4, value=True)
+  assert isinstance(mask, jax.Array) and mask.tolist() == [False, False, False, True]
+  with pytest.raises(ValueError, match="do not fit"):
+    pad_rows(a, 2)

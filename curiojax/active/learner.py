@@ -47,7 +47,8 @@ import numpy as np
 
 from curiojax._checks import check_int
 from curiojax.active.models import ModelSpec, make_model
-from curiojax.active.training import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for, pad_rows
+from curiojax.active.training import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for
+from curiojax.padding import pad_rows
 from curiojax.strategies import (
   DEFAULT_STRATEGY,
   SelectionContext,

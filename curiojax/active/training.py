@@ -39,7 +39,7 @@ import optax
 
 from curiojax._checks import check_int
 from curiojax.extensions.hypergradient import set_strength, tunable_regularity_tangent
-from curiojax.scoring.select import next_pow2
+from curiojax.padding import next_pow2
 from curiojax.tangent.losses import prediction_loss
 from curiojax.tangent.regularizers import get_regularizer
 from curiojax.tangent.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
@@ -120,15 +120,6 @@ def make_optimizer(options: TrainOptions, strength: float = 1e-3) -> optax.Gradi
 def capacity_for(n: int, minibatch_size: int) -> int:
   """A padded size for ``n`` points: the next power of two, at least one minibatch."""
   return max(int(minibatch_size), next_pow2(n))
-
-
-def pad_rows(a, capacity: int) -> np.ndarray:
-  """``a`` padded with zero rows to ``capacity`` rows."""
-  a = np.asarray(a)
-  if len(a) > capacity:
-    raise ValueError(f"{len(a)} rows do not fit in capacity {capacity}.")
-  pad = np.zeros((capacity - len(a), *a.shape[1:]), a.dtype)
-  return np.concatenate([a, pad], axis=0)
 
 
 class Trainer:

@@ -60,7 +60,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from curiojax.scoring.select import next_pow2
+from curiojax.padding import next_pow2, pad_rows
 from curiojax.tangent.losses import Loss, gaussian_nll, get_loss, squared_error
 from curiojax.tangent.transform import align_tangent
 
@@ -323,7 +323,7 @@ class Scorer:
 
     padded = self._padded_size(n)
     valid = np.arange(padded) < n
-    x, y = _pad(x, padded), (None if y is None else _pad(y, padded))
+    x, y = pad_rows(x, padded), (None if y is None else pad_rows(y, padded))
     if self.mesh is not None:
       pool, repl = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
       x, valid = jax.device_put(x, pool), jax.device_put(valid, pool)
@@ -448,14 +448,6 @@ def _as_array(a, name):
   if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
     raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}.")
   return arr
-
-
-def _pad(a, size):
-  n = a.shape[0]
-  if n == size:
-    return a
-  widths = [(0, size - n)] + [(0, 0)] * (a.ndim - 1)
-  return jnp.pad(a, widths) if isinstance(a, jax.Array) else np.pad(a, widths)
 
 
 def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **options) -> Scorer:

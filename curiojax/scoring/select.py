@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curiojax.padding import next_pow2, pad_rows
+
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def _top_k(scores, mask, k):
@@ -27,11 +29,6 @@ def _top_k(scores, mask, k):
   _, idx = jax.lax.top_k(jnp.where(keep, scores, -jnp.inf), k)
   counts = jnp.stack([jnp.sum(keep), jnp.sum(mask), jnp.sum(~mask & ~finite)]).astype(jnp.int32)
   return idx, counts
-
-
-def next_pow2(n: int) -> int:
-  """Smallest power of two ``≥ n`` (1 for ``n ≤ 1``): the padded size that keeps compilations few."""
-  return 1 << max(0, int(n) - 1).bit_length()
 
 
 def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
@@ -75,14 +72,7 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
   if k < 1 or k > n:
     raise ValueError(f"k must be between 1 and the pool size {n}, got {k}.")
   size = next_pow2(n)
-  if size != n:
-    pad = size - n
-    scores = jnp.pad(scores, (0, pad)) if isinstance(scores, jax.Array) else np.pad(scores, (0, pad))
-    mask = (
-      jnp.pad(mask, (0, pad), constant_values=True)
-      if isinstance(mask, jax.Array)
-      else np.pad(mask, (0, pad), constant_values=True)
-    )
+  scores, mask = pad_rows(scores, size), pad_rows(mask, size, value=True)  # padding is masked
   idx, counts = jax.device_get(_top_k(scores, mask, k=int(k)))  # the one transfer
   selectable, masked, nonfinite = (int(c) for c in counts)
   masked -= size - n

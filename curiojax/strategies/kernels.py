@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curiojax.padding import pad_rows, round_up
 from curiojax.scoring.features import gradient_sketch
 from curiojax.strategies.base import SelectionContext
 
@@ -24,11 +25,8 @@ LABELLED_BUCKET = 512
 def pad_rows_to(a, bucket):
   """``a`` padded with zero rows to a multiple of ``bucket`` rows (at least one), and the mask of its rows."""
   a = np.asarray(a, np.float32)
-  n = len(a)
-  m = max(bucket, -(-n // bucket) * bucket)
-  out = np.zeros((m, *a.shape[1:]), np.float32)
-  out[:n] = a
-  return out, np.arange(m) < n
+  m = round_up(len(a), bucket)
+  return pad_rows(a, m), np.arange(m) < len(a)
 
 
 def sketched_features(ctx: SelectionContext, dim: int, chunk_size: int):

@@ -53,9 +53,9 @@ class CuriosityStrategy:
     self.heuristic = heuristic
 
   def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
-    from curiojax.active.training import pad_rows
+    from curiojax.padding import next_pow2, pad_rows
     from curiojax.scoring.scores import curiosity_scores
-    from curiojax.scoring.select import next_pow2, select_top_k
+    from curiojax.scoring.select import select_top_k
 
     check_batch_size(ctx, k)
     if ctx.tangent is None or ctx.model_fn is None:
