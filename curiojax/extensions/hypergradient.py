@@ -44,9 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from optax import tree_utils as otu
 
 from curiojax.tangent.regularizers import Regularizer
-from curiojax.tangent.transform import RegularityTangentState, align_tangent, carried_tangent, regularity_tangent
+from curiojax.tangent.transform import align_tangent, carried_tangent, regularity_tangent
 
 _STATIC = (
   "regularizer",
@@ -102,56 +103,33 @@ def tunable_regularity_tangent(
   )
 
 
-def _is_tunable(node) -> bool:
-  return (
-    hasattr(node, "hyperparams")
-    and hasattr(node, "inner_state")
-    and isinstance(node.inner_state, RegularityTangentState)
-    and "strength" in node.hyperparams
-  )
+def _injected(path, _) -> bool:
+  """True below an ``inject_hyperparams`` state's ``hyperparams`` (not the tangent state's own field)."""
+  return any(getattr(k, "name", None) == "hyperparams" for k in path)
 
 
-def _find_tunable(opt_state):
-  found = []
-
-  def visit(node, path):
-    if _is_tunable(node):
-      found.append((path, node))
-    elif isinstance(node, (tuple, list)) and not hasattr(node, "_fields"):
-      for i, child in enumerate(node):
-        visit(child, path + (i,))
-
-  visit(opt_state, ())
+def _injected_strength(opt_state):
+  found = otu.tree_get_all_with_path(opt_state, "strength", filtering=_injected)
   if len(found) != 1:
     raise ValueError(
       f"Expected one injected regularity tangent in the optimizer state, found {len(found)}: build "
       "the optimizer with optax.chain(curiojax.tunable_regularity_tangent(...), ...)."
     )
-  return found[0]
-
-
-def _replace(opt_state, path, new):
-  if not path:
-    return new
-  items = list(opt_state)
-  items[path[0]] = _replace(items[path[0]], path[1:], new)
-  return type(opt_state)(items) if not hasattr(opt_state, "_fields") else type(opt_state)(*items)
+  return found[0][1]
 
 
 def get_strength(opt_state) -> jax.Array:
   """The current strength ``s`` of a :func:`tunable_regularity_tangent` in any chain state."""
-  return _find_tunable(opt_state)[1].hyperparams["strength"]
+  return _injected_strength(opt_state)
 
 
 def set_strength(opt_state, strength):
   """A copy of ``opt_state`` with the injected strength replaced (same dtype; no recompile)."""
-  path, node = _find_tunable(opt_state)
-  old = node.hyperparams["strength"]
+  old = _injected_strength(opt_state)
   new = jnp.asarray(strength, old.dtype)
   if new.shape != old.shape:
     raise ValueError(f"strength has shape {new.shape}, the optimizer carries shape {old.shape}.")
-  node = node._replace(hyperparams={**node.hyperparams, "strength": new})
-  return _replace(opt_state, path, node)
+  return otu.tree_set(opt_state, _injected, strength=new)
 
 
 def tune_strength(
