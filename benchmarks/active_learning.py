@@ -23,8 +23,14 @@ fall back to: validation ``min(256, ⌊0.2N⌋)``, initial ``min(64, ⌊0.2N⌋)
 Training is one jitted ``lax.scan`` over epochs with a fixed number of padded, masked minibatch
 steps per epoch, so one compilation serves every round of a dataset.
 
-Run: ``python -m curiojax.benchmark --config configs/benchmark.py`` (``--config.fast=True``
-for the CI smoke run). Example (library use):
+The harness lives outside the installed package and is built from its parts: the model is
+the registered ``"ntk_mlp"`` (:class:`curiojax.active.models.NTKMLP`), the tangent is
+:func:`curiojax.exact_tangent`, and each batch is chosen by :func:`curiojax.select_batch`
+with the same registered strategy objects :meth:`curiojax.Learner.ask` runs. Only the protocol's training (no weight
+decay, linear decay, best-validation restore) is its own.
+
+Run from the repository root: ``python benchmarks/active_learning.py --config
+configs/benchmark.py`` (``--config.fast=True`` for the CI smoke run). Example (library use):
   >>> import numpy as np
   >>> x, y = friedman1(400, seed=0)
   >>> split = make_split(x, y, seed=0, n_valid=40, n_initial=20, rounds=2, batch_size=8)
@@ -49,8 +55,9 @@ import numpy as np
 import optax
 
 from curiojax.active import data
+from curiojax.active.models import make_model
 from curiojax.active.persistence import atomic_write_text
-from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy
+from curiojax.strategies import STRATEGIES, get_strategy, select_batch
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -163,60 +170,6 @@ def make_split(
 
 
 # --------------------------------------------------------------------------------------------
-# Model
-
-
-class NTKMLP:
-  """ReLU MLP in NTK parameterisation: ``z_l = σ_w/√fan_in · h_{l−1} W_l + σ_b · b_l``.
-
-  Callable as ``model(params, x) -> (n,)``. Also exposes :meth:`gradient_factors`, which
-  :func:`curiojax.scoring.features.gradient_sketch` uses to sketch per-example gradients without
-  forming them (the gradient of layer ``l`` is the outer product ``u_l ⊗ δ_l``).
-  """
-
-  def __init__(self, hidden: Sequence[int] = (512, 512), sigma_w: float = 0.2, sigma_b: float = 0.2):
-    self.hidden, self.sigma_w, self.sigma_b = tuple(hidden), float(sigma_w), float(sigma_b)
-
-  def init(self, key, d_in: int):
-    sizes = (d_in, *self.hidden, 1)
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-      {"w": jax.random.normal(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
-      for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
-    ]
-
-  def __call__(self, params, x):
-    h = x
-    for i, layer in enumerate(params):
-      z = self.sigma_w / math.sqrt(layer["w"].shape[0]) * (h @ layer["w"]) + self.sigma_b * layer["b"]
-      h = jax.nn.relu(z) if i < len(params) - 1 else z
-    return h[..., 0]
-
-  def gradient_factors(self, params, x):
-    """Per layer ``(u, δ)``: ``u = [σ_w/√fan_in · h_{l−1}, σ_b]``, ``δ = ∂f/∂z_l``; grad = ``u ⊗ δ``."""
-    hs, masks = [x], []
-    h = x
-    for i, layer in enumerate(params):
-      z = self.sigma_w / math.sqrt(layer["w"].shape[0]) * (h @ layer["w"]) + self.sigma_b * layer["b"]
-      if i < len(params) - 1:
-        masks.append((z > 0).astype(z.dtype))
-        h = jax.nn.relu(z)
-        hs.append(h)
-    n = x.shape[0]
-    deltas = [jnp.ones((n, 1), x.dtype)]
-    for i in range(len(params) - 1, 0, -1):
-      w = params[i]["w"]
-      deltas.append((deltas[-1] @ w.T) * (self.sigma_w / math.sqrt(w.shape[0])) * masks[i - 1])
-    deltas = deltas[::-1]
-    out = []
-    for i, layer in enumerate(params):
-      scale = self.sigma_w / math.sqrt(layer["w"].shape[0])
-      u = jnp.concatenate([scale * hs[i], jnp.full((n, 1), self.sigma_b, x.dtype)], axis=1)
-      out.append((u, deltas[i]))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Training
 
 
@@ -280,7 +233,7 @@ def train(
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def test_rmse(model, params, x, y):
+def heldout_rmse(model, params, x, y):
   return _rmse(model, params, x, y)
 
 
@@ -356,7 +309,7 @@ def run_strategy(
   remaining = np.arange(len(split.x_pool))
   key = jax.random.key(seed)
   params = initial_params
-  rmse = [float(test_rmse(model, params, split.x_test, split.y_test))]
+  rmse = [float(heldout_rmse(model, params, split.x_test, split.y_test))]
   select_s, train_s = [], []
   for r in range(1, rounds + 1):
     n = n0 + (r - 1) * b
@@ -364,17 +317,18 @@ def run_strategy(
     tangent = None
     if needs_tangent:
       tangent = posthoc_tangent(model, params, x_lab, y_lab, n, jnp.float32(tangent_strength), maxiter=tangent_maxiter)
-    ctx = SelectionContext(
-      model_fn=model,
-      params=params,
-      tangent=tangent,
+    picked = select_batch(
+      model,
+      params,
+      tangent,
+      split.x_pool[remaining],
+      b,
+      strategy=strategy,
       x_labelled=x_lab[:n],
       y_labelled=y_lab[:n],
-      x_pool=split.x_pool[remaining],
-      key=jax.random.fold_in(jax.random.key(seed + 7919), r),
       noise_variance=float(_noise_variance(model, params, x_lab, y_lab, n)),
+      key=jax.random.fold_in(jax.random.key(seed + 7919), r),
     )
-    picked = np.asarray(strategy.select(ctx, b))
     select_s.append(time.perf_counter() - t0)
     chosen = remaining[picked]
     x_lab[n : n + b], y_lab[n : n + b] = split.x_pool[chosen], split.y_pool[chosen]
@@ -392,7 +346,7 @@ def run_strategy(
       batch_size=train_batch,
       lr=lr,
     )
-    rmse.append(float(test_rmse(model, params, split.x_test, split.y_test)))
+    rmse.append(float(heldout_rmse(model, params, split.x_test, split.y_test)))
     train_s.append(time.perf_counter() - t0)
   return dict(rmse=rmse, select_s=select_s, train_s=train_s, batch_size=b, n_initial=n0, standard=split.standard)
 
@@ -596,7 +550,6 @@ def run(cfg, log=print) -> dict:
   for s in strategies:  # unknown names or options fail now, not hours into the run
     get_strategy(s, **kwargs.get(s, {}))
   os.makedirs(cfg.results_dir, exist_ok=True)
-  model = NTKMLP(tuple(cfg.hidden), cfg.sigma_w, cfg.sigma_b)
   results: dict = {}
   for ds, folder in _dataset_folders(cfg):
     x, y = load_uci_folder(folder)
@@ -613,6 +566,10 @@ def run(cfg, log=print) -> dict:
         rounds=cfg.rounds,
         batch_size=cfg.batch_size,
       )
+      # the library's registered model (equal settings compare equal: one compilation per dataset)
+      model = make_model(
+        "ntk_mlp", split.x_pool.shape[1], hidden_sizes=tuple(cfg.hidden), sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b
+      ).model_fn
       p0 = None
       for s in strategies:
         path = os.path.join(cfg.results_dir, ds, f"split{k}_{s}.json")
@@ -668,9 +625,12 @@ def run(cfg, log=print) -> dict:
 
 
 def main(argv=None):
+  import sys
+
   from absl import app, flags
   from ml_collections import config_flags
 
+  sys.path.insert(0, os.getcwd())  # configs/ import each other from the repository root
   config_flags.DEFINE_config_file("config", "configs/benchmark.py", "benchmark config file")
 
   def _main(_):

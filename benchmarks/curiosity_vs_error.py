@@ -1,7 +1,7 @@
 """What does the post-hoc curiosity score rank? Rank correlations on a round-0 benchmark model.
 
 For each dataset (UCI-layout folder or ``friedman1``) and a non-test split (default 100), train
-the round-0 model of ``curiojax.benchmark`` on the 64 initial labels, compute the post-hoc
+the round-0 model of ``benchmarks/active_learning.py`` on the 64 initial labels, compute the post-hoc
 tangent ``τ = −(G + sI)⁻¹θ*`` and print Spearman correlations over the pool between
 
 - ``c = (J_xτ)²`` (the unlabelled curiosity score, up to σ²) and the squared prediction ``f(x)²``;
@@ -14,14 +14,17 @@ Usage: ``python benchmarks/curiosity_vs_error.py [--split 100] [dataset ...]``
 
 import argparse
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax import benchmark as bm
-from curiojax.scoring.scores import curiosity_scores
-from curiojax.strategies import SelectionContext, kernels
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+from benchmarks import active_learning as bm  # noqa: E402
+from curiojax.scoring.scores import curiosity_scores  # noqa: E402
+from curiojax.strategies import SelectionContext, kernels  # noqa: E402
 
 
 def spearman(a, b):

@@ -1,4 +1,4 @@
-"""Benchmark config (issue 6): ``python -m curiojax.benchmark --config configs/benchmark.py``.
+"""Benchmark config (issue 6): ``python benchmarks/active_learning.py --config configs/benchmark.py``.
 
 ``--config.fast=True`` is the CI smoke run (one split of concrete, tiny pool/network, 2 rounds);
 ``--config.datasets='("../shared/data/uci/concrete",)'`` etc. restrict the datasets.

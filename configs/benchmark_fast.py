@@ -1,4 +1,4 @@
-"""CI smoke benchmark: ``python -m curiojax.benchmark --config configs/benchmark_fast.py`` (< 60 s)."""
+"""CI smoke benchmark: ``python benchmarks/active_learning.py --config configs/benchmark_fast.py`` (< 60 s)."""
 
 from configs.benchmark import get_config as _full
 

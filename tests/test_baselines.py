@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from curiojax.benchmark import NTKMLP
+from curiojax.active.models import NTKMLP
 from curiojax.scoring.features import gradient_kernel, gradient_sketch
 from curiojax.strategies import SelectionContext, get_strategy, kernels
 

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from curiojax import benchmark as bm
+from benchmarks import active_learning as bm
+from curiojax.active.models import NTKMLP
 
 
 def test_friedman_roundtrip_through_uci_loader(tmp_path):
@@ -78,7 +79,7 @@ def _reference_train(model, key, x, y, xv, yv, epochs, lr):
 
 
 def test_jitted_trainer_matches_plain_adam_loop_with_padding():
-  model = bm.NTKMLP(hidden=(8, 8))
+  model = NTKMLP(hidden=(8, 8))
   rng = np.random.default_rng(0)
   x = rng.normal(size=(12, 3)).astype(np.float32)
   y = np.sin(x[:, 0]).astype(np.float32)
@@ -96,7 +97,7 @@ def test_jitted_trainer_matches_plain_adam_loop_with_padding():
 def test_trainer_takes_floor_n_over_b_steps_per_epoch():
   # identical labelled rows make every minibatch the same, so the schedule is checkable exactly:
   # n = 10, batch 4 -> 2 steps per epoch (the incomplete batch of 2 dropped), lr over 2·epochs.
-  model = bm.NTKMLP(hidden=(8,))
+  model = NTKMLP(hidden=(8,))
   row = np.array([[0.3, -1.2]], np.float32)
   x = np.concatenate([np.repeat(row, 10, 0), np.full((6, 2), 5.0, np.float32)])
   y = np.concatenate([np.full(10, 0.7, np.float32), np.full(6, -3.0, np.float32)])
@@ -122,7 +123,7 @@ def test_trainer_takes_floor_n_over_b_steps_per_epoch():
 def test_posthoc_tangent_matches_dense_solve():
   import curiojax
 
-  model = bm.NTKMLP(hidden=(4,))
+  model = NTKMLP(hidden=(4,))
   rng = np.random.default_rng(0)
   x = rng.normal(size=(9, 2)).astype(np.float32)
   y = rng.normal(size=9).astype(np.float32)
@@ -232,7 +233,7 @@ def test_post_hoc_tangent_only_for_strategies_that_need_it():
   try:
     x, y = bm.friedman1(300, seed=0)
     split = bm.make_split(x, y, 0, n_valid=30, n_initial=20, max_pool=100, rounds=1, batch_size=5)
-    model = bm.NTKMLP((8,))
+    model = NTKMLP((8,))
     p0 = model.init(jax.random.key(0), split.x_pool.shape[1])
     kw = dict(seed=0, initial_params=p0, epochs=2, train_batch=256, lr=0.1, tangent_strength=1e-3, tangent_maxiter=3)
     for name in ("_probe_needs", "_probe_plain"):

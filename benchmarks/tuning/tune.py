@@ -1,6 +1,6 @@
 """How curiosity_diverse's design and γ were chosen: variants on splits 100-101 (never 0-4).
 
-Runs ``curiojax.benchmark`` with the protocol of ``configs/benchmark.py`` on splits 100 and 101
+Runs ``benchmarks/active_learning.py`` with the protocol of ``configs/benchmark.py`` on splits 100 and 101
 of all six datasets, for random, LCMD and seven tangent-based batch variants, and writes the
 table to ``benchmarks/tuning/results/report.md``. Results are saved per unit and reused, so the
 committed ones are only re-tabulated:
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.getcwd())  # configs/ from the repository root
 
+from benchmarks import active_learning as bm  # noqa: E402
 from configs.benchmark import get_config  # noqa: E402
-from curiojax import benchmark as bm  # noqa: E402
 from curiojax.scoring.scores import curiosity_scores  # noqa: E402
 from curiojax.strategies import check_batch_size, register_strategy  # noqa: E402
 from curiojax.strategies import kernels as bl  # noqa: E402

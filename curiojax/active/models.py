@@ -7,6 +7,8 @@ parameter tree can be rebuilt from its flat leaves and the config).
 
 The default MLP is ``f(x) = W_L σ(… σ(W_1 x + b_1) …) + b_L`` with ``σ = tanh`` (smooth, so the
 Gauss-Newton curvature and the tangent behave), LeCun-normal weights and zero biases.
+``"ntk_mlp"`` is the ReLU MLP in NTK parameterisation of the batch active-learning benchmark
+(Holzmüller et al. 2023; ``benchmarks/active_learning.py``).
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from curiojax._checks import check_int
 
@@ -97,7 +101,80 @@ def _mlp(in_features, hidden_sizes, activation) -> ModelSpec:
   return ModelSpec(model_fn=model_fn, init=init, name=f"mlp{hidden_sizes}")
 
 
-MODELS: dict[str, Callable[..., ModelSpec]] = {"mlp": mlp}
+@dataclasses.dataclass(frozen=True)
+class NTKMLP:
+  """ReLU MLP in NTK parameterisation: ``z_l = σ_w/√fan_in · h_{l−1} W_l + σ_b · b_l``.
+
+  Weights ``N(0, 1)``, zero biases. Callable as ``model(params, x) -> (n,)``; equal settings
+  compare equal, so jitted callers taking it as a static argument compile once. Also exposes
+  :meth:`gradient_factors`, which :func:`curiojax.scoring.features.gradient_sketch` uses to
+  sketch per-example gradients without forming them (layer ``l``'s gradient is ``u_l ⊗ δ_l``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> model = NTKMLP((8,))
+    >>> model(model.init(jax.random.key(0), 3), jnp.ones((4, 3))).shape
+    (4,)
+  """
+
+  hidden: tuple[int, ...] = (512, 512)
+  sigma_w: float = 0.2
+  sigma_b: float = 0.2
+
+  def __post_init__(self):
+    object.__setattr__(self, "hidden", tuple(check_int("hidden_sizes entries", h, 1) for h in self.hidden))
+    object.__setattr__(self, "sigma_w", float(self.sigma_w))
+    object.__setattr__(self, "sigma_b", float(self.sigma_b))
+
+  def init(self, key, d_in: int):
+    sizes = (d_in, *self.hidden, 1)
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+      {"w": jax.random.normal(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
+      for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
+    ]
+
+  def __call__(self, params, x):
+    h = x
+    for i, layer in enumerate(params):
+      z = self.sigma_w / math.sqrt(layer["w"].shape[0]) * (h @ layer["w"]) + self.sigma_b * layer["b"]
+      h = jax.nn.relu(z) if i < len(params) - 1 else z
+    return h[..., 0]
+
+  def gradient_factors(self, params, x):
+    """Per layer ``(u, δ)``: ``u = [σ_w/√fan_in · h_{l−1}, σ_b]``, ``δ = ∂f/∂z_l``; grad = ``u ⊗ δ``."""
+    hs, masks = [x], []
+    h = x
+    for i, layer in enumerate(params):
+      z = self.sigma_w / math.sqrt(layer["w"].shape[0]) * (h @ layer["w"]) + self.sigma_b * layer["b"]
+      if i < len(params) - 1:
+        masks.append((z > 0).astype(z.dtype))
+        h = jax.nn.relu(z)
+        hs.append(h)
+    n = x.shape[0]
+    deltas = [jnp.ones((n, 1), x.dtype)]
+    for i in range(len(params) - 1, 0, -1):
+      w = params[i]["w"]
+      deltas.append((deltas[-1] @ w.T) * (self.sigma_w / math.sqrt(w.shape[0])) * masks[i - 1])
+    deltas = deltas[::-1]
+    out = []
+    for i, layer in enumerate(params):
+      scale = self.sigma_w / math.sqrt(layer["w"].shape[0])
+      u = jnp.concatenate([scale * hs[i], jnp.full((n, 1), self.sigma_b, x.dtype)], axis=1)
+      out.append((u, deltas[i]))
+    return out
+
+
+def ntk_mlp(
+  in_features: int, hidden_sizes: Sequence[int] = (512, 512), sigma_w: float = 0.2, sigma_b: float = 0.2
+) -> ModelSpec:
+  """The benchmark's :class:`NTKMLP` as a :class:`ModelSpec` (``init`` draws its parameters)."""
+  in_features = check_int("in_features", in_features, 1)
+  model = NTKMLP(tuple(hidden_sizes), sigma_w, sigma_b)
+  return ModelSpec(model_fn=model, init=lambda key: model.init(key, in_features), name=f"ntk_mlp{model.hidden}")
+
+
+MODELS: dict[str, Callable[..., ModelSpec]] = {"mlp": mlp, "ntk_mlp": ntk_mlp}
 
 
 def register_model(name: str):
@@ -111,7 +188,7 @@ def register_model(name: str):
 
 
 def make_model(name: str, in_features: int, **options) -> ModelSpec:
-  """A model by name (``"mlp"``, or one added with :func:`register_model`)."""
+  """A model by name (``"mlp"``, ``"ntk_mlp"``, or one added with :func:`register_model`)."""
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
   return MODELS[name](in_features, **options)

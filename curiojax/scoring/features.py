@@ -13,7 +13,7 @@ Two paths (our choice, documented):
   ``bmdal_reg`` (ProductFeatureMap.sketch). Cost ``O(n·(fan_in + fan_out)·dim)`` per layer;
   no per-example gradient is formed. Used when ``model_fn`` has a
   ``gradient_factors(params, x) -> [(u_l, δ_l)]`` method (e.g.
-  :class:`curiojax.benchmark.NTKMLP`).
+  :class:`curiojax.active.models.NTKMLP`).
 - **Generic.** ``vmap(grad)`` over chunks of ``chunk_size`` points, each leaf projected by
   its own Gaussian matrix ``(leaf_size, dim)/√dim``. Memory ``O(chunk·d + d·dim)``: fine for
   models up to ~10⁵ parameters, slow beyond.
