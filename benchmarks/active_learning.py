@@ -57,6 +57,7 @@ import optax
 from curiojax.active import data
 from curiojax.active.models import make_model
 from curiojax.active.persistence import atomic_write_text
+from curiojax.active.progress import Progress
 from curiojax.strategies import STRATEGIES, get_strategy, select_batch
 
 # --------------------------------------------------------------------------------------------
@@ -551,60 +552,65 @@ def run(cfg, log=print) -> dict:
     get_strategy(s, **kwargs.get(s, {}))
   os.makedirs(cfg.results_dir, exist_ok=True)
   results: dict = {}
-  for ds, folder in _dataset_folders(cfg):
-    x, y = load_uci_folder(folder)
-    x, y = x[: cfg.max_rows] if cfg.max_rows else x, y[: cfg.max_rows] if cfg.max_rows else y
-    results[ds] = {s: {} for s in strategies}
-    for k in cfg.splits:
-      split = make_split(
-        x,
-        y,
-        k,
-        n_valid=cfg.n_valid,
-        n_initial=cfg.n_initial,
-        max_pool=cfg.max_pool,
-        rounds=cfg.rounds,
-        batch_size=cfg.batch_size,
-      )
-      # the library's registered model (equal settings compare equal: one compilation per dataset)
-      model = make_model(
-        "ntk_mlp", split.x_pool.shape[1], hidden_sizes=tuple(cfg.hidden), sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b
-      ).model_fn
-      p0 = None
-      for s in strategies:
-        path = os.path.join(cfg.results_dir, ds, f"split{k}_{s}.json")
-        if os.path.isfile(path):
-          with open(path) as f:
-            results[ds][s][k] = json.load(f)
-          continue
-        if cfg.get("report_only", False):
-          continue
-        if p0 is None:
-          p0 = initial_model(model, split, seed=k, epochs=cfg.epochs, train_batch=cfg.train_batch, lr=cfg.lr)
-        t0 = time.perf_counter()
-        res = run_strategy(
-          model,
-          split,
-          s,
-          seed=k,
-          initial_params=p0,
-          epochs=cfg.epochs,
-          train_batch=cfg.train_batch,
-          lr=cfg.lr,
-          tangent_strength=cfg.tangent_strength,
-          tangent_maxiter=cfg.tangent_maxiter,
-          strategy_kwargs=kwargs.get(s),
+  folders = _dataset_folders(cfg)
+  unit_path = lambda ds, k, s: os.path.join(cfg.results_dir, ds, f"split{k}_{s}.json")
+  units = [(ds, k, s) for ds, _ in folders for k in cfg.splits for s in strategies]
+  done = sum(os.path.isfile(unit_path(*u)) for u in units)
+  with Progress(len(units), "units (datasets x splits x strategies)", initial=done) as bar:
+    for ds, folder in folders:
+      x, y = load_uci_folder(folder)
+      x, y = x[: cfg.max_rows] if cfg.max_rows else x, y[: cfg.max_rows] if cfg.max_rows else y
+      results[ds] = {s: {} for s in strategies}
+      for k in cfg.splits:
+        split = make_split(
+          x,
+          y,
+          k,
+          n_valid=cfg.n_valid,
+          n_initial=cfg.n_initial,
+          max_pool=cfg.max_pool,
+          rounds=cfg.rounds,
+          batch_size=cfg.batch_size,
         )
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_text(path, json.dumps(res))  # a kill mid-write must not break resuming
-        results[ds][s][k] = res
-        log(
-          f"{ds} split {k} {s:18s} metric {metric(res['rmse']):+.4f}  "
-          f"select {np.mean(res['select_s']):.2f}s/step  total {time.perf_counter() - t0:.0f}s"
-        )
-    results[ds] = {s: v for s, v in results[ds].items() if v}
-    if not results[ds]:
-      del results[ds]
+        # the library's registered model (equal settings compare equal: one compilation per dataset)
+        model = make_model(
+          "ntk_mlp", split.x_pool.shape[1], hidden_sizes=tuple(cfg.hidden), sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b
+        ).model_fn
+        p0 = None
+        for s in strategies:
+          path = unit_path(ds, k, s)
+          if os.path.isfile(path):
+            with open(path) as f:
+              results[ds][s][k] = json.load(f)
+            continue
+          if cfg.get("report_only", False):
+            continue
+          if p0 is None:
+            p0 = initial_model(model, split, seed=k, epochs=cfg.epochs, train_batch=cfg.train_batch, lr=cfg.lr)
+          t0 = time.perf_counter()
+          res = run_strategy(
+            model,
+            split,
+            s,
+            seed=k,
+            initial_params=p0,
+            epochs=cfg.epochs,
+            train_batch=cfg.train_batch,
+            lr=cfg.lr,
+            tangent_strength=cfg.tangent_strength,
+            tangent_maxiter=cfg.tangent_maxiter,
+            strategy_kwargs=kwargs.get(s),
+          )
+          os.makedirs(os.path.dirname(path), exist_ok=True)
+          atomic_write_text(path, json.dumps(res))  # a kill mid-write must not break resuming
+          results[ds][s][k] = res
+          bar.update(
+            f"{ds} split {k} {s}: metric {metric(res['rmse']):+.4f}, "
+            f"select {np.mean(res['select_s']):.2f}s/step, {time.perf_counter() - t0:.0f}s"
+          )
+      results[ds] = {s: v for s, v in results[ds].items() if v}
+      if not results[ds]:
+        del results[ds]
   rows = summarise(results)
   table = markdown_table(rows, strategies)
   paths = plot(results, rows, strategies, cfg.results_dir)

@@ -164,7 +164,7 @@ def test_metric_and_paired_summary():
   assert f"{np.log(0.5) / 2:+.3f}" in mean_line
 
 
-def test_end_to_end_tiny_run(tmp_path):
+def test_end_to_end_tiny_run(tmp_path, capsys):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=300)
   c = ml_collections.ConfigDict(
     dict(
@@ -197,6 +197,12 @@ def test_end_to_end_tiny_run(tmp_path):
   assert all(os.path.isfile(p) for p in out["plots"])
   res = out["results"]["f1"]["lcmd"][0]
   assert len(res["rmse"]) == 3 and len(res["select_s"]) == 2
+  # progress: one line per computed unit, with the time left, as it happens (stderr is not a TTY)
+  lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("units")]
+  n_units = len(out["results"]["f1"])
+  assert len(lines) == n_units and f"{n_units}/{n_units}" in lines[-1] and "left" in lines[0]
+  bm.run(c, log=lambda *_: None)  # resumed: every unit reused, nothing recomputed or reported
+  assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("units")]
 
 
 def test_bad_strategy_options_fail_before_anything_runs(tmp_path):

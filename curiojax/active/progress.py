@@ -55,6 +55,10 @@ class Progress:
     return self
 
   def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    """End the bar (a no-op for line output)."""
     if self._tqdm is not None:
       self._tqdm.close()
 
