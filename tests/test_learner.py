@@ -147,6 +147,12 @@ def test_saved_state_that_disagrees_with_itself_is_refused(tmp_path):
   meta = json.loads((tmp_path / "state.json").read_text())
   meta["options"]["hidden_sizes"] = [9]  # another model than the saved parameters
   (tmp_path / "state.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="modified or corrupted"):  # a hand edit: the checksum catches it
+    Learner.load(tmp_path)
+  from curiojax.active import persistence
+
+  meta["checksum"] = persistence._meta_checksum(meta)  # a writer that signs an inconsistent state
+  (tmp_path / "state.json").write_text(json.dumps(meta))
   with pytest.raises(ValueError, match="inconsistent.*parameters"):
     Learner.load(tmp_path)
 

@@ -45,11 +45,58 @@ def test_load_errors(tmp_path):
     persistence.load_state(tmp_path)
   # Object arrays would need pickle: refused on load.
   np.savez(tmp_path / "arrays-000001.npz", a=np.array([{"x": 1}], dtype=object))
-  (tmp_path / "state.json").write_text(
-    json.dumps({"format_version": persistence.FORMAT_VERSION, "arrays": "arrays-000001.npz"})
-  )
+  (tmp_path / "state.json").write_text(json.dumps({"format_version": 2, "arrays": "arrays-000001.npz"}))  # legacy
   with pytest.raises(ValueError, match="unreadable"):
     persistence.load_state(tmp_path)
+  # a legacy (unchecksummed) state whose array file is truncated: the documented error, not BadZipFile
+  np.savez(tmp_path / "arrays-000001.npz", a=np.arange(100))
+  data = (tmp_path / "arrays-000001.npz").read_bytes()
+  (tmp_path / "arrays-000001.npz").write_bytes(data[: len(data) // 2])
+  with pytest.raises(ValueError, match="unreadable"):
+    persistence.load_state(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_bit", "edit_state", "edit_arrays_name", "drop_arrays"])
+def test_damaged_state_is_refused_with_the_reason(tmp_path, damage):
+  """A truncated or bit-flipped array file, or a hand-edited state.json, never loads silently."""
+  persistence.save_state(tmp_path, {"unit": 3, "records": [1, 2, 3]}, {"a": np.arange(50.0)}, tag=3)
+  arrays = tmp_path / "arrays-000003.npz"
+  state = tmp_path / "state.json"
+  if damage == "truncate":
+    arrays.write_bytes(arrays.read_bytes()[:-40])
+    match = "truncated or corrupted"
+  elif damage == "flip_bit":  # a flipped bit inside the float data: np.load alone would not notice
+    data = bytearray(arrays.read_bytes())
+    i = data.index(np.float64(25.0).tobytes())
+    data[i + 3] ^= 0x10
+    arrays.write_bytes(bytes(data))
+    match = "truncated or corrupted"
+  elif damage == "edit_state":
+    state.write_text(state.read_text().replace('"unit": 3', '"unit": 30'))
+    match = "modified or corrupted"
+  elif damage == "edit_arrays_name":
+    state.write_text(state.read_text().replace("arrays-000003", "arrays-000004"))
+    match = "modified or corrupted"
+  else:
+    arrays.unlink()
+    match = "missing"
+  with pytest.raises(ValueError, match=match):
+    persistence.load_state(tmp_path)
+
+
+def test_stale_temporary_files_are_cleaned_on_the_next_save(tmp_path):
+  (tmp_path / ".state.json.abc.tmp").write_text("left by a killed writer")
+  persistence.save_state(tmp_path, {"unit": 1}, {"a": np.ones(2)}, tag=1)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays-000001.npz", "state.json"]
+
+
+def test_workdir_has_one_owner(tmp_path):
+  with persistence.workdir_lock(tmp_path):
+    with pytest.raises(ValueError, match=f"in use by another curiojax process \\(pid {os.getpid()}\\)"):
+      with persistence.workdir_lock(tmp_path):
+        pass
+  with persistence.workdir_lock(tmp_path):  # released on exit
+    pass
 
 
 def test_experiment_round_trip_resumes_exactly(tmp_path):

@@ -6,7 +6,10 @@ learner's model parameters and optimizer state as ``flax.serialization`` msgpack
 leaves; the tree structure is re-derived from the config on load). Every file is written to a temporary
 name in the same directory and moved into place with ``os.replace`` (atomic on POSIX), the
 array file first, so ``state.json`` always names a complete array file; older array files
-are deleted only afterwards. Loading uses ``np.load(allow_pickle=False)``.
+are deleted only afterwards. Loading uses ``np.load(allow_pickle=False)``. ``state.json``
+carries the SHA-256 of the array file and of its own content, so a truncated, bit-flipped or
+hand-edited state is refused with a ``ValueError`` instead of resuming from wrong numbers.
+:func:`workdir_lock` gives a work directory one owner at a time.
 
 Example:
   >>> import tempfile, numpy as np
@@ -18,15 +21,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 STATE_FILE = "state.json"
-FORMAT_VERSION = 2  # 2: model and optimizer pytrees as flax.serialization msgpack
+FORMAT_VERSION = 3  # 2: pytrees as flax.serialization msgpack; 3: + checksums (2 still loads)
+_READABLE = (2, 3)
+LOCK_FILE = ".lock"
 
 
 _UMASK = os.umask(0)
@@ -59,8 +68,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode())
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-  _atomic_write(path, lambda f: np.savez(f, **arrays))
+def _sha256(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def _meta_checksum(meta: dict) -> str:
+  return _sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
 
 
 def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) -> None:
@@ -71,35 +84,91 @@ def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) 
   except OSError as e:
     raise ValueError(f"cannot create the folder {workdir}: {e.strerror or e}.") from None
   name = f"arrays-{int(tag):06d}.npz"
-  _write_npz(workdir / name, {k: np.asarray(v) for k, v in arrays.items()})
-  meta = {**meta, "format_version": FORMAT_VERSION, "arrays": name}
+  buffer = io.BytesIO()
+  np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+  data = buffer.getvalue()
+  atomic_write_bytes(workdir / name, data)
+  meta = {**meta, "format_version": FORMAT_VERSION, "arrays": name, "arrays_sha256": _sha256(data)}
+  meta["checksum"] = _meta_checksum(meta)
   atomic_write_text(workdir / STATE_FILE, json.dumps(meta, indent=1))
   for old in workdir.glob("arrays-*.npz"):
     if old.name != name:
       old.unlink(missing_ok=True)
+  for stale in workdir.glob(".*.tmp"):  # temporary files a killed writer left behind
+    stale.unlink(missing_ok=True)
 
 
 def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
-  """``(meta, arrays)`` of a saved run; a clear ``ValueError`` if missing or unreadable."""
+  """``(meta, arrays)`` of a saved run; a clear ``ValueError`` if missing, unreadable or altered."""
   workdir = Path(workdir)
   path = workdir / STATE_FILE
   if not path.is_file():
     raise ValueError(f"{workdir} has no {STATE_FILE}: not a curiojax run directory (or it never finished a round).")
   try:
     meta = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{path} is unreadable: {e}") from None
-  if meta.get("format_version") != FORMAT_VERSION:
+  if not isinstance(meta, dict) or meta.get("format_version") not in _READABLE:
+    version = meta.get("format_version") if isinstance(meta, dict) else None
     raise ValueError(
-      f"{path}: saved in state format {meta.get('format_version')!r}, this curiojax reads format "
-      f"{FORMAT_VERSION}; start a new run (or use the curiojax that wrote it)."
+      f"{path}: saved in state format {version!r}, this curiojax reads formats {_READABLE}; "
+      "start a new run (or use the curiojax that wrote it)."
+    )
+  checked = meta["format_version"] >= 3
+  if checked and meta.get("checksum") != _meta_checksum(meta):
+    raise ValueError(
+      f"{path} was modified or corrupted after it was written (checksum mismatch); restore it from a "
+      "backup or start a new run. Hand-editing a state file is not supported."
     )
   try:
-    with np.load(workdir / meta["arrays"], allow_pickle=False) as z:
+    data = (workdir / str(meta["arrays"])).read_bytes()
+  except (OSError, KeyError) as e:
+    raise ValueError(f"{workdir}: the array file of the saved state is missing: {e}") from None
+  if checked and _sha256(data) != meta.get("arrays_sha256"):
+    raise ValueError(
+      f"{workdir / meta['arrays']} is truncated or corrupted (checksum mismatch); restore it from a backup "
+      "or start a new run."
+    )
+  try:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
-  except (OSError, KeyError, ValueError) as e:
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
     raise ValueError(f"{workdir}: the array file of the saved state is unreadable: {e}") from None
   return meta, arrays
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+  """Hold ``workdir`` for this process: a second process gets a ``ValueError`` at once.
+
+  An advisory ``flock`` on ``workdir/.lock``, released when the process exits, however it
+  exits (a killed run leaves nothing to clean up). A no-op where ``fcntl`` does not exist.
+  """
+  workdir = Path(workdir)
+  try:
+    import fcntl
+  except ImportError:  # pragma: no cover - not POSIX
+    yield
+    return
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+  except OSError as e:
+    raise ValueError(f"cannot use the folder {workdir}: {e.strerror or e}.") from None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+      raise ValueError(
+        f"{workdir} is in use by another curiojax process (pid {holder}); wait for it to finish or "
+        "choose another folder."
+      ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    yield
+  finally:
+    os.close(fd)
 
 
 # -- experiment state <-> (meta, arrays) ---------------------------------------------------
