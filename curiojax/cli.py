@@ -257,60 +257,81 @@ def _build(config):
 
 
 def run(args, overrides) -> int:
+  import contextlib
+
   from curiojax.active import persistence
 
-  if args.resume:
-    if overrides or args.workdir:
-      raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
-    workdir = Path(args.resume)
-    try:
-      meta, arrays = persistence.load_state(workdir)
-    except ValueError as e:
-      raise UserError(str(e)) from None
-    import ml_collections
+  with contextlib.ExitStack() as stack:
 
-    config = ml_collections.ConfigDict(meta["config"])
-    experiment = _build(config)
-    try:
-      state = persistence.experiment_from_saved(experiment, meta, arrays)
-    except (ValueError, KeyError) as e:
-      raise UserError(f"{workdir}: cannot resume: {e}") from None
-  else:
-    config = parse_config(overrides)
-    experiment = _build(config)  # validates everything before anything is written
-    if args.workdir:
-      workdir = Path(args.workdir)
+    def own(workdir):  # one process per work directory; a second one is refused before it writes
+      try:
+        stack.enter_context(persistence.workdir_lock(workdir))
+      except ValueError as e:
+        raise UserError(str(e)) from None
+
+    if args.resume:
+      if overrides or args.workdir:
+        raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
+      workdir = Path(args.resume)
+      if not (workdir / persistence.STATE_FILE).is_file():
+        raise UserError(f"{workdir} has no {persistence.STATE_FILE}: not a curiojax run directory.")
+      own(workdir)
+      try:
+        meta, arrays = persistence.load_state(workdir)
+      except ValueError as e:
+        raise UserError(str(e)) from None
+      import ml_collections
+
+      config = ml_collections.ConfigDict(meta["config"])
+      experiment = _build(config)
+      try:
+        state = persistence.experiment_from_saved(experiment, meta, arrays)
+      except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{workdir}: cannot resume: {e}") from None
     else:
-      stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-      workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
-    if (workdir / persistence.STATE_FILE).exists():
-      raise UserError(
-        f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir."
-      )
-    if workdir.exists() and not workdir.is_dir():
-      raise UserError(f"--workdir {workdir} exists and is not a directory.")
-    state = experiment.init_state()
-    workdir.mkdir(parents=True, exist_ok=True)
-  config_dict = config.to_dict()
+      config = parse_config(overrides)
+      experiment = _build(config)  # validates everything before anything is written
+      if args.workdir:
+        workdir = Path(args.workdir)
+      else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
+      if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} exists and is not a directory.")
+      if (workdir / persistence.STATE_FILE).exists():
+        raise UserError(
+          f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir."
+        )
+      own(workdir)
+      if (workdir / persistence.STATE_FILE).exists():  # another process started it meanwhile
+        raise UserError(f"{workdir} was just started by another process; choose another --workdir.")
+      state = experiment.init_state()
+    config_dict = config.to_dict()
 
-  def save(state):
-    meta, arrays = persistence.experiment_to_saved(state)
-    persistence.save_state(workdir, {**meta, "config": config_dict}, arrays, tag=state.unit)
+    def save(state):
+      meta, arrays = persistence.experiment_to_saved(state)
+      try:
+        persistence.save_state(workdir, {**meta, "config": config_dict}, arrays, tag=state.unit)
+      except OSError as e:
+        raise UserError(
+          f"cannot write the run state to {workdir}: {e.strerror or e}; the last saved round is kept, "
+          f"free space or fix permissions and continue with --resume {workdir}."
+        ) from None
 
-  if not args.resume:
-    save(state)
-
-  from curiojax.active.loop import summarise
-  from curiojax.active.progress import Progress
-
-  with Progress(len(experiment.units), "fits (rounds x splits x strategies)", initial=state.unit) as bar:
-    while not experiment.done(state):
-      r, split, name = experiment.units[state.unit]
-      state, record = experiment.step(state)
+    if not args.resume:
       save(state)
-      bar.update(f"round {r} split {split} {name}")
-  summary = summarise(state.records)
-  write_outputs(workdir, state.records, summary)
+
+    from curiojax.active.loop import summarise
+    from curiojax.active.progress import Progress
+
+    with Progress(len(experiment.units), "fits (rounds x splits x strategies)", initial=state.unit) as bar:
+      while not experiment.done(state):
+        r, split, name = experiment.units[state.unit]
+        state, record = experiment.step(state)
+        save(state)
+        bar.update(f"round {r} split {split} {name}")
+    summary = summarise(state.records)
+    write_outputs(workdir, state.records, summary)
   print(results_table(state.records, summary))
   print(f"\nwrote {workdir}/results.csv, summary.json, learning_curve.png")
   return 0

@@ -130,6 +130,9 @@ def test_user_errors_one_line(tmp_path, capsys):
     (["--config", TINY, "--config.batch_size=5000"], "larger than the unlabelled pool"),
     (["--config", str(tmp_path / "none.py")], "does not exist"),
     (["--resume", str(tmp_path)], "no state.json"),
+    (["--config", TINY, "--config.strength=inf"], "strength"),
+    (["--config", TINY, "--config.learning_rate=inf"], "learning_rate"),
+    (["--config", TINY, "--config.damping=nan"], "damping"),
   ]
   for args, match in cases:
     _one_line_error(capsys, [*args, *wd] if "--resume" not in args else args, match)
@@ -178,3 +181,33 @@ def test_progress_reaches_a_log_file_as_it_happens(tmp_path):
   lines = [ln for ln in log.read_text().splitlines() if ln.startswith("fits ")]
   assert len(lines) == 16 and lines[-1].startswith("fits (rounds x splits x strategies) 16/16")
   assert all("left" in ln and "s/unit" in ln for ln in lines)
+
+
+def test_second_writer_is_refused_and_a_damaged_state_stops_the_resume(reference, tmp_path, capsys):
+  """One owner per work directory; a truncated or hand-edited state gives one line, exit 2, nothing changed."""
+  import shutil
+
+  from curiojax.active import persistence
+
+  ref_dir, _ = reference
+  copy = tmp_path / "copy"
+  shutil.copytree(ref_dir, copy)
+  fresh = tmp_path / "fresh"
+  with persistence.workdir_lock(copy), persistence.workdir_lock(fresh):  # another process, as far as flock knows
+    _one_line_error(capsys, ["--resume", str(copy)], "in use by another curiojax process")
+    _one_line_error(capsys, ["--config", TINY, "--workdir", str(fresh)], "in use by another curiojax process")
+  assert not (fresh / "state.json").exists()  # the refused writer wrote nothing
+
+  state = copy / "state.json"
+  original = state.read_text()
+  unit = json.loads(original)["unit"]
+  state.write_text(original.replace(f'"unit": {unit}', f'"unit": {unit + 7}'))  # past the end
+  before = {p.name: p.read_bytes() for p in copy.iterdir()}
+  _one_line_error(capsys, ["--resume", str(copy)], "modified or corrupted")
+  state.write_text(original)
+  arrays = copy / json.loads(original)["arrays"]
+  arrays.write_bytes(arrays.read_bytes()[:-100])
+  _one_line_error(capsys, ["--resume", str(copy)], "truncated or corrupted")
+  before[arrays.name] = arrays.read_bytes()
+  before["state.json"] = state.read_bytes()
+  assert {p.name: p.read_bytes() for p in copy.iterdir()} == before  # nothing rewritten

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -39,6 +40,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from curiojax.active import persistence
 from curiojax.active.data import Table, read_table
 from curiojax.active.learner import Learner, LearnerOptions
 from curiojax.strategies import DEFAULT_STRATEGY, check_strategy_name
@@ -146,24 +148,32 @@ def suggest(
   state_dir = Path(state) if state is not None else Path(pool).resolve().parent / "curiojax_suggest"
   out = Path(out) if out is not None else state_dir / "suggestions.csv"
   lab, pool_table = _read_inputs(labelled, pool, target, id_column)
-  saved = (state_dir / "state.json").exists()
-  if saved:
-    learner, st, extra = _continue(state_dir, lab, pool_table, target, id_column, strategy, options)
-    learner, st, new = _tell_new(learner, st, extra, lab)
-  else:
-    learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed)
-    new = 0
-  unlabelled = len(learner.x_pool) - len(st.labelled)
-  if k > unlabelled:
-    raise ValueError(f"asked for {k} rows, but only {unlabelled} pool rows are unlabelled.")
-  if out.exists() and out.is_dir():
-    raise ValueError(f"--out {out} is a directory; give a file name.")
-  st, batch = learner.ask(st, k)
-  pool_ids = extra["pool_ids"]
-  ids = tuple(pool_ids[i] for i in batch.indices)
-  x = learner.x_pool[batch.indices]
-  learner.save(state_dir, st, extra=extra)
-  _write_suggestions(out, ids, batch.scores, x, extra["feature_names"], id_column or "pool_row")
+  with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
+    locked = state_dir.is_dir()
+    if locked:
+      owner.enter_context(persistence.workdir_lock(state_dir))
+    saved = (state_dir / "state.json").exists()
+    if saved:
+      learner, st, extra = _continue(state_dir, lab, pool_table, target, id_column, strategy, options)
+      learner, st, new = _tell_new(learner, st, extra, lab)
+    else:
+      learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed)
+      new = 0
+    unlabelled = len(learner.x_pool) - len(st.labelled)
+    if k > unlabelled:
+      raise ValueError(f"asked for {k} rows, but only {unlabelled} pool rows are unlabelled.")
+    if out.exists() and out.is_dir():
+      raise ValueError(f"--out {out} is a directory; give a file name.")
+    st, batch = learner.ask(st, k)
+    pool_ids = extra["pool_ids"]
+    ids = tuple(pool_ids[i] for i in batch.indices)
+    x = learner.x_pool[batch.indices]
+    if not locked:
+      owner.enter_context(persistence.workdir_lock(state_dir))
+      if (state_dir / "state.json").exists():
+        raise ValueError(f"{state_dir} was just started by another process; run again to continue it.")
+    learner.save(state_dir, st, extra=extra)
+    _write_suggestions(out, ids, batch.scores, x, extra["feature_names"], id_column or "pool_row")
   return Suggested(
     ids=ids,
     scores=batch.scores,
