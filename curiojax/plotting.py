@@ -1,6 +1,7 @@
 """Matplotlib helpers for the notebooks (imported on demand: ``import curiojax`` never loads matplotlib).
 
-Figures are saved as PNG under ``$CURIOJAX_PLOT_DIR`` (default: the current directory) and
+Figures are saved as PNG under :func:`plot_dir`: ``$CURIOJAX_PLOT_DIR`` if set, else a
+``curiojax_plots`` folder in the system's temporary directory (never the source tree), and
 shown. Each helper draws on a given ``Axes`` and returns it, so notebooks compose panels.
 
 Example:
@@ -8,11 +9,15 @@ Example:
   >>> from curiojax import plotting
   >>> fig, ax = plotting.subplots(1)
   >>> _ = plotting.plot_curves(ax[0], np.linspace(0, 1, 5), {"y": np.arange(5.0)})
+  >>> import os, tempfile
+  >>> if "CURIOJAX_PLOT_DIR" not in os.environ:
+  ...   assert plotting.plot_dir() == Path(tempfile.gettempdir()) / "curiojax_plots"
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,8 +27,12 @@ from matplotlib.colors import TwoSlopeNorm
 
 
 def plot_dir() -> Path:
-  """``$CURIOJAX_PLOT_DIR`` (created if missing), or the current directory."""
-  path = Path(os.environ.get("CURIOJAX_PLOT_DIR", "."))
+  """Where :func:`save` writes: ``$CURIOJAX_PLOT_DIR``, else ``<tempdir>/curiojax_plots`` (created if missing).
+
+  The default is outside the working directory, so running a notebook from a checkout writes
+  nothing into the source tree; set ``CURIOJAX_PLOT_DIR`` to keep the figures somewhere.
+  """
+  path = Path(os.environ.get("CURIOJAX_PLOT_DIR") or Path(tempfile.gettempdir()) / "curiojax_plots")
   path.mkdir(parents=True, exist_ok=True)
   return path
 
@@ -111,6 +120,10 @@ def plot_signed_heatmap(
   return ax
 
 
+# marker, face colour, size of each selected batch drawn by plot_pool (in order)
+_PICK_STYLES = (("o", "red", 110), ("D", "orange", 90), ("s", "magenta", 90), ("^", "cyan", 100))
+
+
 def plot_pool(
   ax,
   x_pool,
@@ -121,19 +134,48 @@ def plot_pool(
   title: str = "",
   cmap: str = "viridis",
   colorbar_label: str = "score",
+  selected_label: str = "selected",
 ):
-  """A 2-D pool coloured by score, with the selected batch (red x) and labelled points (white o)."""
+  """A 2-D pool coloured by score, the labelled points (white o) and the selected batch drawn on top.
+
+  ``selected``: indices into ``x_pool``, or a mapping ``{legend label: indices}`` for several
+  batches (each its own marker). Picks are large markers with a black edge, drawn above the
+  pool and the labelled points; the legend sits outside the axes, to the right, and the
+  colour bar below them, so neither hides a pick.
+  """
   x_pool = np.asarray(x_pool)
-  sc = ax.scatter(x_pool[:, 0], x_pool[:, 1], c=np.asarray(scores), s=8, cmap=cmap)
-  ax.figure.colorbar(sc, ax=ax, label=colorbar_label)
+  sc = ax.scatter(x_pool[:, 0], x_pool[:, 1], c=np.asarray(scores), s=8, cmap=cmap, zorder=1)
+  ax.figure.colorbar(sc, ax=ax, label=colorbar_label, location="bottom", shrink=0.8, pad=0.12)
   if labelled is not None:
     labelled = np.asarray(labelled)
-    ax.scatter(labelled[:, 0], labelled[:, 1], s=22, facecolors="white", edgecolors="k", label="labelled")
+    ax.scatter(
+      labelled[:, 0],
+      labelled[:, 1],
+      s=22,
+      facecolors="white",
+      edgecolors="k",
+      linewidths=0.6,
+      label="labelled",
+      zorder=3,
+    )
   if selected is not None:
-    chosen = x_pool[np.asarray(selected)]
-    ax.scatter(chosen[:, 0], chosen[:, 1], s=60, c="red", marker="x", label="selected")
+    batches = selected if isinstance(selected, Mapping) else {selected_label: selected}
+    for j, (label, idx) in enumerate(batches.items()):
+      marker, color, size = _PICK_STYLES[j % len(_PICK_STYLES)]
+      chosen = x_pool[np.asarray(idx, int).reshape(-1)]
+      ax.scatter(
+        chosen[:, 0],
+        chosen[:, 1],
+        s=size,
+        c=color,
+        marker=marker,
+        edgecolors="k",
+        linewidths=1.2,
+        label=f"{label} ({len(chosen)})",
+        zorder=10 + j,
+      )
   ax.set(title=title)
-  ax.legend(fontsize=8, loc="upper right")
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0.0)
   return ax
 
 

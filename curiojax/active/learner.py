@@ -75,7 +75,7 @@ class LearnerOptions:
     epochs, learning_rate, minibatch_size, damping, curvature: training (see
       :class:`curiojax.active.training.TrainOptions`).
     strategy_options: typed options of each strategy by name, e.g.
-      ``{"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "squared"}}``
+      ``{"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "jvp"}}``
       (checked against the strategy's constructor; default: its own defaults).
   """
 
