@@ -45,6 +45,7 @@ RESULT_COLUMNS = (
   "strength",
   "noise_variance",
   "tangent_residual",
+  "tangent_ok",
   "top_score",
   "stopped",
 )
@@ -334,6 +335,15 @@ def run(args, overrides) -> int:
     write_outputs(workdir, state.records, summary)
   print(results_table(state.records, summary))
   print(f"\nwrote {workdir}/results.csv, summary.json, learning_curve.png")
+  inaccurate = sum(s["fits_with_inaccurate_tangent"] for s in summary.values())
+  if inaccurate:
+    worst = max(s["max_tangent_residual"] for s in summary.values())
+    print(
+      f"curiojax: WARNING: {inaccurate} of {len(state.records)} fits rest on a tangent that missed its "
+      f"tolerance (largest relative residual {worst:.3g}); the curiosity results are approximate. See the "
+      "tangent_ok column of results.csv; try --config.curvature=gauss_newton with --config.damping > 0.",
+      file=sys.stderr,
+    )
   return 0
 
 
@@ -375,6 +385,13 @@ def suggest_command(args, overrides) -> int:
     f"wrote {result.path}; state in {result.state}.\n"
     "Label them, add them to the labelled file, and run the same command again."
   )
+  if not result.tangent_accurate:
+    print(
+      f"curiojax: WARNING: these rows were chosen with a tangent that missed its tolerance (relative "
+      f"residual {result.tangent_residual:.3g}); the curiosity scores are approximate. Try "
+      "a larger --config.damping (e.g. 1e-2) or --config.curvature=gauss_newton.",
+      file=sys.stderr,
+    )
   return 0
 
 

@@ -211,3 +211,22 @@ def test_second_writer_is_refused_and_a_damaged_state_stops_the_resume(reference
   before[arrays.name] = arrays.read_bytes()
   before["state.json"] = state.read_bytes()
   assert {p.name: p.read_bytes() for p in copy.iterdir()} == before  # nothing rewritten
+
+
+def test_results_record_the_tangent_health_and_say_so_loudly(reference, tmp_path):
+  """Fits on an uncertifiable tangent (no damping, s = 1e-7) are marked in results.csv and summary.json."""
+  workdir = tmp_path / "run"
+  args = ("--config.damping=0", "--config.strength=1e-7", "--config.hidden_sizes=64,64")
+  proc = _run("--config", TINY, *args, "--workdir", str(workdir), cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  rows = _results(workdir)
+  bad = [r for r in rows if r["tangent_ok"] == "False"]
+  assert bad and all(float(r["tangent_residual"]) > 0.1 for r in bad)
+  assert all(float(r["tangent_residual"]) <= 0.1 for r in rows if r["tangent_ok"] == "True")
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert sum(s["fits_with_inaccurate_tangent"] for s in summary.values()) == len(bad)
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("curiojax: WARNING:") and f"{len(bad)} of {len(rows)} fits" in last
+  # the default settings certify every fit and say nothing
+  ref_dir, ref_proc = reference
+  assert all(r["tangent_ok"] == "True" for r in _results(ref_dir)) and "WARNING" not in ref_proc.stderr

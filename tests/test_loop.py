@@ -164,3 +164,12 @@ def test_curiosity_selection_does_not_recompile_as_the_pool_shrinks(compilations
   with compilations() as names:
     select(np.concatenate([pool] * 3))  # a larger bucket does compile: the check can fire
   assert names
+
+
+def test_summary_counts_fits_whose_tangent_missed_its_tolerance():
+  rec = lambda split, r, ok, res: dict(
+    strategy="curiosity", split=split, round=r, labels=10 + r, test_rmse=1.0, tangent_ok=ok, tangent_residual=res
+  )
+  summary = summarise([rec(0, 0, True, 1e-4), rec(0, 1, False, 0.7), rec(1, 0, False, 0.3), rec(1, 1, True, 0.01)])
+  assert summary["curiosity"]["fits_with_inaccurate_tangent"] == 2
+  assert summary["curiosity"]["max_tangent_residual"] == pytest.approx(0.7)

@@ -57,6 +57,7 @@ from curiojax.strategies import (
   get_strategy,
   host_rng,
 )
+from curiojax.tangent.transform import tangent_diagnostics
 
 FORMAT_VERSION = 1
 
@@ -172,6 +173,11 @@ class Fit:
   @property
   def tangent_residual(self) -> float:
     return float(self.result.tangent_residual)
+
+  @property
+  def tangent_accurate(self) -> bool:
+    """Whether the tangent meets its documented tolerance (``curiojax.tangent_diagnostics``)."""
+    return bool(tangent_diagnostics(self.result.opt_state).accurate)
 
 
 @dataclasses.dataclass(frozen=True)

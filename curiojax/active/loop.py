@@ -192,7 +192,7 @@ class ActiveLearner:
 
     Returns the new state and a record: round, labels, test_rmse, test_mae (original
     units), strength, noise_variance, tangent_residual (the fit's certified residual),
-    top_score, stopped, seconds.
+    tangent_ok (whether it meets the tolerance), top_score, stopped, seconds.
     """
     if self.done(state):
       raise ValueError("this learner has finished its label schedule.")
@@ -211,6 +211,7 @@ class ActiveLearner:
       "strength": fit.strength,
       "noise_variance": float(fit.result.noise_variance),
       "tangent_residual": fit.tangent_residual,
+      "tangent_ok": fit.tangent_accurate,
     }
     if self.x_test is not None:
       pred = np.asarray(self.trainer.predict(fit.result.params, self.xs_test)) * np.float32(state.y_std)
@@ -366,7 +367,11 @@ class Experiment:
 
 
 def summarise(records: Sequence[dict]) -> dict:
-  """Per strategy: mean over splits of the mean log test RMSE over rounds, final RMSE, labels."""
+  """Per strategy: mean over splits of the mean log test RMSE over rounds, final RMSE, labels.
+
+  Also the tangent's health behind those numbers: ``fits_with_inaccurate_tangent`` (records
+  whose tangent missed its tolerance) and ``max_tangent_residual``.
+  """
   out = {}
   for name in dict.fromkeys(r["strategy"] for r in records):
     rows = [r for r in records if r["strategy"] == name and "test_rmse" in r]
@@ -383,5 +388,7 @@ def summarise(records: Sequence[dict]) -> dict:
       "final_test_rmse_std": float(np.std(finals)),
       "labels_used": int(np.max(labels)) if labels else 0,
       "splits": len(splits),
+      "fits_with_inaccurate_tangent": sum(not r.get("tangent_ok", True) for r in rows),
+      "max_tangent_residual": max((float(r.get("tangent_residual", 0.0)) for r in rows), default=0.0),
     }
   return out

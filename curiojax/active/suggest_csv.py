@@ -62,6 +62,7 @@ class Suggested:
     labelled: labelled rows the model was fitted on.
     new_labels: labels read from the labelled file this session (0 on the first run).
     tangent_residual: the fit's certified tangent residual.
+    tangent_accurate: whether it meets the documented tolerance (else the scores are approximate).
   """
 
   ids: tuple[str, ...]
@@ -74,6 +75,7 @@ class Suggested:
   labelled: int
   new_labels: int
   tangent_residual: float
+  tangent_accurate: bool
 
 
 def _read_inputs(labelled, pool, target, id_column) -> tuple[Table, Table]:
@@ -185,6 +187,7 @@ def suggest(
     labelled=int(len(st.labelled) + len(st.x_extra)),
     new_labels=new,
     tangent_residual=batch.tangent_residual,
+    tangent_accurate=batch.fit.tangent_accurate,
   )
 
 
