@@ -327,6 +327,36 @@ def test_nonfinite_labels(setup):
   assert np.isneginf(np.asarray(s)[5]) and np.isfinite(np.asarray(s)[:5]).all()
 
 
+def test_nonfinite_parameters_and_overflowing_rows_are_never_silent(setup):
+  """A NaN weight, or a finite row the model overflows on, raises by default; 'exclude' gives -inf."""
+  model_fn, params, tangent, x, y = setup
+  leaves = jax.tree.leaves(params)
+  leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)  # one NaN weight
+  broken = jax.tree.unflatten(jax.tree.structure(params), leaves)
+  with pytest.raises(ValueError, match="parameters have 1 non-finite"):
+    curiojax.curiosity_scores(model_fn, broken, tangent, x)
+
+  exp_model = lambda p, x: jnp.exp(x @ p["w"])  # overflows float32 for large inputs
+  p, t = {"w": jnp.ones(3)}, {"w": jnp.full(3, 0.1)}
+  pool = np.zeros((10, 3), np.float32)
+  pool[4] = 100.0  # finite, but exp(300) = inf in float32
+  with pytest.raises(ValueError, match="1 pool rows with finite features .* overflows"):
+    curiojax.curiosity_scores(exp_model, p, t, pool)
+  s = np.asarray(curiojax.curiosity_scores(exp_model, p, t, pool, nonfinite="exclude"))
+  assert np.isneginf(s[4]) and np.isfinite(np.delete(s, 4)).all()
+  assert 4 not in curiojax.select_top_k(s, 9).tolist()
+
+
+def test_inside_jit_the_error_names_the_traceable_mode(setup):
+  model_fn, params, tangent, x, y = setup
+  with pytest.raises(ValueError, match="inside jax.jit.*nonfinite='exclude'"):
+    jax.jit(lambda p, t, x: curiojax.curiosity_scores(model_fn, p, t, x))(params, tangent, x)
+  inside = jax.jit(lambda p, t, x: curiojax.curiosity_scores(model_fn, p, t, x, nonfinite="exclude"))(
+    params, tangent, x
+  )
+  np.testing.assert_allclose(inside, curiojax.curiosity_scores(model_fn, params, tangent, x), rtol=1e-5)
+
+
 def test_bad_shapes_and_options(setup):
   model_fn, params, tangent, x, y = setup
   with pytest.raises(ValueError, match=r"feature shape \(5,\)"):

@@ -159,11 +159,16 @@ class Scorer:
   # -- the traced computation -------------------------------------------------------------
 
   def _padded_scores(self, params, tangent, x, y, valid, sigma2, k):
-    """Scores of a padded pool, plus counts ``[bad x rows, bad y rows, bad tangent entries]``."""
+    """Scores of a padded pool, plus counts of non-finite inputs and outputs.
+
+    ``[bad x rows, bad y rows, finite rows with a non-finite score (overflow), bad tangent
+    entries, bad parameter entries]``.
+    """
     self.trace_count += 1  # Python side effect: runs once per trace (compilation).
-    bad_tangent = sum(
-      jnp.sum(~jnp.isfinite(t)) for t in jax.tree.leaves(tangent) if jnp.issubdtype(t.dtype, jnp.inexact)
+    nonfinite_entries = lambda tree: sum(
+      jnp.sum(~jnp.isfinite(t)) for t in jax.tree.leaves(tree) if jnp.issubdtype(t.dtype, jnp.inexact)
     )
+    global_counts = jnp.stack([nonfinite_entries(tangent), nonfinite_entries(params)]).astype(jnp.int32)
     if self.mesh is None:
       scores, counts = self._local_scores(params, tangent, x, y, valid, sigma2, k)
     else:
@@ -175,7 +180,7 @@ class Scorer:
         out_specs=(spec, P()),
       )
       scores, counts = fn(params, tangent, x, y, valid, sigma2)
-    return scores, jnp.concatenate([counts, jnp.reshape(bad_tangent, (1,)).astype(jnp.int32)])
+    return scores, jnp.concatenate([counts, global_counts])
 
   def _local_scores(self, params, tangent, x, y, valid, sigma2, k, axis_name=None):
     n = x.shape[0]
@@ -187,8 +192,8 @@ class Scorer:
       xc, yc, vc = inputs
 
       def compute(_):
-        scores, bad_x, bad_y = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
-        return scores, jnp.stack([bad_x, bad_y])
+        scores, bad_x, bad_y, bad_s = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
+        return scores, jnp.stack([bad_x, bad_y, bad_s])
 
       # Chunks made only of bucket padding skip the model: what they would give anyway.
       shapes = jax.eval_shape(compute, None)
@@ -231,8 +236,10 @@ class Scorer:
     # jt: (c, k', *out) with k' = 1 for a single tangent.
     out_axes = tuple(range(2, jt.ndim))
     h = self.heuristic
+    finite_rows = lambda a: jnp.all(jnp.isfinite(a).reshape(a.shape[0], -1), axis=1)
     if h == "jvp":
-      s = jnp.where(_expand(ok, jt), jt, jnp.nan)
+      overflow = ok & ~finite_rows(jt)
+      s = jnp.where(_expand(ok & ~overflow, jt), jt, jnp.nan)
     else:
       if h in LABELLED_HEURISTICS:
         g = jax.vmap(jax.grad(self.loss))(preds, y)  # ∂ℓ/∂f, output space only
@@ -240,10 +247,11 @@ class Scorer:
         s = {"signed": c, "squared": jnp.square(c), "magnitude": jnp.abs(c)}[h]
       else:
         s = self._expected_squared(preds, jt, x, sigma2, out_axes)
-      s = jnp.where(ok[:, None], s, -jnp.inf)
+      overflow = ok & ~finite_rows(s)  # finite inputs whose prediction or score overflowed
+      s = jnp.where((ok & ~overflow)[:, None], s, -jnp.inf)
     if k is None:
       s = s[:, 0]
-    return s, bad_x, bad_y
+    return s, bad_x, bad_y, jnp.sum(overflow, dtype=jnp.int32)
 
   def _sigma2(self, x, sigma2, like):
     """``σ²`` broadcast against ``like`` (shape ``(c, *out)``)."""
@@ -290,8 +298,10 @@ class Scorer:
       y: labels ``(n, ...)``, needed by ``"signed"``, ``"squared"``, ``"magnitude"``
         (ignored by the unlabelled heuristics).
       noise_variance: ``σ²`` for this call (scalar or per-output); overrides the scorer's.
-      nonfinite: ``"raise"`` (default from the scorer) or ``"exclude"``: pool rows or labels
-        with NaN/Inf get score ``-inf`` (``NaN`` for ``"jvp"``) and are never selected.
+      nonfinite: ``"raise"`` (default from the scorer): NaN/Inf in the pool, labels,
+        parameters or tangent, or a finite row whose score overflows, raise ``ValueError``
+        saying which; needs concrete inputs. ``"exclude"`` (traceable, for use inside
+        ``jax.jit``): such rows get score ``-inf`` (``NaN`` for ``"jvp"``), never selected.
 
     Returns:
       ``(n,)`` scores for one tangent, ``(n, k)`` for ``k``; ``"jvp"`` gives ``(n, *out)``
@@ -331,9 +341,26 @@ class Scorer:
       params, tangent, sigma2 = jax.device_put((params, tangent, sigma2), repl)
     scores, counts = self._jitted(params, tangent, x, y, valid, sigma2, k=k)
     if nonfinite == "raise":
-      bad_x, bad_y, bad_t = (int(c) for c in np.asarray(counts))
+      if isinstance(counts, jax.core.Tracer):
+        raise ValueError(
+          "curiosity_scores(..., nonfinite='raise') checks its inputs on the host, which is not possible "
+          "inside jax.jit / vmap / grad; pass nonfinite='exclude' there (traceable: non-finite rows get "
+          "score -inf) and check the inputs outside."
+        )
+      bad_x, bad_y, bad_s, bad_t, bad_p = (int(c) for c in np.asarray(counts))
+      if bad_p:
+        raise ValueError(
+          f"The parameters have {bad_p} non-finite entries: the model itself is broken (training "
+          "diverged?); every score would be NaN. Retrain, or check the parameters you passed."
+        )
       if bad_t:
         raise ValueError(f"The tangent has {bad_t} non-finite entries (it diverged?); see curiojax.check_tangent.")
+      if bad_s:
+        raise ValueError(
+          f"{bad_s} pool rows with finite features (of {n}) give a non-finite prediction or score: the "
+          "model overflows there (inputs far outside the training range? scale them). Pass "
+          "nonfinite='exclude' to give those rows score -inf (never selected)."
+        )
       if bad_x or bad_y:
         what = ", ".join(
           s
@@ -468,7 +495,8 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
       ``"pow2"`` (``chunk·2^j``) or ``"chunk"`` (a multiple of the chunk); see :func:`bucket_size`.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
       pool is sharded over it, params and tangent replicated.
-    nonfinite: ``"raise"`` or ``"exclude"`` for NaN/Inf pool rows or labels.
+    nonfinite: ``"raise"`` or ``"exclude"`` (traceable) for NaN/Inf inputs and overflowing
+      scores (see :meth:`Scorer.__call__`).
     quadrature_points: Gauss-Hermite points for other losses' expected squared score.
 
   Returns:
