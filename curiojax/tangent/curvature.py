@@ -17,6 +17,7 @@ come from one ``vmap`` over the JVP.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +34,11 @@ CURVATURES = ("hessian", "gauss_newton")
 
 
 def split_value_fn_kwargs(value_fn: Callable, extra_args: Mapping[str, Any]) -> dict[str, Any]:
-  """The extra args that ``value_fn`` accepts (optax's ``value_fn`` contract); the rest are ignored."""
+  """The extra args that ``value_fn`` accepts (optax's ``value_fn`` contract); the rest are ignored.
+
+  Except a near miss: an unknown name close to an accepted one that was not given (``weight=``
+  for ``weights=``) is a typo that would silently drop a mask, so it raises ``TypeError``.
+  """
   try:
     sig = inspect.signature(value_fn)
   except (TypeError, ValueError):
@@ -41,7 +46,15 @@ def split_value_fn_kwargs(value_fn: Callable, extra_args: Mapping[str, Any]) -> 
   params = list(sig.parameters.values())
   if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
     return dict(extra_args)
-  names = {p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+  names = [p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+  missing = [n for n in names if n not in extra_args]
+  for k in extra_args:
+    close = difflib.get_close_matches(k, missing, n=1, cutoff=0.6) if k not in names else []
+    if close:
+      raise TypeError(
+        f"the batch has {k}=, which the loss does not take; did you mean {close[0]}=? (the loss takes "
+        f"{', '.join(names)}; unknown names are dropped, but not one this close to a real one)."
+      )
   return {k: v for k, v in extra_args.items() if k in names}
 
 

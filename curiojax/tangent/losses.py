@@ -34,6 +34,9 @@ def squared_error(prediction: jax.Array, target: jax.Array) -> jax.Array:
   return 0.5 * jnp.sum(jnp.square(prediction - target))
 
 
+squared_error.prediction_axes = ()  # the prediction has the target's shape (checked, not broadcast)
+
+
 def huber(delta: float = 1.0) -> Loss:
   """Huber loss ``½r²`` for ``|r| ≤ δ``, ``δ(|r| − ½δ)`` beyond, summed over outputs."""
 
@@ -41,6 +44,7 @@ def huber(delta: float = 1.0) -> Loss:
     r = jnp.abs(prediction - target)
     return jnp.sum(jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta)))
 
+  loss.prediction_axes = ()
   return loss
 
 
@@ -48,6 +52,9 @@ def gaussian_nll(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Heteroscedastic Gaussian NLL; ``prediction = (mean, log_variance)`` on the last axis."""
   mean, log_var = prediction[..., 0], prediction[..., 1]
   return jnp.sum(0.5 * (log_var + jnp.square(target - mean) * jnp.exp(-log_var)))
+
+
+gaussian_nll.prediction_axes = (2,)  # (mean, log variance) after the target's shape
 
 
 LOSSES: dict[str, Loss] = {"squared_error": squared_error, "huber": huber(), "gaussian_nll": gaussian_nll}
@@ -75,11 +82,14 @@ class PredictionLoss:
 
   def per_example(self, predictions: jax.Array, y: jax.Array) -> jax.Array:
     """Per-example losses from batched predictions, shape ``(n,)``."""
+    check_prediction_shape(self.loss, jnp.shape(predictions), jnp.shape(y))
     return jax.vmap(self.loss)(predictions, y)
 
   def mean_on_predictions(self, predictions, y, weights=None) -> jax.Array:
     """The data loss as a function of the batch's predictions (for Gauss-Newton)."""
     losses = self.per_example(predictions, y)
+    if weights is not None and jnp.shape(weights) != losses.shape:
+      raise ValueError(f"weights must have one entry per example, shape {losses.shape}, got {jnp.shape(weights)}.")
     if weights is None:
       return jnp.mean(losses)
     return jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1e-12)
@@ -103,6 +113,24 @@ def prediction_loss(
   if not callable(model_fn):
     raise TypeError(f"model_fn must be callable model_fn(params, x), got {type(model_fn).__name__}.")
   return PredictionLoss(model_fn, get_loss(loss))
+
+
+def check_prediction_shape(loss: Loss, prediction_shape, target_shape) -> None:
+  """``ValueError`` when a built-in loss would broadcast a model output against labels of another shape.
+
+  A model returning ``(n, 2)`` against labels ``(n,)`` would otherwise train on a silently
+  broadcast loss. Custom losses (without a ``prediction_axes`` attribute) are not checked.
+  """
+  axes = getattr(loss, "prediction_axes", None)
+  if axes is None:
+    return
+  expected = tuple(target_shape) + tuple(axes)
+  if tuple(prediction_shape) != expected:
+    raise ValueError(
+      f"the model's output has shape {tuple(prediction_shape)} but the labels have shape {tuple(target_shape)}; "
+      f"this loss needs outputs of shape {expected}. For one output per point return f(x)[..., 0] (or reshape "
+      "the labels to match)."
+    )
 
 
 def check_prediction_loss(loss) -> None:
