@@ -46,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any, NamedTuple
 
@@ -180,13 +181,27 @@ def power_iteration(matvec, like, key, num_iterations: int) -> jax.Array:
   return jnp.abs(rayleigh)
 
 
-def _warn_diverged(count, residual):
+def _warn_diverged(count, residual, params_finite, *, dtype: str = "float32"):
+  if not params_finite:
+    cause = (
+      "Cause: the parameters themselves are no longer finite, so the training diverged, not the "
+      "tangent. "
+      + (
+        f"They are {dtype}: in half precision Adam's eps (1e-8) underflows to 0 and its updates blow "
+        "up. Fix: train in float32 (mixed precision with float32 master weights), or a larger eps."
+        if dtype in ("float16", "bfloat16")
+        else "Fix: a smaller learning rate, gradient clipping, or scaled inputs and targets."
+      )
+    )
+  else:
+    cause = (
+      "Likely cause: an indefinite curvature (curvature='hessian' on a non-convex model, damping 0). "
+      "Fix: curvature='gauss_newton' with damping > 0; or a smaller learning rate."
+    )
   warnings.warn(
     f"curiojax: the regularity tangent diverged at update {int(count)} (relative residual "
     f"{float(residual):.3g}) and stayed unstable after every back-off of its step; it is frozen at "
-    "its last average. Likely cause: an indefinite curvature (curvature='hessian' on a non-convex "
-    "model, damping 0), or parameters that are no longer finite (the training itself diverged). "
-    "Fix: curvature='gauss_newton' with damping > 0; or a smaller learning rate.",
+    f"its last average. {cause}",
     TangentDivergedWarning,
     stacklevel=2,
   )
@@ -274,6 +289,13 @@ def regularity_tangent(
   def init_fn(params):
     if params is None:
       raise ValueError("regularity_tangent.init needs the params pytree, got None.")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+      if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+        raise TypeError(
+          f"params{jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}: the tangent dθ*/ds needs "
+          "floating-point parameters. Keep integer state (step counters, indices) out of the params the "
+          "optimizer sees (e.g. nnx.state(model, nnx.Param))."
+        )
     k = np.shape(strength)
     zeros = jax.tree.map(lambda p: jnp.zeros(k + jnp.shape(p), jnp.result_type(p)), params)
     dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else jnp.float32
@@ -388,10 +410,11 @@ def regularity_tangent(
       finite = jnp.all(jnp.isfinite(r_sq)) & jnp.all(jnp.isfinite(v_sq)) & jnp.isfinite(level)
       unstable = ~finite | (level > GROWTH_LIMIT * state.best_backward_error) | (rayleigh < 0)
       best = jnp.minimum(state.best_backward_error * (1.0 + 1.0 / averaging), level)
+      as_state = lambda new, old: jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)  # half precision stays
       fresh = state._replace(
-        tangent=tangent,
-        iterate=iterate,
-        velocity=velocity,
+        tangent=as_state(tangent, state.tangent),
+        iterate=as_state(iterate, state.iterate),
+        velocity=as_state(velocity, state.velocity),
         refreshes=t,
         step_size=alpha.astype(dtype),
         curvature_max=lmax,
@@ -443,9 +466,11 @@ def regularity_tangent(
     frozen = new_state._replace(iterate=state.iterate, velocity=state.velocity)
     frozen = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new), state, frozen)
     new_state = frozen._replace(iterate=new_state.iterate, velocity=new_state.velocity)
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    warn = functools.partial(_warn_diverged, dtype=str(jnp.result_type(*jax.tree.leaves(params))))
     jax.lax.cond(
       new_state.diverged & ~state.diverged,
-      lambda: jax.debug.callback(_warn_diverged, state.count, new_state.residual),
+      lambda: jax.debug.callback(warn, state.count, new_state.residual, params_finite),
       lambda: None,
     )
     new_state = new_state._replace(
@@ -471,7 +496,8 @@ def align_tangent(params, tangent) -> tuple[Any, Any, int | None]:
   stacked tangents. flax NNX containers are accepted as they come (``nnx.state(model,
   nnx.Param)`` with its ``Param`` variables, a tangent from an ``nnx.Optimizer``'s state):
   variables are unwrapped, and a tangent with the params' key paths under other containers is
-  put in the params' structure. Otherwise a ``ValueError`` shows both structures.
+  put in the params' structure; tangent leaves take the params' dtypes. Otherwise a
+  ``ValueError`` shows both structures.
   """
   if tangent is None:
     raise ValueError("tangent is None: train with curiojax.regularity_tangent and pass curiojax.tangent_of(opt_state).")
@@ -499,6 +525,9 @@ def align_tangent(params, tangent) -> tuple[Any, Any, int | None]:
         f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}"
       )
     tangent = jax.tree.unflatten(p_def, jax.tree.leaves(tangent))
+  # a JVP needs tangent dtypes equal to the primals' (a float32 tangent of bfloat16 params, say)
+  cast = lambda p, t: t if jnp.result_type(t) == jnp.result_type(p) else jnp.asarray(t, jnp.result_type(p))
+  tangent = jax.tree.map(cast, params, tangent)
   return params, tangent, k
 
 
