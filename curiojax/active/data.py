@@ -23,6 +23,7 @@ import collections
 import csv
 import dataclasses
 import io
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,19 +70,29 @@ def _parse_number(token: str, where: str) -> float:
     raise ValueError(f"{where}: non-numeric value {token!r}; every value must be a number.") from None
 
 
+def _text_lines(path: Path):
+  """``(line number, line)`` of a text file; undecodable bytes or an unreadable file are a ``ValueError``."""
+  try:
+    with open(path, encoding="utf-8-sig") as f:
+      yield from enumerate(f, 1)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}).") from None
+  except OSError as e:
+    raise ValueError(f"{path}: cannot read the file: {e.strerror or e}.") from None
+
+
 def _read_matrix(path: Path) -> np.ndarray:
   rows = []
   width = None
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      tokens = line.split()
-      if not tokens:
-        continue
-      if width is None:
-        width = len(tokens)
-      elif len(tokens) != width:
-        raise ValueError(f"{path}:{lineno}: ragged row with {len(tokens)} values, expected {width} like the first row.")
-      rows.append([_parse_number(t, f"{path}:{lineno}") for t in tokens])
+  for lineno, line in _text_lines(path):
+    tokens = line.split()
+    if not tokens:
+      continue
+    if width is None:
+      width = len(tokens)
+    elif len(tokens) != width:
+      raise ValueError(f"{path}:{lineno}: ragged row with {len(tokens)} values, expected {width} like the first row.")
+    rows.append([_parse_number(t, f"{path}:{lineno}") for t in tokens])
   if not rows:
     raise ValueError(f"{path}: no data rows.")
   return np.asarray(rows, dtype=np.float64)
@@ -91,18 +102,17 @@ def _read_indices(path: Path) -> list[int]:
   if not path.is_file():
     raise ValueError(f"missing file {path}: a dataset folder needs data.txt, index_features.txt, index_target.txt.")
   out = []
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      token = line.strip()
-      if not token:
-        continue
-      try:
-        value = float(token)
-      except ValueError:
-        raise ValueError(f"{path}:{lineno}: {token!r} is not a column index.") from None
-      if value != int(value):
-        raise ValueError(f"{path}:{lineno}: {token!r} is not an integer column index.")
-      out.append(int(value))
+  for lineno, line in _text_lines(path):
+    token = line.strip()
+    if not token:
+      continue
+    try:
+      value = float(token)
+    except ValueError:
+      raise ValueError(f"{path}:{lineno}: {token!r} is not a column index.") from None
+    if not math.isfinite(value) or value != int(value):
+      raise ValueError(f"{path}:{lineno}: {token!r} is not an integer column index.")
+    out.append(int(value))
   if not out:
     raise ValueError(f"{path}: no column index in the file.")
   return out
