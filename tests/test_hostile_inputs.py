@@ -1,0 +1,318 @@
+"""Hostile inputs, by category: each case gives a correct result or a documented error that names the problem.
+
+Each case is a function that either returns normally (the library handled the input correctly,
+checked inside the case) or raises; ``expect`` is ``None`` for the former and ``(type,
+message fragment)`` for the latter. No case may pass silently: a case whose expectation is an
+error fails when the call returns.
+"""
+
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import curiojax
+
+D = 3
+X = np.random.default_rng(0).normal(size=(16, D)).astype(np.float32)
+Y = (X @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)
+LINEAR = lambda p, x: x @ p["w"]
+PARAMS = {"w": jnp.ones(D)}
+TANGENT = {"w": jnp.full(D, 0.1)}
+
+
+def _step(params=PARAMS, tx=None, value_fn=None, **batch):
+  """One update of the tangent chain; returns the new (params, state)."""
+  tx = tx or optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.01))
+  value_fn = value_fn or curiojax.prediction_loss(LINEAR)
+  state = tx.init(params)
+  batch = batch or dict(x=X, y=Y)
+  updates, state = tx.update(None, state, params, value_fn=value_fn, **batch)
+  return optax.apply_updates(params, updates), state
+
+
+def _scores(x=X, params=PARAMS, tangent=TANGENT, model_fn=LINEAR, **kw):
+  return np.asarray(curiojax.curiosity_scores(model_fn, params, tangent, x, **kw))
+
+
+def _finite_scores(**kw):
+  s = _scores(**kw)
+  assert np.isfinite(s).all()
+
+
+def _wrapped_step(wrap):
+  """Two steps of a wrapped tangent chain fed gradients (wrappers that inspect updates need them)."""
+  loss = curiojax.prediction_loss(LINEAR)
+  tx = wrap(optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.01)))
+  params, state = PARAMS, tx.init(PARAMS)
+  for _ in range(2):
+    grads = jax.grad(loss)(params, X, Y)
+    updates, state = tx.update(grads, state, params, value_fn=loss, x=X, y=Y)
+    params = optax.apply_updates(params, updates)
+  assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(params))
+
+
+def _warns_uncertified(state):
+  with pytest.warns(curiojax.TangentInaccurateWarning, match="finish_tangent"):
+    curiojax.tangent_of(state)
+
+
+def _uci(data="1 2 3\n4 5 6\n7 8 9\n", features="0\n1\n", target="2\n", drop=()):
+  """A UCI-layout folder with the given file contents (bytes or text); ``drop``: files left out."""
+  folder = tempfile.mkdtemp()
+  for name, content in (("data.txt", data), ("index_features.txt", features), ("index_target.txt", target)):
+    if name not in drop:
+      with open(os.path.join(folder, name), "wb") as f:
+        f.write(content if isinstance(content, bytes) else content.encode())
+  return curiojax.load_dataset(folder)
+
+
+def _csv(content, target="y"):
+  path = os.path.join(tempfile.mkdtemp(), "data.csv")
+  with open(path, "wb") as f:
+    f.write(content if isinstance(content, bytes) else content.encode())
+  return curiojax.load_dataset(path, target)
+
+
+def _csv_ok(content, x, y):
+  ds = _csv(content)
+  np.testing.assert_array_equal(ds.x, np.asarray(x, np.float32))
+  np.testing.assert_array_equal(ds.y, np.asarray(y, np.float32))
+
+
+def _half_precision_steps(dtype, opt):
+  """Steps with half-precision params keep their dtype and stay finite (the state follows the params)."""
+  loss = curiojax.prediction_loss(lambda p, x: x.astype(p["w"].dtype) @ p["w"])
+  tx = optax.chain(curiojax.regularity_tangent("l2", 0.1), opt)
+  params = {"w": jnp.ones(D, dtype)}
+  state = tx.init(params)
+  step = jax.jit(lambda p, st: tx.update(None, st, p, value_fn=loss, x=X, y=Y.astype(dtype)))
+  for _ in range(5):
+    updates, state = step(params, state)
+    params = optax.apply_updates(params, updates)
+  assert params["w"].dtype == dtype and np.isfinite(np.asarray(params["w"], np.float32)).all()
+
+
+def _training_that_diverges():
+  """A learning rate that sends the parameters to inf: the warning blames the training, not the tangent."""
+  tx = optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(1e3))
+  loss = curiojax.prediction_loss(LINEAR)
+  step = jax.jit(lambda p, st: tx.update(None, st, p, value_fn=loss, x=X, y=Y))
+  params, state = PARAMS, tx.init(PARAMS)
+  with pytest.warns(curiojax.TangentDivergedWarning, match="training diverged, not the tangent"):
+    for _ in range(40):
+      updates, state = step(params, state)
+      params = optax.apply_updates(params, updates)
+    jax.effects_barrier()
+
+
+def _pool(rows):
+  x = X.copy()
+  for i, v in rows.items():
+    x[i] = v
+  return x
+
+
+CASES = {
+  # -- dtypes -----------------------------------------------------------------------------------
+  "int params leaf": (lambda: _step(params={"w": jnp.ones(D), "step": jnp.int32(0)}), (TypeError, "floating-point")),
+  "all-int params": (lambda: _step(params={"w": jnp.ones(D, jnp.int32)}), (TypeError, "floating-point")),
+  "float64 pool on float32 params": (lambda: _finite_scores(x=X.astype(np.float64)), None),
+  "float16 pool": (lambda: _finite_scores(x=X.astype(np.float16)), None),
+  "bfloat16 params": (lambda: _finite_scores(params={"w": jnp.ones(D, jnp.bfloat16)}), None),
+  "int pool is scored as float": (
+    lambda: np.testing.assert_allclose(_scores(x=np.ones((4, D), np.int32)), _scores(x=np.ones((4, D), np.float32))),
+    None,
+  ),
+  "string pool": (lambda: _scores(x=np.array([["a"] * D])), (TypeError, "")),
+  "float16 params train": (lambda: _half_precision_steps(jnp.float16, optax.sgd(1e-2)), None),
+  "bfloat16 params train with adam": (lambda: _half_precision_steps(jnp.bfloat16, optax.adam(1e-2)), None),
+  "training that diverges is named": (_training_that_diverges, None),
+  # -- tree shapes ------------------------------------------------------------------------------
+  "tangent with another tree": (lambda: _scores(tangent={"v": jnp.ones(D)}), (ValueError, "tree structure")),
+  "tangent with a wrong leaf shape": (lambda: _scores(tangent={"w": jnp.ones(D + 1)}), (ValueError, "")),
+  "update with params of another tree": (
+    lambda: optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.1)).update(
+      None,
+      optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.1)).init(PARAMS),
+      {"w": jnp.ones(D), "b": jnp.zeros(())},
+      value_fn=curiojax.prediction_loss(LINEAR),
+      x=X,
+      y=Y,
+    ),
+    (ValueError, "tree structure"),
+  ),
+  "None params": (lambda: curiojax.regularity_tangent("l2", 0.1).init(None), (ValueError, "params")),
+  # -- model output shapes vs labels ------------------------------------------------------------
+  "model (n, 2) vs labels (n,)": (
+    lambda: _step(value_fn=curiojax.prediction_loss(lambda p, x: jnp.stack([x @ p["w"]] * 2, -1))),
+    (ValueError, "output has shape (16, 2)"),
+  ),
+  "model (n, 1) vs labels (n,)": (
+    lambda: _step(value_fn=curiojax.prediction_loss(lambda p, x: (x @ p["w"])[:, None])),
+    (ValueError, "f(x)[..., 0]"),
+  ),
+  "model (n,) vs labels (n, 1)": (lambda: _step(x=X, y=Y[:, None]), (ValueError, "labels have shape (16, 1)")),
+  "huber with mismatched labels": (
+    lambda: _step(value_fn=curiojax.prediction_loss(LINEAR, curiojax.huber(1.0)), x=X, y=Y[:, None]),
+    (ValueError, "labels have shape"),
+  ),
+  "gaussian_nll needs two outputs": (
+    lambda: _step(value_fn=curiojax.prediction_loss(LINEAR, "gaussian_nll")),
+    (ValueError, "needs outputs of shape (16, 2)"),
+  ),
+  "weights of the wrong length": (lambda: _step(x=X, y=Y, weights=jnp.ones(5)), (ValueError, "one entry per example")),
+  "x and y of different lengths": (lambda: _step(x=X, y=Y[:5]), (ValueError, "")),
+  # -- batch names ------------------------------------------------------------------------------
+  "weight= for weights=": (lambda: _step(x=X, y=Y, weight=jnp.ones(16)), (TypeError, "did you mean weights=")),
+  "ys= for y=": (lambda: _step(x=X, ys=Y), (TypeError, "did you mean y=")),
+  "unrelated extra name is ignored": (lambda: _step(x=X, y=Y, epoch=3), None),
+  # -- pool contents ----------------------------------------------------------------------------
+  "NaN pool row": (lambda: _scores(x=_pool({2: np.nan})), (ValueError, "1 pool rows with NaN/Inf")),
+  "Inf pool row": (lambda: _scores(x=_pool({5: np.inf})), (ValueError, "NaN/Inf")),
+  "NaN pool row excluded": (
+    lambda: np.testing.assert_array_equal(np.isneginf(_scores(x=_pool({2: np.nan}), nonfinite="exclude"))[2], True),
+    None,
+  ),
+  "overflowing pool row": (
+    lambda: _scores(x=_pool({1: 100.0}), model_fn=lambda p, x: jnp.exp(x @ p["w"])),
+    (ValueError, "overflows"),
+  ),
+  "empty pool": (lambda: _scores(x=np.zeros((0, D), np.float32)), (ValueError, "empty")),
+  "pool of the wrong width": (lambda: _scores(x=np.zeros((4, D + 2), np.float32)), (ValueError, "feature shape")),
+  "1-D pool": (lambda: _scores(x=np.zeros(D, np.float32)), (ValueError, "")),
+  "NaN weight in params": (
+    lambda: _scores(params={"w": jnp.array([1.0, jnp.nan, 1.0])}),
+    (ValueError, "parameters have 1 non-finite"),
+  ),
+  "NaN in the tangent": (lambda: _scores(tangent={"w": jnp.array([jnp.nan, 0, 0])}), (ValueError, "tangent has 1")),
+  "unknown nonfinite mode": (lambda: _scores(nonfinite="ignore"), (ValueError, "nonfinite")),
+  "unknown heuristic": (lambda: _scores(heuristic="curious"), (ValueError, "Unknown heuristic")),
+  # -- chunk sizes and masks --------------------------------------------------------------------
+  "chunk larger than the pool": (
+    lambda: np.testing.assert_allclose(_scores(chunk_size=4096), _scores(), rtol=1e-6),
+    None,
+  ),
+  "chunk of one row": (lambda: np.testing.assert_allclose(_scores(chunk_size=1), _scores(), rtol=1e-6), None),
+  "chunk of zero": (lambda: _scores(chunk_size=0), (ValueError, "chunk")),
+  "top-k with an int mask": (
+    lambda: curiojax.select_top_k(np.arange(8.0), 2, mask=np.zeros(8, np.int32)),
+    (TypeError, "boolean"),
+  ),
+  "top-k with a short mask": (
+    lambda: curiojax.select_top_k(np.arange(8.0), 2, mask=np.zeros(3, bool)),
+    (ValueError, ""),
+  ),
+  "top-k with k = 0": (lambda: curiojax.select_top_k(np.arange(8.0), 0), (ValueError, "k must be")),
+  "top-k larger than the pool": (lambda: curiojax.select_top_k(np.arange(8.0), 9), (ValueError, "k must be")),
+  "top-k with everything masked": (
+    lambda: curiojax.select_top_k(np.arange(8.0), 1, mask=np.ones(8, bool)),
+    (ValueError, ""),
+  ),
+  # -- inside the user's transformations --------------------------------------------------------
+  "scores inside jit, default mode": (
+    lambda: jax.jit(lambda x: curiojax.curiosity_scores(LINEAR, PARAMS, TANGENT, x))(X),
+    (ValueError, "nonfinite='exclude'"),
+  ),
+  "scores inside jit, exclude mode": (
+    lambda: np.testing.assert_allclose(
+      jax.jit(lambda x: curiojax.curiosity_scores(LINEAR, PARAMS, TANGENT, x, nonfinite="exclude"))(X),
+      _scores(),
+      rtol=1e-6,
+    ),
+    None,
+  ),
+  "tangent step under jit twice": (lambda: [jax.jit(_step)() for _ in range(2)], None),
+  # -- optax wrappers ---------------------------------------------------------------------------
+  "inside inject_hyperparams": (
+    lambda: _step(tx=optax.chain(curiojax.tunable_regularity_tangent(curiojax.l2(), 0.1), optax.sgd(0.01))),
+    None,
+  ),
+  "inside apply_if_finite (gradients passed)": (lambda: _wrapped_step(lambda tx: optax.apply_if_finite(tx, 3)), None),
+  "inside MultiSteps (gradients passed)": (lambda: _wrapped_step(lambda tx: optax.MultiSteps(tx, 2)), None),
+  "tangent_of through MultiSteps warns on a fresh state": (
+    lambda: _warns_uncertified(
+      optax.MultiSteps(optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.01)), 2).init(PARAMS)
+    ),
+    None,
+  ),
+  "two tangents in one chain": (
+    lambda: curiojax.tangent_of(
+      optax.chain(curiojax.regularity_tangent("l2", 0.1), curiojax.regularity_tangent("l2", 0.2)).init(PARAMS)
+    ),
+    (ValueError, "expected one"),
+  ),
+  "no tangent in the state": (lambda: curiojax.tangent_of(optax.sgd(0.1).init(PARAMS)), (ValueError, "No regularity")),
+  "get_strength without inject_hyperparams": (
+    lambda: curiojax.get_strength(curiojax.regularity_tangent("l2", 0.1).init(PARAMS)),
+    (ValueError, "tunable_regularity_tangent"),
+  ),
+  # -- options ----------------------------------------------------------------------------------
+  "negative strength": (lambda: curiojax.regularity_tangent("l2", -1.0), (ValueError, "strength")),
+  "NaN strength": (lambda: curiojax.regularity_tangent("l2", float("nan")), (ValueError, "finite")),
+  "inf damping": (lambda: curiojax.regularity_tangent("l2", 0.1, damping=float("inf")), (ValueError, "damping")),
+  "unknown curvature": (lambda: curiojax.regularity_tangent("l2", 0.1, curvature="fisher"), (ValueError, "Unknown")),
+  "unknown regularizer": (lambda: curiojax.regularity_tangent("l1", 0.1), (ValueError, "Unknown regularizer")),
+  "unknown loss": (lambda: curiojax.prediction_loss(LINEAR, "hinge"), (ValueError, "Unknown loss")),
+  "model_fn not callable": (lambda: curiojax.prediction_loss(3), (TypeError, "callable")),
+  "inf learning rate": (lambda: curiojax.TrainOptions(learning_rate=float("inf")), (ValueError, "learning_rate")),
+  "NaN damping option": (lambda: curiojax.TrainOptions(damping=float("nan")), (ValueError, "damping")),
+  "zero epochs": (lambda: curiojax.TrainOptions(epochs=0), (ValueError, "epochs")),
+  "float epochs": (lambda: curiojax.TrainOptions(epochs=2.5), (ValueError, "epochs")),
+  "unknown strategy": (lambda: curiojax.get_strategy("oracle"), (ValueError, "Unknown strategy")),
+  "misspelled strategy option": (lambda: curiojax.get_strategy("lcmd", gama=1.0), (TypeError, "gama")),
+  "unknown model": (lambda: curiojax.make_model("transformer", 3), (ValueError, "Unknown model")),
+  # -- UCI folders -----------------------------------------------------------------------------
+  "UCI index inf": (lambda: _uci(features="0\ninf\n"), (ValueError, "not an integer column index")),
+  "UCI index nan": (lambda: _uci(features="nan\n"), (ValueError, "not an integer column index")),
+  "UCI index 1.5": (lambda: _uci(features="1.5\n"), (ValueError, "not an integer column index")),
+  "UCI index text": (lambda: _uci(target="y\n"), (ValueError, "is not a column index")),
+  "UCI index out of range": (lambda: _uci(features="0\n7\n"), (ValueError, "out of range")),
+  "UCI index negative": (lambda: _uci(features="-1\n"), (ValueError, "out of range")),
+  "UCI duplicated feature": (lambda: _uci(features="0\n0\n"), (ValueError, "duplicated")),
+  "UCI target is a feature": (lambda: _uci(features="0\n2\n"), (ValueError, "also listed as a feature")),
+  "UCI two targets": (lambda: _uci(target="1\n2\n"), (ValueError, "one target column")),
+  "UCI empty index file": (lambda: _uci(features=""), (ValueError, "no column index")),
+  "UCI ragged data": (lambda: _uci(data="1 2 3\n4 5\n"), (ValueError, "ragged row")),
+  "UCI text in data": (lambda: _uci(data="1 2 3\n4 x 6\n"), (ValueError, "x")),
+  "UCI inf in data": (lambda: _uci(data="1 2 3\n4 5 inf\n7 8 9\n"), (ValueError, "")),
+  "UCI empty data": (lambda: _uci(data=""), (ValueError, "no data rows")),
+  "UCI non-UTF-8 data": (lambda: _uci(data=b"1 2 3\n\xff\xfe 5 6\n"), (ValueError, "not a UTF-8 text file")),
+  "UCI non-UTF-8 index": (lambda: _uci(features=b"\xff\n"), (ValueError, "not a UTF-8 text file")),
+  "UCI missing index file": (lambda: _uci(drop=("index_target.txt",)), (ValueError, "missing file")),
+  "UCI missing data file": (lambda: _uci(drop=("data.txt",)), (ValueError, "missing file")),
+  "UCI folder that does not exist": (lambda: curiojax.load_dataset("/nonexistent/folder"), (ValueError, "")),
+  # -- CSV files --------------------------------------------------------------------------------
+  "CSV duplicate column names": (lambda: _csv("a,a,y\n1,2,3\n4,5,6\n"), (ValueError, "a")),
+  "CSV with a byte-order mark": (lambda: _csv_ok("\ufeffa,y\n1,2\n3,4\n", [[1], [3]], [2, 4]), None),
+  "CSV non-UTF-8": (lambda: _csv(b"a,y\n1,2\n\xff,4\n"), (ValueError, "UTF-8")),
+  "CSV blank cell": (lambda: _csv("a,y\n1,2\n,4\n"), (ValueError, "")),
+  "CSV inf cell": (lambda: _csv("a,y\n1,2\ninf,4\n"), (ValueError, "")),
+  "CSV nan target": (lambda: _csv("a,y\n1,2\n3,nan\n"), (ValueError, "nan")),
+  "CSV text cell": (lambda: _csv("a,y\n1,2\nred,4\n"), (ValueError, "red")),
+  "CSV missing target column": (lambda: _csv("a,b\n1,2\n3,4\n"), (ValueError, "y")),
+  "CSV header only": (lambda: _csv("a,y\n"), (ValueError, "")),
+  "CSV empty file": (lambda: _csv(""), (ValueError, "")),
+  "CSV ragged row": (lambda: _csv("a,y\n1,2\n3,4,5\n"), (ValueError, "")),
+  # -- the learner ------------------------------------------------------------------------------
+  "learner pool with NaN": (lambda: curiojax.Learner(_pool({0: np.nan})), (ValueError, "NaN or infinite")),
+  "learner with an empty pool": (lambda: curiojax.Learner(np.zeros((0, D))), (ValueError, "")),
+  "learner with a 1-D pool": (lambda: curiojax.Learner(np.zeros(5)), (ValueError, "")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_input(name):
+  call, expect = CASES[name]
+  if expect is None:
+    call()
+    return
+  kind, fragment = expect
+  with pytest.raises(kind) as info:
+    call()
+  assert fragment in str(info.value), f"{name}: {info.value}"
+  assert type(info.value).__module__ != "jax.errors", f"{name}: a raw JAX error: {info.value}"
