@@ -183,15 +183,11 @@ def power_iteration(matvec, like, key, num_iterations: int) -> jax.Array:
 
 def _warn_diverged(count, residual, params_finite, *, dtype: str = "float32"):
   if not params_finite:
-    cause = (
-      "Cause: the parameters themselves are no longer finite, so the training diverged, not the "
-      "tangent. "
-      + (
-        f"They are {dtype}: in half precision Adam's eps (1e-8) underflows to 0 and its updates blow "
-        "up. Fix: train in float32 (mixed precision with float32 master weights), or a larger eps."
-        if dtype in ("float16", "bfloat16")
-        else "Fix: a smaller learning rate, gradient clipping, or scaled inputs and targets."
-      )
+    cause = "Cause: the parameters themselves are no longer finite, so the training diverged, not the tangent. " + (
+      f"They are {dtype}: in half precision Adam's eps (1e-8) underflows to 0 and its updates blow "
+      "up. Fix: train in float32 (mixed precision with float32 master weights), or a larger eps."
+      if dtype in ("float16", "bfloat16")
+      else "Fix: a smaller learning rate, gradient clipping, or scaled inputs and targets."
     )
   else:
     cause = (
