@@ -66,6 +66,10 @@ RESIDUAL_WINDOW = 3  # evaluations over which the residual estimate is averaged
 GROWTH_LIMIT = 10.0  # the backward error growing this far above its best means instability
 
 
+class TangentMisplacedWarning(UserWarning):
+  """Warned when :func:`regularity_tangent` receives optimizer steps instead of gradients."""
+
+
 class TangentDivergedWarning(RuntimeWarning):
   """The carried tangent stopped converging (non-finite, or unstable after every back-off)."""
 
@@ -199,6 +203,17 @@ def _warn_diverged(count, residual, params_finite, *, dtype: str = "float32"):
     f"{float(residual):.3g}) and stayed unstable after every back-off of its step; it is frozen at "
     f"its last average. {cause}",
     TangentDivergedWarning,
+    stacklevel=2,
+  )
+
+
+def _warn_misplaced():
+  warnings.warn(
+    "curiojax: regularity_tangent received updates that point against the loss gradient: it is placed "
+    "after the optimizer in the chain (or given negated gradients). It must come first, so that it sees "
+    "raw gradients and adds the regularizer's: optax.chain(curiojax.regularity_tangent(...), optax.adam(...)). "
+    "As placed, the regularizer term is added unscaled to the optimizer's step.",
+    TangentMisplacedWarning,
     stacklevel=2,
   )
 
@@ -479,6 +494,15 @@ def regularity_tangent(
     if fused:
       new_updates = grad
     else:
+      # Once, on the first update: updates should be gradients (this transform first in the chain).
+      def check_order():
+        data_grad = jax.grad(lambda p: value_fn(p, **batch))(params)
+        agreement = sum(
+          jnp.vdot(u, g) for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(data_grad), strict=True)
+        )
+        jax.lax.cond(agreement < 0, lambda: jax.debug.callback(_warn_misplaced), lambda: None)
+
+      jax.lax.cond(state.count == 0, check_order, lambda: None)
       new_updates = optax.tree.add(updates, jax.grad(regularizer)(params, s))
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
