@@ -46,7 +46,7 @@ import jax
 import numpy as np
 
 from curiojax._checks import check_int
-from curiojax.active.models import ModelSpec, make_model
+from curiojax.active.models import ACTIVATIONS, MODELS, ModelSpec, make_model
 from curiojax.active.training import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for
 from curiojax.padding import pad_rows
 from curiojax.strategies import (
@@ -111,6 +111,11 @@ class LearnerOptions:
       if not 0 <= value < np.inf:
         raise ValueError(f"strength and strength_grid values must be finite and >= 0, got {value!r}.")
     _ = self.train_options  # validates the training fields
+    if self.model not in MODELS:
+      raise ValueError(f"Unknown model {self.model!r}; choose one of {sorted(MODELS)}.")
+    object.__setattr__(self, "hidden_sizes", tuple(check_int("hidden_sizes entries", h, 1) for h in self.hidden_sizes))
+    if self.model == "mlp" and self.activation not in ACTIVATIONS:
+      raise ValueError(f"Unknown activation {self.activation!r}; choose one of {ACTIVATIONS}.")
 
   @property
   def train_options(self) -> TrainOptions:

@@ -40,7 +40,8 @@ import optax
 from curiojax._checks import check_int
 from curiojax.extensions.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.padding import next_pow2
-from curiojax.tangent.losses import prediction_loss
+from curiojax.tangent.curvature import check_curvature
+from curiojax.tangent.losses import get_loss, prediction_loss
 from curiojax.tangent.regularizers import get_regularizer
 from curiojax.tangent.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
 from curiojax.tangent.transform import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
@@ -82,6 +83,10 @@ class TrainOptions:
       raise ValueError(f"damping must be finite and >= 0, got {self.damping!r}.")
     if not 0 < self.finish_tolerance < 1:
       raise ValueError(f"finish_tolerance must be in (0, 1), got {self.finish_tolerance!r}.")
+    check_curvature(self.curvature)  # unknown names raise here, not at the first fit
+    if isinstance(self.regularizer, str):
+      get_regularizer(self.regularizer)
+    get_loss(self.loss)
 
 
 class TrainResult(NamedTuple):
