@@ -16,6 +16,7 @@ import optax
 import pytest
 
 import curiojax
+from curiojax.active import persistence
 
 D = 3
 X = np.random.default_rng(0).normal(size=(16, D)).astype(np.float32)
@@ -108,6 +109,87 @@ def _training_that_diverges():
       updates, state = step(params, state)
       params = optax.apply_updates(params, updates)
     jax.effects_barrier()
+
+
+def _chain_order(chain, expect_warning):
+  """Gradients fed to a chain: the tangent placed after the optimizer is named, placed first it is quiet."""
+  import warnings
+
+  loss = curiojax.prediction_loss(LINEAR)
+  tx = chain(curiojax.regularity_tangent("l2", 0.1))
+  params, state = {"w": jnp.zeros(D)}, tx.init({"w": jnp.zeros(D)})
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(2):
+      updates, state = tx.update(jax.grad(loss)(params, X, Y), state, params, value_fn=loss, x=X, y=Y)
+      params = optax.apply_updates(params, updates)
+    jax.effects_barrier()
+  named = [w for w in caught if issubclass(w.category, curiojax.TangentMisplacedWarning)]
+  assert len(named) == (1 if expect_warning else 0), [str(w.message) for w in caught]
+  if expect_warning:
+    assert "must come first" in str(named[0].message)
+
+
+POOL = np.random.default_rng(1).uniform(-2, 2, size=(60, 2)).astype(np.float32)
+FAST = dict(epochs=3, hidden_sizes=(8,))
+
+
+def _learner(**options):
+  learner = curiojax.Learner(POOL, options=curiojax.LearnerOptions(**{**FAST, **options}), strategy="random")
+  return learner, learner.init(jax.random.key(0), labelled=[0, 1, 2, 3], labels=[0.1, 0.2, 0.3, 0.4])
+
+
+def _tell(indices, labels, **kw):
+  learner, state = _learner()
+  return learner.tell(state, indices, labels, **kw)
+
+
+def _save_into_a_file():
+  learner, state = _learner()
+  path = os.path.join(tempfile.mkdtemp(), "file")
+  open(path, "w").close()
+  learner.save(path, state)
+
+
+def _load_damaged_learner():
+  learner, state = _learner()
+  folder = tempfile.mkdtemp()
+  learner.save(folder, state)
+  arrays = [f for f in os.listdir(folder) if f.endswith(".npz")][0]
+  with open(os.path.join(folder, arrays), "r+b") as f:
+    f.truncate(100)
+  curiojax.Learner.load(folder)
+
+
+def _suggest(labelled, pool, **kw):
+  folder = tempfile.mkdtemp()
+  for name, text in (("lab.csv", labelled), ("pool.csv", pool)):
+    with open(os.path.join(folder, name), "w") as f:
+      f.write(text)
+  kw = {"target": "y", "k": 1, "state": os.path.join(folder, "state"), **kw}
+  kw.setdefault("options", curiojax.LearnerOptions(**FAST))
+  try:
+    return curiojax.suggest(os.path.join(folder, "lab.csv"), os.path.join(folder, "pool.csv"), **kw)
+  finally:
+    assert not os.path.exists(os.path.join(folder, "state", "state.json")) or kw.get("_expect_state")
+
+
+LAB = "id,a,b,y\nr1,0,0,1\nr2,1,0,2\nr3,0,1,3\n"
+POOLCSV = "id,a,b\np1,2,2\np2,3,1\np3,1,3\n"
+
+
+def _lock(path, deny=False):
+  from unittest import mock
+
+  denied = mock.patch("os.open", side_effect=PermissionError(13, "Permission denied")) if deny else mock.MagicMock()
+  with denied, persistence.workdir_lock(path):
+    pass
+
+
+def _under_a_file():
+  path = os.path.join(tempfile.mkdtemp(), "file")
+  open(path, "w").close()
+  return os.path.join(path, "run")
 
 
 def _pool(rows):
@@ -240,6 +322,17 @@ CASES = {
     ),
     None,
   ),
+  "tangent after adam": (lambda: _chain_order(lambda t: optax.chain(optax.adam(1e-2), t), True), None),
+  "tangent after sgd": (lambda: _chain_order(lambda t: optax.chain(optax.sgd(1e-2), t), True), None),
+  "tangent first, then adam": (lambda: _chain_order(lambda t: optax.chain(t, optax.adam(1e-2)), False), None),
+  "clipping, tangent, adam": (
+    lambda: _chain_order(lambda t: optax.chain(optax.clip_by_global_norm(1.0), t, optax.adam(1e-2)), False),
+    None,
+  ),
+  "tangent inside optax.masked": (
+    lambda: _chain_order(lambda t: optax.chain(optax.masked(t, {"w": True}), optax.sgd(1e-2)), False),
+    None,
+  ),
   "two tangents in one chain": (
     lambda: curiojax.tangent_of(
       optax.chain(curiojax.regularity_tangent("l2", 0.1), curiojax.regularity_tangent("l2", 0.2)).init(PARAMS)
@@ -298,6 +391,132 @@ CASES = {
   "CSV header only": (lambda: _csv("a,y\n"), (ValueError, "")),
   "CSV empty file": (lambda: _csv(""), (ValueError, "")),
   "CSV ragged row": (lambda: _csv("a,y\n1,2\n3,4,5\n"), (ValueError, "")),
+  # -- inside the user's vmap and grad --------------------------------------------------------
+  "scores under vmap over pools": (
+    lambda: np.testing.assert_allclose(
+      jax.vmap(lambda x: curiojax.curiosity_scores(LINEAR, PARAMS, TANGENT, x, nonfinite="exclude"))(
+        jnp.stack([X, 2 * X])
+      )[1],
+      _scores(x=2 * X),
+      rtol=1e-5,
+    ),
+    None,
+  ),
+  "grad of scores w.r.t. the pool": (
+    lambda: np.testing.assert_array_equal(
+      np.isfinite(
+        jax.grad(lambda x: curiojax.curiosity_scores(LINEAR, PARAMS, TANGENT, x, nonfinite="exclude").sum())(
+          jnp.asarray(X)
+        )
+      ),
+      True,
+    ),
+    None,
+  ),
+  # -- the learner: tell, save, load ----------------------------------------------------------
+  "tell NaN label": (lambda: _tell([10], [np.nan]), (ValueError, "")),
+  "tell inf label": (lambda: _tell([10], [np.inf]), (ValueError, "")),
+  "tell index past the pool": (lambda: _tell([60], [1.0]), (ValueError, "out of range")),
+  "tell negative index": (lambda: _tell([-1], [1.0]), (ValueError, "out of range")),
+  "tell duplicated index": (lambda: _tell([10, 10], [1.0, 2.0]), (ValueError, "duplicated")),
+  "tell float index": (lambda: _tell([1.5], [1.0]), (ValueError, "integer")),
+  "tell an index labelled already": (lambda: _tell([0], [1.0]), (ValueError, "labelled already")),
+  "tell more labels than indices": (lambda: _tell([10], [1.0, 2.0]), (ValueError, "")),
+  "tell text labels": (lambda: _tell([10], ["high"]), (ValueError, "")),
+  "tell outside rows of another width": (
+    lambda: _tell([], [], x_outside=np.ones((2, 3)), y_outside=np.ones(2)),
+    (ValueError, ""),
+  ),
+  "ask for more than the pool": (lambda: _learner()[0].ask(_learner()[1], 100), (ValueError, "unlabelled")),
+  "ask for zero": (lambda: _learner()[0].ask(_learner()[1], 0), (ValueError, "k")),
+  "init with one label": (
+    lambda: curiojax.Learner(POOL).init(jax.random.key(0), labelled=[0], labels=[1.0]),
+    (ValueError, "at least 2"),
+  ),
+  "init with labelled rows of another width": (
+    lambda: curiojax.Learner(POOL).init(jax.random.key(0), x_labelled=np.ones((3, 5)), y_labelled=np.ones(3)),
+    (ValueError, "columns"),
+  ),
+  "save into a file": (_save_into_a_file, (ValueError, "")),
+  "load a damaged learner": (_load_damaged_learner, (ValueError, "truncated or corrupted")),
+  "load a folder without a learner": (lambda: curiojax.Learner.load(tempfile.mkdtemp()), (ValueError, "no state.json")),
+  "learner with an unknown strategy": (
+    lambda: curiojax.Learner(POOL, strategy="bogus"),
+    (ValueError, "Unknown strategy"),
+  ),
+  "learner options: inf strength": (lambda: curiojax.LearnerOptions(strength=float("inf")), (ValueError, "strength")),
+  "learner options: zero width": (lambda: curiojax.LearnerOptions(hidden_sizes=(0,)), (ValueError, "hidden")),
+  "learner options: unknown activation": (lambda: _learner(activation="swish"), (ValueError, "activation")),
+  "learner options: misspelled strategy option": (
+    lambda: curiojax.Learner(
+      POOL, options=curiojax.LearnerOptions(strategy_options={"curiosity_diverse": {"gama": 1}})
+    ),
+    (TypeError, "gama"),
+  ),
+  "learner options: strategy options not a dict": (
+    lambda: curiojax.LearnerOptions(strategy_options={"lcmd": 3}),
+    (TypeError, "strategy_options"),
+  ),
+  "learner options: unknown curvature": (lambda: _learner(curvature="fisher"), (ValueError, "curvature")),
+  "learner options: negative learning rate": (lambda: _learner(learning_rate=-1.0), (ValueError, "learning_rate")),
+  # -- select_batch on one's own model --------------------------------------------------------
+  "select_batch without a tangent": (
+    lambda: curiojax.select_batch(LINEAR, PARAMS, None, X, 2, strategy="curiosity"),
+    (ValueError, "tangent"),
+  ),
+  "select_batch larger than the pool": (
+    lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 17),
+    (ValueError, ""),
+  ),
+  "select_batch k = 0": (lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 0), (ValueError, "")),
+  "select_batch unknown strategy": (
+    lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 2, strategy="oracle"),
+    (ValueError, "Unknown strategy"),
+  ),
+  "select_batch random gives distinct indices": (
+    lambda: np.testing.assert_equal(len(set(curiojax.select_batch(LINEAR, PARAMS, None, X, 8, strategy="random"))), 8),
+    None,
+  ),
+  # -- suggest on CSV files -------------------------------------------------------------------
+  "suggest: missing target column": (
+    lambda: _suggest(LAB.replace(",y", ",z"), POOLCSV, id_column="id"),
+    (ValueError, "y"),
+  ),
+  "suggest: pool columns differ": (
+    lambda: _suggest(LAB, POOLCSV.replace("id,a,b", "id,a,c"), id_column="id"),
+    (ValueError, ""),
+  ),
+  "suggest: duplicate pool ids": (lambda: _suggest(LAB, POOLCSV.replace("p2", "p1"), id_column="id"), (ValueError, "")),
+  "suggest: text cell in the pool": (
+    lambda: _suggest(LAB, POOLCSV.replace("3,1", "3,x"), id_column="id"),
+    (ValueError, ""),
+  ),
+  "suggest: blank feature": (lambda: _suggest(LAB, POOLCSV.replace("3,1", "3,"), id_column="id"), (ValueError, "")),
+  "suggest: k larger than the pool": (lambda: _suggest(LAB, POOLCSV, id_column="id", k=4), (ValueError, "")),
+  "suggest: k = 0": (lambda: _suggest(LAB, POOLCSV, id_column="id", k=0), (ValueError, "k")),
+  "suggest: unknown strategy": (lambda: _suggest(LAB, POOLCSV, id_column="id", strategy="oracle"), (ValueError, "")),
+  "suggest: no target named": (lambda: _suggest(LAB, POOLCSV, id_column="id", target=""), (ValueError, "target")),
+  "suggest: unknown id column": (lambda: _suggest(LAB, POOLCSV, id_column="key"), (ValueError, "key")),
+  # -- work directories and disks -------------------------------------------------------------
+  "work directory under a file": (lambda: _lock(_under_a_file()), (ValueError, "cannot use the folder")),
+  "work directory without permission": (
+    lambda: _lock(tempfile.mkdtemp(), deny=True),
+    (ValueError, "Permission denied"),
+  ),
+  "state saved under a file": (
+    lambda: persistence.save_state(_under_a_file(), {}, {}, tag=1),
+    (ValueError, "cannot create the folder"),
+  ),
+  # -- the simulated loop's options ------------------------------------------------------------
+  "loop: NaN strength": (lambda: curiojax.LoopOptions(strength=float("nan")), (ValueError, "strength")),
+  "loop: inf learning rate": (lambda: curiojax.LoopOptions(learning_rate=float("inf")), (ValueError, "learning_rate")),
+  "loop: zero batch size": (lambda: curiojax.LoopOptions(batch_size=0), (ValueError, "batch_size")),
+  "loop: negative rounds": (lambda: curiojax.LoopOptions(rounds=-1), (ValueError, "rounds")),
+  "loop: test fraction above 1": (lambda: curiojax.LoopOptions(test_fraction=1.5), (ValueError, "test_fraction")),
+  "loop: no strategies": (lambda: curiojax.LoopOptions(strategies=()), (ValueError, "strategies is empty")),
+  "loop: duplicated strategies": (lambda: curiojax.LoopOptions(strategies=("random", "random")), (ValueError, "dupl")),
+  "loop: unknown strategy": (lambda: curiojax.LoopOptions(strategies=("random", "oracle")), (ValueError, "oracle")),
+  "loop: stop ratio 1": (lambda: curiojax.LoopOptions(stop_ratio=1.0), (ValueError, "stop_ratio")),
   # -- the learner ------------------------------------------------------------------------------
   "learner pool with NaN": (lambda: curiojax.Learner(_pool({0: np.nan})), (ValueError, "NaN or infinite")),
   "learner with an empty pool": (lambda: curiojax.Learner(np.zeros((0, D))), (ValueError, "")),

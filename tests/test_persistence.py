@@ -135,3 +135,36 @@ def test_experiment_round_trip_resumes_exactly(tmp_path):
   assert json.dumps(strip(state.records)) == json.dumps(strip(restored.records))
   for k in state.learners:
     np.testing.assert_array_equal(state.learners[k].labelled, restored.learners[k].labelled)
+
+
+@pytest.mark.parametrize(
+  "damage, match",
+  [
+    ("duplicate index", "duplicated"),
+    ("negative index", "out of range"),
+    ("labels misaligned", "saved labels"),
+    ("unit past the end", "outside the run"),
+    ("more records than units", "result rows"),
+  ],
+)
+def test_a_consistently_signed_but_wrong_state_is_refused(tmp_path, damage, match):
+  """Beyond the checksum: a state that a buggy writer signed is checked for consistency on load."""
+  x = np.random.default_rng(0).normal(size=(120, 3)).astype(np.float32)
+  opts = LoopOptions(initial_size=20, batch_size=10, rounds=1, epochs=2, hidden_sizes=(4,), num_splits=1)
+  exp = Experiment(x, x[:, 0], opts)
+  state, _ = exp.step(exp.init_state())
+  meta, arrays = persistence.experiment_to_saved(state)
+  labelled = arrays["0/labelled"]
+  if damage == "duplicate index":
+    arrays["0/labelled"] = np.concatenate([labelled[:-1], labelled[:1]])
+  elif damage == "negative index":
+    arrays["0/labelled"] = np.concatenate([labelled[:-1], [-1]])
+  elif damage == "labels misaligned":
+    arrays["0/labels"] = arrays["0/labels"][:-1]
+  elif damage == "unit past the end":
+    meta["unit"] = len(exp.units) + 5
+  else:
+    meta["records"] = meta["records"] * 3
+  persistence.save_state(tmp_path, {**meta, "config": {}}, arrays, tag=1)
+  with pytest.raises(ValueError, match=match):
+    persistence.experiment_from_saved(exp, *persistence.load_state(tmp_path))

@@ -201,4 +201,9 @@ def experiment_from_saved(experiment, meta: dict, arrays: dict[str, np.ndarray])
     learners[key] = state_from_saved(experiment.learners[key].learner, d, arrays, prefix=f"{i}/")
   if set(learners) != set(experiment.learners):
     raise ValueError("the saved learners do not match the saved config's strategies and splits.")
-  return ExperimentState(learners, list(meta["records"]), int(meta["unit"]))
+  unit, records = meta["unit"], list(meta["records"])
+  if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= len(experiment.units):
+    raise ValueError(f"the saved progress unit {unit!r} is outside the run's 0..{len(experiment.units)} units.")
+  if len(records) > unit:
+    raise ValueError(f"the saved state has {len(records)} result rows for {unit} completed units.")
+  return ExperimentState(learners, records, unit)
