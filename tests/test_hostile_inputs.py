@@ -192,6 +192,22 @@ def _under_a_file():
   return os.path.join(path, "run")
 
 
+def _half_precision_adam_underflow():
+  """float16 Adam: eps underflows, 0/0 on a dead input gives NaN; the warning names half precision, not the tangent."""
+  x = X.astype(np.float16)
+  x[:, 2] = 0  # a dead input: zero gradient, zero second moment
+  tx = optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.adam(1e-2))
+  loss = curiojax.prediction_loss(LINEAR)
+  step = jax.jit(lambda p, st: tx.update(None, st, p, value_fn=loss, x=x, y=Y.astype(np.float16)))
+  params = {"w": jnp.zeros(D, jnp.float16)}
+  state = tx.init(params)
+  with pytest.warns(curiojax.TangentDivergedWarning, match="float16: in half precision Adam's eps"):
+    for _ in range(40):
+      updates, state = step(params, state)
+      params = optax.apply_updates(params, updates)
+    jax.effects_barrier()
+
+
 def _pool(rows):
   x = X.copy()
   for i, v in rows.items():
@@ -214,6 +230,7 @@ CASES = {
   "float16 params train": (lambda: _half_precision_steps(jnp.float16, optax.sgd(1e-2)), None),
   "bfloat16 params train with adam": (lambda: _half_precision_steps(jnp.bfloat16, optax.adam(1e-2)), None),
   "training that diverges is named": (_training_that_diverges, None),
+  "float16 adam underflow is named": (_half_precision_adam_underflow, None),
   # -- tree shapes ------------------------------------------------------------------------------
   "tangent with another tree": (lambda: _scores(tangent={"v": jnp.ones(D)}), (ValueError, "tree structure")),
   "tangent with a wrong leaf shape": (lambda: _scores(tangent={"w": jnp.ones(D + 1)}), (ValueError, "")),
