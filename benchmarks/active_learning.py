@@ -270,6 +270,22 @@ def posthoc_tangent(model, params, x_lab, y_lab, n_lab, strength, *, maxiter: in
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
+def tangent_residual(model, params, tangent, x_lab, y_lab, n_lab, strength):
+  """The post-hoc tangent's full relative residual ``‖(G + sI)τ + ρ‖/‖ρ‖`` on the labelled rows.
+
+  Recorded with each round's result: the CG budget (``tangent_maxiter``) does not certify the
+  tangent, so the figures say how far from the exact solve it was.
+  """
+  from curiojax import l2, prediction_loss, relative_residual
+
+  weights = (jnp.arange(x_lab.shape[0]) < n_lab).astype(x_lab.dtype)
+  batch = dict(x=x_lab, y=y_lab, weights=weights)
+  return relative_residual(
+    prediction_loss(model), params, tangent, batch, regularizer=l2(), strength=strength, curvature="gauss_newton"
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
 def _noise_variance(model, params, x_lab, y_lab, n_lab):
   w = (jnp.arange(x_lab.shape[0]) < n_lab).astype(x_lab.dtype)
   return jnp.sum(w * jnp.square(model(params, x_lab) - y_lab)) / jnp.sum(w)
@@ -297,7 +313,8 @@ def run_strategy(
 
   Returns:
     dict with ``rmse`` (test RMSE after rounds 0..R), ``select_s`` (seconds per selection
-    step, tangent included for curiosity strategies) and ``train_s``.
+    step, tangent included for curiosity strategies), ``train_s`` and ``tangent_residual``
+    (the post-hoc tangent's relative residual each round; empty without a tangent).
   """
   strategy = get_strategy(name, **(strategy_kwargs or {}))
   needs_tangent = getattr(strategy, "needs_tangent", False)
@@ -311,13 +328,15 @@ def run_strategy(
   key = jax.random.key(seed)
   params = initial_params
   rmse = [float(heldout_rmse(model, params, split.x_test, split.y_test))]
-  select_s, train_s = [], []
+  select_s, train_s, residuals = [], [], []
   for r in range(1, rounds + 1):
     n = n0 + (r - 1) * b
     t0 = time.perf_counter()
     tangent = None
     if needs_tangent:
-      tangent = posthoc_tangent(model, params, x_lab, y_lab, n, jnp.float32(tangent_strength), maxiter=tangent_maxiter)
+      strength = jnp.float32(tangent_strength)
+      tangent = posthoc_tangent(model, params, x_lab, y_lab, n, strength, maxiter=tangent_maxiter)
+      residuals.append(float(tangent_residual(model, params, tangent, x_lab, y_lab, n, strength)))
     picked = select_batch(
       model,
       params,
@@ -349,7 +368,15 @@ def run_strategy(
     )
     rmse.append(float(heldout_rmse(model, params, split.x_test, split.y_test)))
     train_s.append(time.perf_counter() - t0)
-  return dict(rmse=rmse, select_s=select_s, train_s=train_s, batch_size=b, n_initial=n0, standard=split.standard)
+  return dict(
+    rmse=rmse,
+    select_s=select_s,
+    train_s=train_s,
+    tangent_residual=residuals,  # empty for strategies without a tangent
+    batch_size=b,
+    n_initial=n0,
+    standard=split.standard,
+  )
 
 
 def initial_model(model, split: Split, *, seed: int, epochs: int, train_batch: int, lr: float):

@@ -197,6 +197,7 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
   assert all(os.path.isfile(p) for p in out["plots"])
   res = out["results"]["f1"]["lcmd"][0]
   assert len(res["rmse"]) == 3 and len(res["select_s"]) == 2
+  assert res["tangent_residual"] == []  # lcmd needs no tangent
   # progress: one line per computed unit, with the time left, as it happens (stderr is not a TTY)
   lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("units")]
   n_units = len(out["results"]["f1"])
@@ -242,8 +243,10 @@ def test_post_hoc_tangent_only_for_strategies_that_need_it():
     model = NTKMLP((8,))
     p0 = model.init(jax.random.key(0), split.x_pool.shape[1])
     kw = dict(seed=0, initial_params=p0, epochs=2, train_batch=256, lr=0.1, tangent_strength=1e-3, tangent_maxiter=3)
-    for name in ("_probe_needs", "_probe_plain"):
-      bm.run_strategy(model, split, name, **kw)
+    out = {name: bm.run_strategy(model, split, name, **kw) for name in ("_probe_needs", "_probe_plain")}
   finally:
     STRATEGIES.pop("_probe_needs"), STRATEGIES.pop("_probe_plain")
   assert seen == {"_probe_needs": True, "_probe_plain": False}
+  # the residual of the post-hoc tangent is recorded: 3 CG iterations leave it well away from zero
+  (residual,) = out["_probe_needs"]["tangent_residual"]
+  assert 0 < residual < 1 and out["_probe_plain"]["tangent_residual"] == []
