@@ -208,6 +208,24 @@ def _half_precision_adam_underflow():
     jax.effects_barrier()
 
 
+class _Returns:
+  """A strategy of one's own that returns a fixed array, whatever is asked."""
+
+  def __init__(self, picked):
+    self.picked = picked
+
+  def select(self, ctx, k):
+    return self.picked
+
+
+def _own_strategy(picked, via_learner=False):
+  if via_learner:
+    learner = curiojax.Learner(POOL, options=curiojax.LearnerOptions(**FAST), strategy=_Returns(picked))
+    state = learner.init(jax.random.key(0), labelled=[0, 1, 2, 3], labels=[0.1, 0.2, 0.3, 0.4])
+    return learner.ask(state, 3)
+  return curiojax.select_batch(LINEAR, PARAMS, None, X, 3, strategy=_Returns(picked))
+
+
 def _pool(rows):
   x = X.copy()
   for i, v in rows.items():
@@ -489,6 +507,14 @@ CASES = {
   "select_batch unknown strategy": (
     lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 2, strategy="oracle"),
     (ValueError, "Unknown strategy"),
+  ),
+  "own strategy: duplicated indices": (lambda: _own_strategy(np.array([1, 1, 2])), (ValueError, "duplicated")),
+  "own strategy: too few indices": (lambda: _own_strategy(np.array([1, 2])), (ValueError, "returned 2 indices")),
+  "own strategy: out of range": (lambda: _own_strategy(np.array([1, 2, 99])), (ValueError, "out of range")),
+  "own strategy: float indices": (lambda: _own_strategy(np.array([1.0, 2.0, 3.0])), (ValueError, "integer")),
+  "own strategy in a learner: duplicated": (
+    lambda: _own_strategy(np.array([5, 5, 6]), via_learner=True),
+    (ValueError, "'_Returns' returned duplicated"),
   ),
   "select_batch random gives distinct indices": (
     lambda: np.testing.assert_equal(len(set(curiojax.select_batch(LINEAR, PARAMS, None, X, 8, strategy="random"))), 8),

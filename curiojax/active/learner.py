@@ -56,6 +56,7 @@ from curiojax.strategies import (
   check_strategy_name,
   get_strategy,
   host_rng,
+  select_checked,
 )
 from curiojax.tangent.transform import tangent_diagnostics
 
@@ -414,9 +415,7 @@ class Learner:
       key=jax.random.fold_in(self.round_key(state), 4),
       noise_variance=noise_variance,
     )
-    picked = _check_indices(self.strategy.select(ctx, k), len(unlabelled), f"strategy {self.strategy_name!r}")
-    if len(picked) != k:
-      raise ValueError(f"strategy {self.strategy_name!r} returned {len(picked)} indices, expected {k}.")
+    picked = select_checked(self.strategy, ctx, k, str(self.strategy_name))
     scores = ctx.info.get("scores")
     scores = np.full(k, np.nan, np.float32) if scores is None else np.asarray(scores, np.float32)
     top = ctx.info.get("top_score")

@@ -38,6 +38,7 @@ from curiojax.strategies.base import (
   get_strategy,
   host_rng,
   register_strategy,
+  select_checked,
 )
 from curiojax.strategies.baselines import BadgeStrategy, EMCMStrategy, LCMDStrategy, VarianceStrategy
 from curiojax.strategies.curiosity_diverse import CuriosityDiverseStrategy
@@ -87,7 +88,7 @@ def select_batch(
   ctx = SelectionContext(
     model_fn, params, tangent, x_labelled, y_labelled, x_pool, jax.random.key(0) if key is None else key, noise_variance
   )
-  return np.asarray(strategy.select(ctx, k))
+  return select_checked(strategy, ctx, k)
 
 
 __all__ = [
@@ -107,5 +108,6 @@ __all__ = [
   "get_strategy",
   "host_rng",
   "register_strategy",
+  "select_checked",
   "select_batch",
 ]

@@ -106,3 +106,25 @@ def check_batch_size(ctx: SelectionContext, k: int) -> None:
     raise ValueError(f"batch size must be >= 1, got {k}.")
   if k > n:
     raise ValueError(f"batch size {k} is larger than the unlabelled pool ({n} points).")
+
+
+def select_checked(strategy: Strategy, ctx: SelectionContext, k: int, name: str = "") -> np.ndarray:
+  """``strategy.select(ctx, k)``, checked: ``k`` distinct integer indices into ``ctx.x_pool``.
+
+  Every front-end (:func:`curiojax.select_batch`, :meth:`curiojax.Learner.ask`) selects through
+  this, so a strategy of one's own that returns too few, repeated or out-of-range indices is a
+  ``ValueError`` naming it, not a wrong batch.
+  """
+  who = f"strategy {name or type(strategy).__name__!r}"
+  picked = np.asarray(strategy.select(ctx, k))
+  if picked.ndim != 1 or (picked.size and not np.issubdtype(picked.dtype, np.integer)):
+    raise ValueError(f"{who} returned {picked.dtype} of shape {picked.shape}; expected {k} integer indices.")
+  picked = picked.astype(np.int64)
+  if len(picked) != k:
+    raise ValueError(f"{who} returned {len(picked)} indices, expected {k}.")
+  n = len(ctx.x_pool)
+  if picked.size and (picked.min() < 0 or picked.max() >= n):
+    raise ValueError(f"{who} returned indices out of range [0, {n}).")
+  if len(np.unique(picked)) != k:
+    raise ValueError(f"{who} returned duplicated indices.")
+  return picked
