@@ -332,7 +332,13 @@ def run(args, overrides) -> int:
         save(state)
         bar.update(f"round {r} split {split} {name}")
     summary = summarise(state.records)
-    write_outputs(workdir, state.records, summary)
+    try:
+      write_outputs(workdir, state.records, summary)
+    except OSError as e:
+      raise UserError(
+        f"cannot write the results to {workdir}: {e.strerror or e}; the run's state is saved, free space or "
+        f"fix permissions and write them with --resume {workdir}."
+      ) from None
   print(results_table(state.records, summary))
   print(f"\nwrote {workdir}/results.csv, summary.json, learning_curve.png")
   inaccurate = sum(s["fits_with_inaccurate_tangent"] for s in summary.values())
