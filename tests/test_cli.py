@@ -330,3 +330,27 @@ def test_a_full_disk_stops_in_one_line_and_loses_nothing(reference, tmp_path, ca
   assert main(["run", "--resume", str(workdir)]) == 0
   assert _results(workdir) == _results(ref_dir)
   assert _labelled(workdir) == _labelled(ref_dir)
+
+
+def test_results_that_cannot_be_written_are_one_line_and_resumable(reference, tmp_path, capsys, monkeypatch):
+  import errno
+  import shutil
+
+  from curiojax.active import persistence
+
+  ref_dir, _ = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  (workdir / "results.csv").unlink()
+  real = persistence.atomic_write_bytes
+
+  def no_results(path, data):
+    if Path(path).name == "results.csv":
+      raise OSError(errno.EROFS, "Read-only file system")
+    real(path, data)
+
+  monkeypatch.setattr(persistence, "atomic_write_bytes", no_results)
+  _one_line_error(capsys, ["--resume", str(workdir)], "cannot write the results")
+  monkeypatch.undo()
+  assert main(["run", "--resume", str(workdir)]) == 0
+  assert _results(workdir) == _results(ref_dir)
