@@ -175,3 +175,18 @@ def test_a_continued_state_refuses_changed_labels_and_pools(files, capsys):
   assert main(suggest_args(tmp, lab, pool, 8, "--strategy", "random")) == 2
   assert "to change strategy" in capsys.readouterr().err
   assert Path(tmp / "state" / "state.json").exists()
+
+
+def test_a_state_folder_in_use_is_refused_in_one_line(files, capsys):
+  """Two labelling sessions on one state folder: the second is refused, the first's state is untouched."""
+  from curiojax.active import persistence
+
+  tmp, lab, pool, x = files
+  assert main(suggest_args(tmp, lab, pool)) == 0
+  before = {p.name: p.read_bytes() for p in (tmp / "state").iterdir() if p.name != ".lock"}
+  capsys.readouterr()
+  with persistence.workdir_lock(tmp / "state"):  # another process, as far as flock knows
+    assert main(suggest_args(tmp, lab, pool)) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "in use by another curiojax process" in err
+  assert {p.name: p.read_bytes() for p in (tmp / "state").iterdir() if p.name != ".lock"} == before
