@@ -86,8 +86,10 @@ def test_damaged_state_is_refused_with_the_reason(tmp_path, damage):
 
 def test_stale_temporary_files_are_cleaned_on_the_next_save(tmp_path):
   (tmp_path / ".state.json.abc.tmp").write_text("left by a killed writer")
+  (tmp_path / ".arrays-000007.npz.x9.tmp").write_bytes(b"PK")
+  (tmp_path / ".notes.tmp").write_text("the user's own file")  # not ours: kept
   persistence.save_state(tmp_path, {"unit": 1}, {"a": np.ones(2)}, tag=1)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays-000001.npz", "state.json"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmp", "arrays-000001.npz", "state.json"]
 
 
 def test_workdir_has_one_owner(tmp_path):

@@ -94,8 +94,9 @@ def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) 
   for old in workdir.glob("arrays-*.npz"):
     if old.name != name:
       old.unlink(missing_ok=True)
-  for stale in workdir.glob(".*.tmp"):  # temporary files a killed writer left behind
-    stale.unlink(missing_ok=True)
+  for pattern in (f".{STATE_FILE}.*.tmp", ".arrays-*.npz.*.tmp"):  # ours, left by a killed writer
+    for stale in workdir.glob(pattern):
+      stale.unlink(missing_ok=True)
 
 
 def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
