@@ -53,6 +53,7 @@ from curiojax.strategies import (
   DEFAULT_STRATEGY,
   SelectionContext,
   Strategy,
+  check_indices,
   check_strategy_name,
   get_strategy,
   host_rng,
@@ -219,18 +220,6 @@ def _check_x(x, name) -> np.ndarray:
   return x
 
 
-def _check_indices(idx, n, who) -> np.ndarray:
-  idx = np.asarray(idx)
-  if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-    raise ValueError(f"{who}: expected a 1-D integer index array, got dtype {idx.dtype} shape {idx.shape}.")
-  idx = idx.astype(np.int64)
-  if idx.size and (idx.min() < 0 or idx.max() >= n):
-    raise ValueError(f"{who}: indices out of range [0, {n}).")
-  if len(np.unique(idx)) != len(idx):
-    raise ValueError(f"{who}: duplicated indices.")
-  return idx
-
-
 def _check_labels(labels, n, who="labels") -> np.ndarray:
   labels = np.asarray(labels, np.float32)
   if labels.shape != (n,):
@@ -309,7 +298,7 @@ class Learner:
         raise ValueError(f"x_labelled has {x_extra.shape[1]} columns, the pool has {d}.")
       y_extra = _check_labels(y_labelled, len(x_extra), "y_labelled")
       self._scale(np.concatenate([self.x_pool, x_extra]))
-    labelled = _check_indices(np.zeros(0, np.int64) if labelled is None else labelled, len(self.x_pool), "labelled")
+    labelled = check_indices(np.zeros(0, np.int64) if labelled is None else labelled, len(self.x_pool), "labelled:")
     labels = _check_labels(np.zeros(0) if labels is None else labels, len(labelled))
     first = np.concatenate([y_extra, labels])
     if len(first) < 2:
@@ -438,7 +427,7 @@ class Learner:
       indices, labels: unlabelled pool indices (any, not only the suggested ones) and their labels.
       x_outside, y_outside: labelled rows that are not in the pool (measured elsewhere).
     """
-    indices = _check_indices(indices, len(self.x_pool), "tell")
+    indices = check_indices(indices, len(self.x_pool), "tell:")
     already = np.intersect1d(indices, state.labelled)
     if already.size:
       raise ValueError(f"pool indices {already[:5].tolist()} are labelled already.")
@@ -554,7 +543,7 @@ def state_from_saved(learner: Learner, meta: dict, arrays: dict[str, np.ndarray]
   from flax import serialization
 
   n = len(learner.x_pool)
-  labelled = _check_indices(arrays[f"{prefix}labelled"], n, "saved labelled indices")
+  labelled = check_indices(arrays[f"{prefix}labelled"], n, "saved labelled indices:")
   labels = _check_labels(arrays[f"{prefix}labels"], len(labelled), "saved labels")
   x_extra = np.asarray(arrays[f"{prefix}x_extra"], np.float32)
   if x_extra.ndim != 2 or x_extra.shape[1] != learner.x_pool.shape[1]:

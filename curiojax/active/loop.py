@@ -42,13 +42,12 @@ from curiojax.active.learner import (
   Learner,
   LearnerOptions,
   LearnerState,
-  _check_indices,
   _check_labels,
   _check_x,
 )
 from curiojax.active.models import ModelSpec, make_model
 from curiojax.active.training import Trainer, cached_trainer, capacity_for
-from curiojax.strategies import check_strategy_name
+from curiojax.strategies import check_indices, check_strategy_name
 
 DEFAULT_STRATEGIES = ("random", "curiosity", "curiosity_diverse")
 
@@ -178,7 +177,7 @@ class ActiveLearner:
     n = len(self.x_pool)
     if initial is None:
       initial = np.asarray(jax.random.permutation(jax.random.fold_in(key, 10_007), n))[: self.options.initial_size]
-    initial = _check_indices(initial, n, "initial")
+    initial = check_indices(initial, n, "initial:")
     if len(initial) != self.options.initial_size:
       raise ValueError(f"initial has {len(initial)} indices, initial_size is {self.options.initial_size}.")
     labels = _check_labels(self.oracle(initial), len(initial), "the oracle's labels")

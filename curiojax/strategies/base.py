@@ -108,6 +108,19 @@ def check_batch_size(ctx: SelectionContext, k: int) -> None:
     raise ValueError(f"batch size {k} is larger than the unlabelled pool ({n} points).")
 
 
+def check_indices(idx, n: int, who: str) -> np.ndarray:
+  """``idx`` as distinct int64 indices into ``range(n)``; else a ``ValueError`` starting with ``who``."""
+  idx = np.asarray(idx)
+  if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+    raise ValueError(f"{who} {idx.dtype} of shape {idx.shape}; expected a 1-D integer index array.")
+  idx = idx.astype(np.int64)
+  if idx.size and (idx.min() < 0 or idx.max() >= n):
+    raise ValueError(f"{who} indices out of range [0, {n}).")
+  if len(np.unique(idx)) != len(idx):
+    raise ValueError(f"{who} duplicated indices.")
+  return idx
+
+
 def select_checked(strategy: Strategy, ctx: SelectionContext, k: int, name: str = "") -> np.ndarray:
   """``strategy.select(ctx, k)``, checked: ``k`` distinct integer indices into ``ctx.x_pool``.
 
@@ -115,16 +128,8 @@ def select_checked(strategy: Strategy, ctx: SelectionContext, k: int, name: str 
   this, so a strategy of one's own that returns too few, repeated or out-of-range indices is a
   ``ValueError`` naming it, not a wrong batch.
   """
-  who = f"strategy {name or type(strategy).__name__!r}"
-  picked = np.asarray(strategy.select(ctx, k))
-  if picked.ndim != 1 or (picked.size and not np.issubdtype(picked.dtype, np.integer)):
-    raise ValueError(f"{who} returned {picked.dtype} of shape {picked.shape}; expected {k} integer indices.")
-  picked = picked.astype(np.int64)
+  who = f"strategy {name or type(strategy).__name__!r} returned"
+  picked = check_indices(strategy.select(ctx, k), len(ctx.x_pool), who)
   if len(picked) != k:
-    raise ValueError(f"{who} returned {len(picked)} indices, expected {k}.")
-  n = len(ctx.x_pool)
-  if picked.size and (picked.min() < 0 or picked.max() >= n):
-    raise ValueError(f"{who} returned indices out of range [0, {n}).")
-  if len(np.unique(picked)) != k:
-    raise ValueError(f"{who} returned duplicated indices.")
+    raise ValueError(f"{who} {len(picked)} indices, expected {k}.")
   return picked
