@@ -477,11 +477,10 @@ def regularity_tangent(
     frozen = new_state._replace(iterate=state.iterate, velocity=state.velocity)
     frozen = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new), state, frozen)
     new_state = frozen._replace(iterate=new_state.iterate, velocity=new_state.velocity)
-    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
     warn = functools.partial(_warn_diverged, dtype=str(jnp.result_type(*jax.tree.leaves(params))))
-    jax.lax.cond(
+    jax.lax.cond(  # the parameters' finiteness is checked only in the step that diverges
       new_state.diverged & ~state.diverged,
-      lambda: jax.debug.callback(warn, state.count, new_state.residual, params_finite),
+      lambda: jax.debug.callback(warn, state.count, new_state.residual, _all_finite(params)),
       lambda: None,
     )
     new_state = new_state._replace(
@@ -497,9 +496,7 @@ def regularity_tangent(
       # Once, on the first update: updates should be gradients (this transform first in the chain).
       def check_order():
         data_grad = jax.grad(lambda p: value_fn(p, **batch))(params)
-        agreement = sum(
-          jnp.vdot(u, g) for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(data_grad), strict=True)
-        )
+        agreement = optax.tree.vdot(updates, data_grad)
         jax.lax.cond(agreement < 0, lambda: jax.debug.callback(_warn_misplaced), lambda: None)
 
       jax.lax.cond(state.count == 0, check_order, lambda: None)
