@@ -1,5 +1,6 @@
 """The learner's ask/tell/save/load: sessions days apart give exactly an uninterrupted run's batches (issue 11)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -159,10 +160,11 @@ def test_saved_state_that_disagrees_with_itself_is_refused(tmp_path):
 
 def test_no_recompilation_across_rounds_of_one_size_class(compilations):
   learner, state, truth = _fresh("curiosity")
-  state, batch = learner.ask(state, 4)  # compiles: 15 labelled rows pad to the capacity 32
-  state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
+  for _ in range(2):  # 15 labelled rows (capacity 16), then 19 (capacity 32): both compile once
+    state, batch = learner.ask(state, 4)
+    state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
   with compilations() as names:
-    state, batch = learner.ask(state, 4)  # 19 labelled rows: the same capacity, the same pool bucket
+    state, batch = learner.ask(state, 4)  # 23 labelled rows: the same capacity, the same pool bucket
     state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
     learner.ask(state, 4)
   assert not [n for n in names if "fit" in n], names
@@ -170,3 +172,96 @@ def test_no_recompilation_across_rounds_of_one_size_class(compilations):
 
 def test_exported_at_the_top_level():
   assert curiojax.Learner is Learner and curiojax.LearnerOptions is LearnerOptions
+
+
+PROTOCOL = LearnerOptions(
+  epochs=15,
+  hidden_sizes=(8,),
+  minibatch_size=16,
+  standardise=False,
+  regularised_training=False,
+  learning_rate_schedule="linear_decay",
+  drop_last=True,
+  restore_best=True,
+  damping=0.0,
+)
+
+
+def _protocol_learner(strategy="curiosity"):
+  x_pool, x_lab, y_lab, truth = _data()
+  rng = np.random.default_rng(5)
+  x_valid = rng.uniform(-2, 2, size=(20, 3)).astype(np.float32)
+  learner = Learner(x_pool, options=PROTOCOL, strategy=strategy, validation=(x_valid, truth(x_valid)))
+  return learner, learner.init(jax.random.key(3), x_labelled=x_lab, y_labelled=y_lab), truth
+
+
+def test_protocol_options_unscaled_restore_best_and_resume(tmp_path):
+  """The benchmark's options through the learner: no scaling, a validation set kept with the save."""
+  learner, state, truth = _protocol_learner()
+  xs, ys = learner.training_set(state)
+  np.testing.assert_array_equal(xs, state.x_extra)  # standardise=False: the rows as given
+  np.testing.assert_array_equal(ys, state.y_extra)
+  assert (state.y_mean, state.y_std) == (0.0, 1.0)
+  state, batch = learner.ask(state, 5)
+  assert batch.tangent_residual < 1e-3  # solved at the restored parameters
+  # the restored parameters are the best epoch's: no worse on validation than the last epoch's
+  x_valid, y_valid = learner.validation
+  last_trainer = curiojax.active.training.Trainer(
+    learner.model.model_fn, dataclasses.replace(PROTOCOL, restore_best=False).train_options
+  )
+  xs, ys = learner.training_set(state)
+  key = learner.round_key(state)
+  last = last_trainer.fit(
+    learner.model.init(jax.random.fold_in(key, 1)), xs, ys, strength=PROTOCOL.strength, key=jax.random.fold_in(key, 2)
+  )
+  rmse = lambda p: np.sqrt(np.mean((np.asarray(learner.trainer.predict(p, x_valid)) - y_valid) ** 2))
+  assert rmse(batch.fit.result.params) <= rmse(last.params) + 1e-6
+  learner.save(tmp_path, state)
+  loaded, loaded_state = Learner.load(tmp_path)
+  np.testing.assert_array_equal(loaded.validation[0], learner.validation[0])
+  _, again = loaded.ask(loaded_state, 5)
+  np.testing.assert_array_equal(again.indices, batch.indices)
+
+
+def test_tangent_is_solved_only_for_strategies_that_read_it():
+  learner, state, _ = _fresh("random")
+  state, batch = learner.ask(state, 4)
+  assert batch.fit.result.tangent is None and np.isnan(batch.tangent_residual)
+  assert batch.fit.tangent_accurate  # no tangent was handed out, so none is inaccurate
+  assert not learner.needs_tangent and _fresh("lcmd")[0].needs_tangent is False
+  assert _fresh("curiosity_diverse")[0].needs_tangent
+
+
+def test_bad_protocol_options_get_clear_errors():
+  from curiojax.active.loop import LoopOptions
+  from curiojax.active.training import TrainOptions
+
+  x_pool, x_lab, y_lab, truth = _data()
+  with pytest.raises(ValueError, match="needs a validation set"):
+    Learner(x_pool, options=PROTOCOL)
+  with pytest.raises(ValueError, match="only with LearnerOptions\\(restore_best=True\\)"):
+    Learner(x_pool, options=OPTIONS, validation=(x_lab, y_lab))
+  with pytest.raises(ValueError, match="2 columns, the pool has 3"):
+    Learner(x_pool, options=PROTOCOL, validation=(x_lab[:, :2], y_lab))
+  with pytest.raises(ValueError, match="NaN or infinite"):
+    Learner(x_pool, options=PROTOCOL, validation=(x_lab, np.full(len(x_lab), np.nan)))
+  with pytest.raises(TypeError, match="standardise must be True or False"):
+    LearnerOptions(standardise="no")
+  with pytest.raises(ValueError, match="Unknown learning_rate_schedule 'cosine'"):
+    TrainOptions(learning_rate_schedule="cosine")
+  with pytest.raises(TypeError, match="drop_last must be True or False"):
+    TrainOptions(drop_last=1)
+  with pytest.raises(ValueError, match="simulated loop does not hold out"):
+    LoopOptions(restore_best=True)
+
+
+def test_no_recompilation_across_rounds_with_the_protocol_options(compilations):
+  learner, state, truth = _protocol_learner()
+  for _ in range(2):  # 15 labelled rows (capacity 16), then 19 (capacity 32): both compile once
+    state, batch = learner.ask(state, 4)
+    state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
+  with compilations() as names:  # 23 and 27 rows: capacity 32 again
+    state, batch = learner.ask(state, 4)
+    state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
+    learner.ask(state, 4)
+  assert not [n for n in names if "fit" in n], names

@@ -74,9 +74,13 @@ class LearnerOptions:
     strength_grid: if non-empty, choose ``s`` from it at every fit on a validation split.
     validation_fraction: share of the labelled set held out when choosing ``s``.
     warm_start: continue from the previous fit's parameters and optimizer state.
+    standardise: scale inputs (pool statistics) and the target (first labels' statistics)
+      inside the learner; False for data already on a common scale (a benchmark protocol).
     model, hidden_sizes, activation: the model (see :func:`curiojax.active.models.make_model`).
-    epochs, learning_rate, minibatch_size, damping, curvature: training (see
-      :class:`curiojax.active.training.TrainOptions`).
+    epochs, learning_rate, minibatch_size, damping, curvature, finish_maxiter,
+      learning_rate_schedule, drop_last, regularised_training, restore_best: training (see
+      :class:`curiojax.active.training.TrainOptions`; ``restore_best`` needs the learner's
+      ``validation`` set).
     strategy_options: typed options of each strategy by name, e.g.
       ``{"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "jvp"}}``
       (checked against the strategy's constructor; default: its own defaults).
@@ -87,6 +91,7 @@ class LearnerOptions:
   strength_grid: tuple[float, ...] = ()
   validation_fraction: float = 0.2
   warm_start: bool = False
+  standardise: bool = True
   model: str = "mlp"
   hidden_sizes: tuple[int, ...] = (50,)
   activation: str = "tanh"
@@ -95,10 +100,18 @@ class LearnerOptions:
   minibatch_size: int = TrainOptions.minibatch_size
   damping: float = TrainOptions.damping
   curvature: str = TrainOptions.curvature
+  finish_maxiter: int = TrainOptions.finish_maxiter
+  learning_rate_schedule: str = TrainOptions.learning_rate_schedule
+  drop_last: bool = TrainOptions.drop_last
+  regularised_training: bool = TrainOptions.regularised_training
+  restore_best: bool = TrainOptions.restore_best
   strategy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     check_int("seed", self.seed, 0)
+    for name in ("warm_start", "standardise"):
+      if not isinstance(getattr(self, name), bool):
+        raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
     if hasattr(self.strategy_options, "to_dict"):  # an ml_collections.ConfigDict from a config file
       object.__setattr__(self, "strategy_options", self.strategy_options.to_dict())
     if not isinstance(self.strategy_options, Mapping) or not all(
@@ -121,13 +134,9 @@ class LearnerOptions:
 
   @property
   def train_options(self) -> TrainOptions:
-    return TrainOptions(
-      epochs=self.epochs,
-      learning_rate=self.learning_rate,
-      minibatch_size=self.minibatch_size,
-      damping=self.damping,
-      curvature=self.curvature,
-    )
+    """The :class:`TrainOptions` named by the training fields (those sharing a name with it)."""
+    names = [f.name for f in dataclasses.fields(TrainOptions) if hasattr(self, f.name)]
+    return TrainOptions(**{name: getattr(self, name) for name in names})
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
@@ -179,12 +188,13 @@ class Fit:
 
   @property
   def tangent_residual(self) -> float:
+    """The tangent's relative residual; NaN when the strategy needed none and none was solved."""
     return float(self.result.tangent_residual)
 
   @property
   def tangent_accurate(self) -> bool:
-    """Whether the tangent meets its documented tolerance (``curiojax.tangent_diagnostics``)."""
-    return bool(tangent_diagnostics(self.result.opt_state).accurate)
+    """Whether the tangent meets its documented tolerance (``curiojax.tangent_diagnostics``); True without one."""
+    return self.result.tangent is None or bool(tangent_diagnostics(self.result.opt_state).accurate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +252,11 @@ class Learner:
     trainer: a :class:`~curiojax.active.training.Trainer` for ``model`` (share one to compile once).
     capacity: padded size of the labelled set (default: the next power of two of each fit's
       size, so fits of similar size share one compilation).
-    x_reference: rows whose statistics standardise the inputs (default the pool; the pool
-      and the labelled rows from outside it, for :meth:`init` with ``x_labelled``).
+    validation: ``(x_valid, y_valid)`` in original units, labelled rows kept out of training
+      for ``options.restore_best`` (required by it, refused without it).
+
+  The tangent is solved at each fit when the strategy reads it (``needs_tangent``, True for
+  strategy objects that do not say).
   """
 
   def __init__(
@@ -255,9 +268,11 @@ class Learner:
     model: ModelSpec | None = None,
     trainer: Trainer | None = None,
     capacity: int | None = None,
+    validation=None,
   ):
     self.x_pool = _check_x(x_pool, "x_pool")
     self.options = options = options or LearnerOptions()
+    self.validation = _check_validation(validation, self.x_pool.shape[1], options.restore_best)
     if isinstance(strategy, str):
       check_strategy_name(strategy)
       self.strategy_name, self.strategy = strategy, options.make_strategy(strategy)
@@ -267,13 +282,17 @@ class Learner:
     self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
     self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
     self.capacity = capacity
+    self.needs_tangent = bool(getattr(self.strategy, "needs_tangent", True))
     self.extra: dict = {}  # what a front end keeps with the learner (see save)
     self._scale(self.x_pool)
 
   def _scale(self, x_reference):
-    self.x_mean = x_reference.mean(0)
-    std = x_reference.std(0)
-    self.x_std = np.where(std > 0, std, 1.0).astype(np.float32)
+    if self.options.standardise:
+      self.x_mean = x_reference.mean(0)
+      std = x_reference.std(0)
+      self.x_std = np.where(std > 0, std, 1.0).astype(np.float32)
+    else:
+      self.x_mean, self.x_std = np.zeros(x_reference.shape[1], np.float32), np.ones(x_reference.shape[1], np.float32)
     self.xs_pool = self.standardise(self.x_pool)
 
   def standardise(self, x) -> np.ndarray:
@@ -285,7 +304,8 @@ class Learner:
     """The first state: labelled rows from outside the pool and/or labelled pool indices.
 
     With ``x_labelled``, the inputs are standardised with the statistics of the pool and those
-    rows together. The target is standardised with the statistics of these first labels.
+    rows together. The target is standardised with the statistics of these first labels
+    (neither with ``options.standardise=False``).
     """
     d = self.x_pool.shape[1]
     if x_labelled is None:
@@ -303,7 +323,8 @@ class Learner:
     first = np.concatenate([y_extra, labels])
     if len(first) < 2:
       raise ValueError(f"need at least 2 labelled rows to start, got {len(first)}.")
-    std = np.float32(first.std())
+    std = np.float32(first.std()) if self.options.standardise else np.float32(1.0)
+    mean = np.float32(first.mean()) if self.options.standardise else np.float32(0.0)
     return LearnerState(
       labelled=labelled,
       labels=labels,
@@ -311,7 +332,7 @@ class Learner:
       key=key,
       x_extra=x_extra,
       y_extra=y_extra,
-      y_mean=float(np.float32(first.mean())),
+      y_mean=float(mean),
       y_std=float(std if std > 0 else np.float32(1.0)),
     )
 
@@ -329,13 +350,17 @@ class Learner:
     return jax.random.fold_in(state.key, state.round)
 
   # -- fit -----------------------------------------------------------------------------------
-  def _train(self, xs, ys, strength, key, params=None, opt_state=None) -> TrainResult:
+  def _train(self, state, xs, ys, strength, key, params=None, opt_state=None) -> TrainResult:
     n = len(xs)
     capacity = self.capacity or capacity_for(n, self.options.minibatch_size)
     if n > capacity:
       raise ValueError(f"{n} labelled rows exceed the learner's capacity {capacity}.")
     if params is None:
       params, opt_state = self.model.init(jax.random.fold_in(key, 1)), None
+    validation = None
+    if self.validation is not None:
+      x_valid, y_valid = self.validation
+      validation = (self.standardise(x_valid), (y_valid - np.float32(state.y_mean)) / np.float32(state.y_std))
     return self.trainer.fit(
       params,
       pad_rows(xs, capacity),
@@ -344,9 +369,11 @@ class Learner:
       strength=strength,
       key=jax.random.fold_in(key, 2),
       opt_state=opt_state,
+      validation=validation,
+      solve_tangent=self.needs_tangent,
     )
 
-  def choose_strength(self, xs, ys, key) -> float:
+  def choose_strength(self, state, xs, ys, key) -> float:
     """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""
     n = len(xs)
     n_val = max(1, int(round(self.options.validation_fraction * n)))
@@ -355,7 +382,7 @@ class Learner:
     x_val = pad_rows(xs[val], self.capacity or capacity_for(n, self.options.minibatch_size))
     errors = []
     for s in self.options.strength_grid:
-      res = self._train(xs[tr], ys[tr], s, key)
+      res = self._train(state, xs[tr], ys[tr], s, key)
       pred = np.asarray(self.trainer.predict(res.params, x_val))[:n_val]
       errors.append(float(np.sqrt(np.mean((pred - ys[val]) ** 2))))
     return float(self.options.strength_grid[int(np.argmin(errors))])
@@ -364,9 +391,10 @@ class Learner:
     """Fit the model on the labelled set (strength fixed or chosen on validation)."""
     key = self.round_key(state)
     xs, ys = self.training_set(state)
-    strength = self.choose_strength(xs, ys, key) if self.options.strength_grid else self.options.strength
+    strength = self.choose_strength(state, xs, ys, key) if self.options.strength_grid else self.options.strength
     warm = self.options.warm_start and state.params is not None
-    result = self._train(xs, ys, strength, key, state.params if warm else None, state.opt_state if warm else None)
+    params, opt_state = (state.params, state.opt_state) if warm else (None, None)
+    result = self._train(state, xs, ys, strength, key, params, opt_state)
     return dataclasses.replace(state, params=result.params, opt_state=result.opt_state), Fit(result, float(strength))
 
   def predict(self, state: LearnerState, fit: Fit, x) -> np.ndarray:
@@ -478,6 +506,8 @@ class Learner:
       "state": meta,
       "extra": extra or {},
     }
+    if self.validation is not None:
+      arrays = {**arrays, "x_valid": self.validation[0], "y_valid": self.validation[1]}
     persistence.save_state(directory, meta, {**arrays, "x_pool": self.x_pool}, tag=state.round)
 
   @classmethod
@@ -493,8 +523,14 @@ class Learner:
       raise ValueError(f"{directory} does not hold a saved curiojax learner (format {FORMAT_VERSION}).")
     try:
       options = LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()})
+      validation = (arrays["x_valid"], arrays["y_valid"]) if "x_valid" in arrays else None
       learner = cls(
-        arrays["x_pool"], options=options, strategy=meta["strategy"], model=model, capacity=meta["capacity"]
+        arrays["x_pool"],
+        options=options,
+        strategy=meta["strategy"],
+        model=model,
+        capacity=meta["capacity"],
+        validation=validation,
       )
       learner.x_mean = np.asarray(meta["x_mean"], np.float32)
       learner.x_std = np.asarray(meta["x_std"], np.float32)
@@ -504,6 +540,21 @@ class Learner:
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"{directory}: the saved learner is inconsistent: {type(e).__name__}: {e}") from None
     return learner, state
+
+
+def _check_validation(validation, d: int, restore_best: bool):
+  """``(x_valid, y_valid)`` as checked float32 arrays, or None; required exactly when ``restore_best``."""
+  if validation is None:
+    if restore_best:
+      raise ValueError("options.restore_best needs a validation set: Learner(..., validation=(x_valid, y_valid)).")
+    return None
+  if not restore_best:
+    raise ValueError("validation is used only with LearnerOptions(restore_best=True); drop it or set restore_best.")
+  x_valid, y_valid = validation
+  x_valid = _check_x(x_valid, "validation x_valid")
+  if x_valid.shape[1] != d:
+    raise ValueError(f"validation x_valid has {x_valid.shape[1]} columns, the pool has {d}.")
+  return x_valid, _check_labels(y_valid, len(x_valid), "validation y_valid")
 
 
 def _registered():

@@ -57,7 +57,7 @@ class LoopOptions(LearnerOptions):
   """Settings of the simulated loop: a :class:`~curiojax.active.learner.LearnerOptions` and a label schedule.
 
   These are the fields of ``configs/*.py`` minus the dataset and output; their defaults are
-  the main job's (``curiojax run``), and :mod:`curiojax.config_defaults` is built from them.
+  the main job's (``curiojax run``), and ``curiojax.config_defaults`` is built from them.
 
   Attributes:
     strategies: strategy names compared by :class:`Experiment`.
@@ -93,6 +93,11 @@ class LoopOptions(LearnerOptions):
       raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}.")
     if not 0 <= self.stop_ratio < 1:
       raise ValueError(f"stop_ratio must be in [0, 1), got {self.stop_ratio!r}.")
+    if self.restore_best:
+      raise ValueError(
+        "restore_best needs a validation set, which the simulated loop does not hold out; use it with "
+        "curiojax.Learner(..., validation=(x_valid, y_valid)) (as benchmarks/active_learning.py does)."
+      )
     if self.budget and self.budget < self.initial_size:
       raise ValueError(f"budget {self.budget} is smaller than initial_size {self.initial_size}.")
 
@@ -388,6 +393,9 @@ def summarise(records: Sequence[dict]) -> dict:
       "labels_used": int(np.max(labels)) if labels else 0,
       "splits": len(splits),
       "fits_with_inaccurate_tangent": sum(not r.get("tangent_ok", True) for r in rows),
-      "max_tangent_residual": max((float(r.get("tangent_residual", 0.0)) for r in rows), default=0.0),
+      # NaN where the strategy needed no tangent and none was solved
+      "max_tangent_residual": max(
+        (float(r["tangent_residual"]) for r in rows if np.isfinite(r.get("tangent_residual", np.nan))), default=0.0
+      ),
     }
   return out

@@ -46,6 +46,8 @@ from curiojax.tangent.regularizers import get_regularizer
 from curiojax.tangent.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
 from curiojax.tangent.transform import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
 
+LEARNING_RATE_SCHEDULES = ("constant", "linear_decay")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
@@ -62,6 +64,15 @@ class TrainOptions:
     finish_tolerance: relative residual the tangent is solved to on the labelled set after
       training (:func:`curiojax.finish_tangent`).
     finish_maxiter: products the finishing solve may spend (conjugate gradients).
+    learning_rate_schedule: ``"constant"`` or ``"linear_decay"`` (``η·(1 − t/T)`` over the fit's
+      ``T`` steps, restarting at every fit).
+    drop_last: minibatches of ``min(minibatch_size, n)`` rows with the incomplete last one dropped
+      (``bmdal_reg``'s data loader); default False keeps it.
+    regularised_training: True (default) minimises ``F = loss + R(θ, s)`` and carries the
+      tangent online; False minimises the unregularised loss (``bmdal_reg``'s protocol): ``s``
+      then only defines the tangent system, solved after training at the returned parameters.
+    restore_best: evaluate the data loss on a validation set (given to :meth:`Trainer.fit`)
+      after every epoch and return the best epoch's parameters; the tangent is solved there.
   """
 
   epochs: int = 200
@@ -73,6 +84,10 @@ class TrainOptions:
   loss: Any = "squared_error"
   finish_tolerance: float = FINISH_TOLERANCE
   finish_maxiter: int = FINISH_MAXITER
+  learning_rate_schedule: str = "constant"
+  drop_last: bool = False
+  regularised_training: bool = True
+  restore_best: bool = False
 
   def __post_init__(self):
     for name in ("epochs", "minibatch_size", "finish_maxiter"):
@@ -87,6 +102,13 @@ class TrainOptions:
     if isinstance(self.regularizer, str):
       get_regularizer(self.regularizer)
     get_loss(self.loss)
+    if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+      raise ValueError(
+        f"Unknown learning_rate_schedule {self.learning_rate_schedule!r}; choose one of {LEARNING_RATE_SCHEDULES}."
+      )
+    for name in ("drop_last", "regularised_training", "restore_best"):
+      if not isinstance(getattr(self, name), bool):
+        raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
 
 class TrainResult(NamedTuple):
@@ -95,11 +117,14 @@ class TrainResult(NamedTuple):
   Attributes:
     params: trained parameters.
     opt_state: optimizer state (holds the tangent; pass back for a warm start).
-    tangent: ``τ = dθ*/ds``, shaped like params, solved to ``finish_tolerance`` on the labelled set.
+    tangent: ``τ = dθ*/ds``, shaped like params, solved to ``finish_tolerance`` on the labelled
+      set (None when ``fit(..., solve_tangent=False)``).
     noise_variance: ``σ̂²``, mean squared training residual (float32 scalar array).
     loss: final regularised objective on the labelled set (scalar array).
-    tangent_residual: the tangent's full-data relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖``.
-    online_residual: the residual estimate the online recursion reached before finishing.
+    tangent_residual: the tangent's full-data relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖`` (NaN
+      when not solved).
+    online_residual: the residual estimate the online recursion reached before finishing (NaN
+      when training is unregularised: nothing is carried online).
   """
 
   params: Any
@@ -119,7 +144,11 @@ def make_optimizer(options: TrainOptions, strength: float = 1e-3) -> optax.Gradi
     curvature=options.curvature,
     damping=float(options.damping),
   )
-  return optax.chain(tangent, optax.adam(options.learning_rate))
+  return optax.chain(tangent, _adam(options))
+
+
+def _adam(options: TrainOptions) -> optax.GradientTransformation:
+  return optax.adam(options.learning_rate)
 
 
 def capacity_for(n: int, minibatch_size: int) -> int:
@@ -141,7 +170,8 @@ class Trainer:
     self.loss = prediction_loss(model_fn, options.loss)
     self.regularizer = get_regularizer(options.regularizer)
     self.tx = make_optimizer(options)
-    self._fit = jax.jit(self._fit_impl, static_argnames=("epochs",))
+    self._adam = _adam(options)  # the chain's second part, for unregularised training
+    self._fit = jax.jit(self._fit_impl, static_argnames=("epochs", "solve_tangent"))
     self._predict = jax.jit(model_fn)
 
   def init(self, params, strength) -> Any:
@@ -152,51 +182,88 @@ class Trainer:
     """Jitted ``model_fn(params, x)``."""
     return self._predict(params, x)
 
-  def _fit_impl(self, params, opt_state, x, y, mask, key, *, epochs):
+  def _fit_impl(self, params, opt_state, x, y, mask, key, validation, *, epochs, solve_tangent):
+    options, loss = self.options, self.loss
     capacity = x.shape[0]
-    mb = min(self.options.minibatch_size, capacity)
+    mb = min(options.minibatch_size, capacity)
     steps = -(-capacity // mb)
     total = steps * mb
-    loss = self.loss
+    n = jnp.sum(mask).astype(jnp.int32)
+    if options.drop_last:  # bmdal_reg's loader: batches of min(mb, n) rows, the incomplete last one dropped
+      size = jnp.minimum(mb, n)
+      n_batches = n // jnp.maximum(size, 1)
+    else:
+      size, n_batches = mb, -(-n // mb)
+    in_batch = (jnp.arange(mb) < size).astype(mask.dtype)
+    decay_steps = jnp.maximum(epochs * n_batches, 1).astype(jnp.float32)
 
-    def step(carry, idx):
-      params, opt_state = carry
-      xb, yb, wb = x[idx], y[idx], mask[idx]
+    def step(carry, j_idx):
+      j, idx = j_idx
+      xb, yb, wb = x[idx], y[idx], mask[idx] * in_batch
 
       def do(carry):
-        params, opt_state = carry
-        updates, opt_state = self.tx.update(None, opt_state, params, value_fn=loss, x=xb, y=yb, weights=wb)
-        return optax.apply_updates(params, updates), opt_state
+        params, opt_state, count = carry
+        if options.regularised_training:  # ∇F and one tangent step in one pass
+          updates, opt_state = self.tx.update(None, opt_state, params, value_fn=loss, x=xb, y=yb, weights=wb)
+        else:  # the unregularised loss; the tangent is solved after training
+          grads = jax.grad(loss)(params, xb, yb, wb)
+          updates, adam_state = self._adam.update(grads, opt_state[1], params)
+          opt_state = (opt_state[0], adam_state)
+        if options.learning_rate_schedule == "linear_decay":
+          updates = jax.tree.map(lambda u: u * (1.0 - count / decay_steps), updates)
+        return optax.apply_updates(params, updates), opt_state, count + 1
 
-      return jax.lax.cond(jnp.sum(wb) > 0, do, lambda c: c, (params, opt_state)), None
+      active = (j < n_batches) & (jnp.sum(wb) > 0)
+      return jax.lax.cond(active, do, lambda c: c, carry), None
 
     def epoch(carry, key):
+      params, opt_state, count, best, best_loss = carry
       # Real points first in a random order, padding last; indices wrap past the capacity.
       order = jnp.argsort(jnp.where(mask > 0, jax.random.uniform(key, (capacity,)), 2.0))
       order = jnp.concatenate([order, jnp.full((total - capacity,), order[-1])]) if total > capacity else order
-      idx = order.reshape(steps, mb)
-      carry, _ = jax.lax.scan(step, carry, idx)
-      return carry, None
+      (params, opt_state, count), _ = jax.lax.scan(
+        step, (params, opt_state, count), (jnp.arange(steps), order.reshape(steps, mb))
+      )
+      if options.restore_best:
+        x_valid, y_valid = validation
+        valid_loss = loss(params, x_valid, y_valid)
+        better = valid_loss < best_loss
+        best = jax.tree.map(lambda u, v: jnp.where(better, u, v), params, best)
+        best_loss = jnp.where(better, valid_loss, best_loss)
+      return (params, opt_state, count, best, best_loss), None
 
-    (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
-    online_residual = opt_state[0].inner_state.residual
-    opt_state = finish_tangent(
-      opt_state,
-      params,
-      loss,
-      dict(x=x, y=y, weights=mask),
-      tol=self.options.finish_tolerance,
-      maxiter=self.options.finish_maxiter,
-    )
+    carry = (params, opt_state, jnp.float32(0.0), params, jnp.float32(jnp.inf))
+    (params, opt_state, _, best, _), _ = jax.lax.scan(epoch, carry, jax.random.split(key, epochs))
+    if options.restore_best:
+      params = best
+    online_residual = opt_state[0].inner_state.residual if options.regularised_training else jnp.float32(jnp.nan)
+    tangent, residual = None, jnp.float32(jnp.nan)
+    if solve_tangent:
+      batch = dict(x=x, y=y, weights=mask)
+      opt_state = finish_tangent(
+        opt_state, params, loss, batch, tol=options.finish_tolerance, maxiter=options.finish_maxiter
+      )
+      tangent, residual = carried_tangent(opt_state), opt_state[0].inner_state.residual
     preds = self.model_fn(params, x)
-    n = jnp.maximum(jnp.sum(mask), 1.0)
-    sq = jnp.sum(mask * jnp.square(preds - y)) / n
+    sq = jnp.sum(mask * jnp.square(preds - y)) / jnp.maximum(jnp.sum(mask), 1.0)
     strength = opt_state[0].hyperparams["strength"]
     objective = loss.mean_on_predictions(preds, y, mask) + self.regularizer(params, strength)
-    residual = opt_state[0].inner_state.residual
-    return TrainResult(params, opt_state, carried_tangent(opt_state), sq, objective, residual, online_residual)
+    return TrainResult(params, opt_state, tangent, sq, objective, residual, online_residual)
 
-  def fit(self, params, x, y, *, strength, key, opt_state=None, mask=None, epochs=None) -> TrainResult:
+  def fit(
+    self,
+    params,
+    x,
+    y,
+    *,
+    strength,
+    key,
+    opt_state=None,
+    mask=None,
+    epochs=None,
+    validation=None,
+    solve_tangent: bool = True,
+  ) -> TrainResult:
     """Train from ``params`` (and ``opt_state`` for a warm start) on ``(x, y)``.
 
     Args:
@@ -207,6 +274,9 @@ class Trainer:
       opt_state: continue from this optimizer state (default: a fresh one).
       mask: ``(n,)`` 1 for real points, 0 for padding (default: all real).
       epochs: override ``options.epochs``.
+      validation: ``(x_valid, y_valid)``, required by ``options.restore_best``.
+      solve_tangent: False skips the tangent's solve (for a caller that does not use it):
+        ``tangent`` is None and ``tangent_residual`` NaN.
 
     Returns:
       A :class:`TrainResult`.
@@ -217,10 +287,16 @@ class Trainer:
       raise ValueError(f"fit needs x of shape (n, d) and y of shape (n,), got {x.shape} and {y.shape}.")
     if x.shape[0] == 0:
       raise ValueError("fit needs at least one labelled point.")
+    if self.options.restore_best:
+      validation = _check_validation(validation, x.shape[1])
+    elif validation is not None:
+      raise ValueError("validation is used only with TrainOptions(restore_best=True); drop it or set restore_best.")
     mask = jnp.ones(x.shape[0], jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     opt_state = self.init(params, strength) if opt_state is None else set_strength(opt_state, strength)
     epochs = self.options.epochs if epochs is None else int(epochs)
-    result = self._fit(params, opt_state, x, y, mask, key, epochs=epochs)
+    result = self._fit(params, opt_state, x, y, mask, key, validation, epochs=epochs, solve_tangent=bool(solve_tangent))
+    if not solve_tangent:
+      return result
     d = tangent_diagnostics(result.opt_state)
     if not d.accurate:
       warnings.warn(
@@ -233,6 +309,19 @@ class Trainer:
         stacklevel=2,
       )
     return result
+
+
+def _check_validation(validation, d: int) -> tuple[jax.Array, jax.Array]:
+  if validation is None:
+    raise ValueError("TrainOptions(restore_best=True) needs a validation set: fit(..., validation=(x_valid, y_valid)).")
+  x_valid, y_valid = (jnp.asarray(a, jnp.float32) for a in validation)
+  if x_valid.ndim != 2 or x_valid.shape[1] != d or y_valid.shape != (x_valid.shape[0],) or not x_valid.shape[0]:
+    raise ValueError(
+      f"validation must be (x_valid (m, {d}), y_valid (m,)) with m >= 1, got {x_valid.shape} and {y_valid.shape}."
+    )
+  if not (jnp.all(jnp.isfinite(x_valid)) and jnp.all(jnp.isfinite(y_valid))):
+    raise ValueError("the validation set has NaN or infinite values.")
+  return x_valid, y_valid
 
 
 @functools.lru_cache(maxsize=16)

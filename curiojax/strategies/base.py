@@ -55,8 +55,9 @@ class Strategy(Protocol):
   """``select(ctx, k) -> indices``: distinct ints into ``ctx.x_pool``.
 
   Class attributes: ``criterion`` (one line: what the strategy maximises, shown to users with
-  its picks) and ``needs_tangent`` (True if it reads ``ctx.tangent``, so callers that compute
-  the tangent on demand know to).
+  its picks) and ``needs_tangent`` (True if it reads ``ctx.tangent``: callers such as
+  :class:`curiojax.Learner` solve the tangent only for strategies that say so, and assume it is
+  needed when the attribute is missing).
   """
 
   criterion: str

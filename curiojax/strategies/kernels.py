@@ -157,6 +157,8 @@ class Sketched:
     chunk_size: pool rows per chunk when sketching.
   """
 
+  needs_tangent = False  # curiosity_diverse, which weights by (J_xτ)², says True
+
   def __init__(self, dim: int = 512, chunk_size: int = 2048):
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
       raise ValueError(f"dim must be an integer >= 1, got {dim!r}.")

@@ -22,6 +22,7 @@ class RandomStrategy:
   """Uniform sampling without replacement: the baseline every method must beat."""
 
   criterion = "uniform at random (no score)"
+  needs_tangent = False
 
   def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
     check_batch_size(ctx, k)
