@@ -20,14 +20,15 @@ Datasets too small for the protocol (``N − test < 256 + 64 + 12·32``, e.g. ya
 fall back to: validation ``min(256, ⌊0.2N⌋)``, initial ``min(64, ⌊0.2N⌋)``, and acquisition batch
 ``min(32, ⌊pool / 24⌋)`` so that at most half the pool is ever labelled; the report flags them.
 
-Training is one jitted ``lax.scan`` over epochs with a fixed number of padded, masked minibatch
-steps per epoch, so one compilation serves every round of a dataset.
-
-The harness lives outside the installed package and is built from its parts: the model is
-the registered ``"ntk_mlp"`` (:class:`curiojax.active.models.NTKMLP`), the tangent is
-:func:`curiojax.exact_tangent`, and each batch is chosen by :func:`curiojax.select_batch`
-with the same registered strategy objects :meth:`curiojax.Learner.ask` runs. Only the protocol's training (no weight
-decay, linear decay, best-validation restore) is its own.
+The harness lives outside the installed package and drives the library's
+:class:`curiojax.Learner` with the held-back labels as oracle: the model is the registered
+``"ntk_mlp"`` (:class:`curiojax.active.models.NTKMLP`), the protocol's training is a set of
+:class:`curiojax.LearnerOptions` (:func:`protocol_options`: no input scaling by the learner,
+unregularised training with a linear decay, ``bmdal_reg``'s minibatches, the best-validation
+restore, the tangent solved afterwards), and each batch is chosen by the same registered
+strategy objects :meth:`curiojax.Learner.ask` runs. Only the splits, the shared round-0 fit
+(paired comparisons) and the report are its own. The labelled set is padded to its final size,
+so one compilation serves every round of a dataset.
 
 Run from the repository root: ``python benchmarks/active_learning.py --config
 configs/benchmark.py`` (``--config.fast=True`` for the CI smoke run). Example (library use):
@@ -41,7 +42,6 @@ configs/benchmark.py`` (``--config.fast=True`` for the CI smoke run). Example (l
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import json
 import math
@@ -50,15 +50,14 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from curiojax.active import data
-from curiojax.active.models import make_model
+from curiojax.active.learner import Fit, Learner, LearnerOptions, LearnerState
+from curiojax.active.models import ModelSpec, make_model
 from curiojax.active.persistence import atomic_write_text
 from curiojax.active.progress import Progress
-from curiojax.strategies import STRATEGIES, get_strategy, select_batch
+from curiojax.strategies import STRATEGIES, get_strategy
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -171,202 +170,96 @@ def make_split(
 
 
 # --------------------------------------------------------------------------------------------
-# Training
+# The protocol as learner options
 
 
-def _rmse(model, params, x, y):
-  return jnp.sqrt(jnp.mean(jnp.square(model(params, x) - y)))
+def protocol_options(cfg, strategy_kwargs: dict | None = None) -> LearnerOptions:
+  """The protocol's model fit as :class:`curiojax.LearnerOptions` (see the module docstring).
 
-
-@functools.partial(jax.jit, static_argnames=("model", "epochs", "batch_size", "lr"))
-def train(
-  model, key, x_lab, y_lab, n_lab, x_valid, y_valid, *, epochs: int = 256, batch_size: int = 256, lr: float = 0.375
-):
-  """Train from scratch on the first ``n_lab`` rows of the padded labelled arrays.
-
-  One jitted ``lax.scan`` over epochs; each epoch takes ``⌊n/b⌋`` minibatches of ``b =
-  min(batch_size, n)`` rows of a fresh permutation (incomplete last batch dropped), padded to a
-  fixed number of masked steps so shapes do not depend on ``n``. Adam, learning rate
-  ``lr·(1 − step/steps)``. Validation RMSE after each epoch; the best parameters are returned.
-
-  Returns:
-    ``(best_params, best_valid_rmse)``.
+  The data are already standardised by :func:`make_split` (``standardise=False``). Training is
+  unregularised (``regularised_training=False``) with a linear learning-rate decay, ``bmdal_reg``'s
+  minibatches (``drop_last``) and the best-validation restore; ``tangent_strength`` only defines
+  the tangent ``τ = −(G + sI)⁻¹θ*``, solved after training at the restored parameters by at most
+  ``tangent_maxiter`` conjugate-gradient products, and only for strategies that read it.
   """
-  n_max = x_lab.shape[0]
-  b_max = min(batch_size, n_max)
-  steps_max = max(1, n_max // b_max)
-  b = jnp.minimum(batch_size, n_lab)
-  n_batches = n_lab // b
-  total = (epochs * n_batches).astype(jnp.float32)
-  k_init, k_perm = jax.random.split(key)
-  params = model.init(k_init, x_lab.shape[1])
-  adam = optax.scale_by_adam()
-  loss_fn = lambda p, xb, yb, wb: jnp.sum(wb * jnp.square(model(p, xb) - yb)) / jnp.sum(wb)
-  grad_fn = jax.grad(loss_fn)
-  rows = jnp.arange(n_max)
-
-  def epoch(carry, k):
-    params, state, step, best, best_rmse = carry
-    # valid rows first in a random order, padding rows last
-    order = jnp.argsort(jnp.where(rows < n_lab, jax.random.uniform(k, (n_max,)), 2.0))
-
-    def one(carry, j):
-      params, state, step = carry
-      idx = jax.lax.dynamic_slice(order, (j * b_max,), (b_max,)) if steps_max > 1 else order[:b_max]
-      wb = (jnp.arange(b_max) < b).astype(jnp.float32)
-      g = grad_fn(params, x_lab[idx], y_lab[idx], wb)
-      upd, new_state = adam.update(g, state)
-      rate = lr * (1.0 - step / total)
-      new_params = jax.tree.map(lambda p, u: p - rate * u, params, upd)
-      active = j < n_batches
-      pick = lambda a, c: jax.tree.map(lambda u, v: jnp.where(active, u, v), a, c)
-      return (pick(new_params, params), pick(new_state, state), step + active), None
-
-    (params, state, step), _ = jax.lax.scan(one, (params, state, step), jnp.arange(steps_max))
-    rmse = _rmse(model, params, x_valid, y_valid)
-    better = rmse < best_rmse
-    best = jax.tree.map(lambda u, v: jnp.where(better, u, v), params, best)
-    return (params, state, step, best, jnp.where(better, rmse, best_rmse)), None
-
-  carry = (params, adam.init(params), jnp.float32(0.0), params, jnp.float32(jnp.inf))
-  carry, _ = jax.lax.scan(epoch, carry, jax.random.split(k_perm, epochs))
-  return carry[3], carry[4]
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def heldout_rmse(model, params, x, y):
-  return _rmse(model, params, x, y)
-
-
-# --------------------------------------------------------------------------------------------
-# Tangent (post hoc, at the restored best parameters)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "maxiter"))
-def posthoc_tangent(model, params, x_lab, y_lab, n_lab, strength, *, maxiter: int = 50):
-  """``τ = −(G + sI)⁻¹θ*`` on the labelled rows (Gauss-Newton, L2 strength ``s``), by CG.
-
-  Our choice: the reference trains without weight decay and restores the best-validation
-  parameters, so a tangent carried during training would belong to the last, not the restored,
-  parameters. We train exactly as the reference and compute the tangent afterwards with
-  :func:`curiojax.exact_tangent` (``solver="cg"``) at the restored parameters; ``s`` only
-  defines the tangent (it makes ``G + sI`` invertible) and never touches training.
-  """
-  from curiojax import exact_tangent, l2, prediction_loss
-
-  loss = prediction_loss(model)
-  weights = (jnp.arange(x_lab.shape[0]) < n_lab).astype(x_lab.dtype)
-  return exact_tangent(
-    loss,
-    params,
-    dict(x=x_lab, y=y_lab, weights=weights),
-    regularizer=l2(),
-    strength=strength,
+  return LearnerOptions(
+    seed=0,
+    strength=float(cfg.tangent_strength),
+    standardise=False,
+    model="ntk_mlp",
+    hidden_sizes=tuple(cfg.hidden),
+    epochs=int(cfg.epochs),
+    learning_rate=float(cfg.lr),
+    minibatch_size=int(cfg.train_batch),
+    damping=0.0,
     curvature="gauss_newton",
-    solver="cg",
-    tol=1e-5,
-    maxiter=maxiter,
+    finish_maxiter=int(cfg.tangent_maxiter),
+    learning_rate_schedule="linear_decay",
+    drop_last=True,
+    regularised_training=False,
+    restore_best=True,
+    strategy_options=strategy_kwargs or {},
   )
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def tangent_residual(model, params, tangent, x_lab, y_lab, n_lab, strength):
-  """The post-hoc tangent's full relative residual ``‖(G + sI)τ + ρ‖/‖ρ‖`` on the labelled rows.
-
-  Recorded with each round's result: the CG budget (``tangent_maxiter``) does not certify the
-  tangent, so the figures say how far from the exact solve it was.
-  """
-  from curiojax import l2, prediction_loss, relative_residual
-
-  weights = (jnp.arange(x_lab.shape[0]) < n_lab).astype(x_lab.dtype)
-  batch = dict(x=x_lab, y=y_lab, weights=weights)
-  return relative_residual(
-    prediction_loss(model), params, tangent, batch, regularizer=l2(), strength=strength, curvature="gauss_newton"
-  )
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _noise_variance(model, params, x_lab, y_lab, n_lab):
-  w = (jnp.arange(x_lab.shape[0]) < n_lab).astype(x_lab.dtype)
-  return jnp.sum(w * jnp.square(model(params, x_lab) - y_lab)) / jnp.sum(w)
+def protocol_model(cfg, d: int) -> ModelSpec:
+  """The registered ``"ntk_mlp"`` with the config's widths and ``σ_w``, ``σ_b`` (equal settings compare equal)."""
+  return make_model("ntk_mlp", d, hidden_sizes=tuple(cfg.hidden), sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b)
 
 
 # --------------------------------------------------------------------------------------------
-# Active-learning runs
+# Active-learning runs: the library's Learner, the held-back labels as oracle
 
 
-def run_strategy(
-  model,
-  split: Split,
-  name: str,
-  *,
-  seed: int,
-  initial_params,
-  epochs: int,
-  train_batch: int,
-  lr: float,
-  tangent_strength: float,
-  tangent_maxiter: int,
-  strategy_kwargs: dict | None = None,
-) -> dict:
-  """One strategy on one split: ``rounds`` acquisitions, retraining from scratch after each.
+def split_learner(cfg, split: Split, strategy: str, strategy_kwargs: dict | None = None) -> Learner:
+  """A :class:`curiojax.Learner` on ``split``'s pool with the protocol's options and one compilation per dataset."""
+  n_max = len(split.x_initial) + split.rounds * split.batch_size
+  return Learner(
+    split.x_pool,
+    options=protocol_options(cfg, {strategy: strategy_kwargs} if strategy_kwargs else None),
+    strategy=strategy,
+    model=protocol_model(cfg, split.x_pool.shape[1]),
+    capacity=n_max,
+    validation=(split.x_valid, split.y_valid),
+  )
+
+
+def initial_fit(learner: Learner, split: Split, *, seed: int) -> Fit:
+  """Round 0, shared by all strategies of a split (paired comparisons): the fit on the initial set."""
+  state = learner.init(jax.random.key(seed), x_labelled=split.x_initial, y_labelled=split.y_initial)
+  return learner.fit(state)[1]
+
+
+def heldout_rmse(learner: Learner, state: LearnerState, fit: Fit, split: Split) -> float:
+  return float(np.sqrt(np.mean(np.square(learner.predict(state, fit, split.x_test) - split.y_test))))
+
+
+def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dict:
+  """One strategy on one split: ``rounds`` of ask (select) / tell (the oracle) / fit.
+
+  ``fit0`` is the shared round-0 fit (it must carry a tangent if the strategy reads one).
 
   Returns:
     dict with ``rmse`` (test RMSE after rounds 0..R), ``select_s`` (seconds per selection
-    step, tangent included for curiosity strategies), ``train_s`` and ``tangent_residual``
-    (the post-hoc tangent's relative residual each round; empty without a tangent).
+    step: features and batch choice; the tangent is solved with the fit), ``train_s`` (fit,
+    tangent included) and ``tangent_residual`` (each round's tangent's relative residual;
+    empty for strategies without a tangent).
   """
-  strategy = get_strategy(name, **(strategy_kwargs or {}))
-  needs_tangent = getattr(strategy, "needs_tangent", False)
-  n0, b, rounds = len(split.x_initial), split.batch_size, split.rounds
-  n_max = n0 + rounds * b
-  d = split.x_initial.shape[1]
-  x_lab = np.zeros((n_max, d), np.float32)
-  y_lab = np.zeros(n_max, np.float32)
-  x_lab[:n0], y_lab[:n0] = split.x_initial, split.y_initial
-  remaining = np.arange(len(split.x_pool))
-  key = jax.random.key(seed)
-  params = initial_params
-  rmse = [float(heldout_rmse(model, params, split.x_test, split.y_test))]
+  b = split.batch_size
+  state = learner.init(jax.random.key(seed), x_labelled=split.x_initial, y_labelled=split.y_initial)
+  fit = fit0
+  rmse = [heldout_rmse(learner, state, fit, split)]
   select_s, train_s, residuals = [], [], []
-  for r in range(1, rounds + 1):
-    n = n0 + (r - 1) * b
+  for _ in range(split.rounds):
+    if learner.needs_tangent:
+      residuals.append(fit.tangent_residual)
     t0 = time.perf_counter()
-    tangent = None
-    if needs_tangent:
-      strength = jnp.float32(tangent_strength)
-      tangent = posthoc_tangent(model, params, x_lab, y_lab, n, strength, maxiter=tangent_maxiter)
-      residuals.append(float(tangent_residual(model, params, tangent, x_lab, y_lab, n, strength)))
-    picked = select_batch(
-      model,
-      params,
-      tangent,
-      split.x_pool[remaining],
-      b,
-      strategy=strategy,
-      x_labelled=x_lab[:n],
-      y_labelled=y_lab[:n],
-      noise_variance=float(_noise_variance(model, params, x_lab, y_lab, n)),
-      key=jax.random.fold_in(jax.random.key(seed + 7919), r),
-    )
+    suggestion = learner.select(state, fit, b)
     select_s.append(time.perf_counter() - t0)
-    chosen = remaining[picked]
-    x_lab[n : n + b], y_lab[n : n + b] = split.x_pool[chosen], split.y_pool[chosen]
-    remaining = np.delete(remaining, picked)
+    state = learner.tell(state, suggestion.indices, split.y_pool[suggestion.indices])
     t0 = time.perf_counter()
-    params, _ = train(
-      model,
-      jax.random.fold_in(key, r),
-      x_lab,
-      y_lab,
-      n + b,
-      split.x_valid,
-      split.y_valid,
-      epochs=epochs,
-      batch_size=train_batch,
-      lr=lr,
-    )
-    rmse.append(float(heldout_rmse(model, params, split.x_test, split.y_test)))
+    state, fit = learner.fit(state)
+    rmse.append(heldout_rmse(learner, state, fit, split))
     train_s.append(time.perf_counter() - t0)
   return dict(
     rmse=rmse,
@@ -374,30 +267,9 @@ def run_strategy(
     train_s=train_s,
     tangent_residual=residuals,  # empty for strategies without a tangent
     batch_size=b,
-    n_initial=n0,
+    n_initial=len(split.x_initial),
     standard=split.standard,
   )
-
-
-def initial_model(model, split: Split, *, seed: int, epochs: int, train_batch: int, lr: float):
-  """Round 0 (shared by all strategies of a split): train on the initial labelled set."""
-  n0, n_max = len(split.x_initial), len(split.x_initial) + split.rounds * split.batch_size
-  x_lab = np.zeros((n_max, split.x_initial.shape[1]), np.float32)
-  y_lab = np.zeros(n_max, np.float32)
-  x_lab[:n0], y_lab[:n0] = split.x_initial, split.y_initial
-  params, _ = train(
-    model,
-    jax.random.fold_in(jax.random.key(seed), 0),
-    x_lab,
-    y_lab,
-    n0,
-    split.x_valid,
-    split.y_valid,
-    epochs=epochs,
-    batch_size=train_batch,
-    lr=lr,
-  )
-  return params
 
 
 def metric(rmse: Sequence[float]) -> float:
@@ -599,11 +471,8 @@ def run(cfg, log=print) -> dict:
           rounds=cfg.rounds,
           batch_size=cfg.batch_size,
         )
-        # the library's registered model (equal settings compare equal: one compilation per dataset)
-        model = make_model(
-          "ntk_mlp", split.x_pool.shape[1], hidden_sizes=tuple(cfg.hidden), sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b
-        ).model_fn
-        p0 = None
+        learners = {s: split_learner(cfg, split, s, kwargs.get(s)) for s in strategies}
+        fit0 = None
         for s in strategies:
           path = unit_path(ds, k, s)
           if os.path.isfile(path):
@@ -612,22 +481,10 @@ def run(cfg, log=print) -> dict:
             continue
           if cfg.get("report_only", False):
             continue
-          if p0 is None:
-            p0 = initial_model(model, split, seed=k, epochs=cfg.epochs, train_batch=cfg.train_batch, lr=cfg.lr)
+          if fit0 is None:  # round 0 is shared; it carries a tangent if any strategy reads one
+            fit0 = initial_fit(next((a for a in learners.values() if a.needs_tangent), learners[s]), split, seed=k)
           t0 = time.perf_counter()
-          res = run_strategy(
-            model,
-            split,
-            s,
-            seed=k,
-            initial_params=p0,
-            epochs=cfg.epochs,
-            train_batch=cfg.train_batch,
-            lr=cfg.lr,
-            tangent_strength=cfg.tangent_strength,
-            tangent_maxiter=cfg.tangent_maxiter,
-            strategy_kwargs=kwargs.get(s),
-          )
+          res = run_strategy(learners[s], split, seed=k, fit0=fit0)
           os.makedirs(os.path.dirname(path), exist_ok=True)
           atomic_write_text(path, json.dumps(res))  # a kill mid-write must not break resuming
           results[ds][s][k] = res
