@@ -492,11 +492,11 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
     gradient_covariance: ``M(prediction) -> (p, p)``, ``E[∇_fℓ∇_fℓᵀ]`` for other losses.
     chunk_size: rows scored at once per device; memory scales with it, not with the pool.
     bucket: ``"geometric"`` (default; pool padded to ``chunk·2^j·{1, 5/4, 6/4, 7/4}``),
-      ``"pow2"`` (``chunk·2^j``) or ``"chunk"`` (a multiple of the chunk); see :func:`bucket_size`.
+      ``"pow2"`` (``chunk·2^j``) or ``"chunk"`` (a multiple of the chunk); see ``bucket_size`` in this module.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
       pool is sharded over it, params and tangent replicated.
     nonfinite: ``"raise"`` or ``"exclude"`` (traceable) for NaN/Inf inputs and overflowing
-      scores (see :meth:`Scorer.__call__`).
+      scores (see :class:`Scorer` (its call)).
     quadrature_points: Gauss-Hermite points for other losses' expected squared score.
 
   Returns:
@@ -536,7 +536,7 @@ def curiosity_scores(
   every round with the same ``model_fn`` compiles once per pool-size bucket; a fresh
   ``lambda`` per call misses the cache and compiles again (use :func:`make_scorer`).
 
-  Args and returns as :meth:`Scorer.__call__` and :func:`make_scorer`.
+  Args and returns as :class:`Scorer` (its call) and :func:`make_scorer`.
   """
   if noise_variance is None and training_data is not None:
     if not (isinstance(training_data, tuple) and len(training_data) == 2):

@@ -5,13 +5,13 @@ over a :class:`SelectionContext`; any model works (a batched ``model_fn(params, 
 parameters, and for the curiosity strategies its regularity tangent). The built-in ones are
 registered here, by name, in one place:
 
-==================== ===========================================================================
-``curiosity_diverse`` curiosity-weighted LCMD (ours; the best measured, ``docs/benchmark.md``)
-``curiosity``         top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
-``random``            uniform sampling
-``lcmd``, ``badge``   diversity on sketched gradients (Holzmüller et al. 2023; Ash et al. 2020)
+====================== ===========================================================================
+``curiosity_diverse``  curiosity-weighted LCMD (ours; the best measured, ``docs/benchmark.md``)
+``curiosity``          top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
+``random``             uniform sampling
+``lcmd``, ``badge``    diversity on sketched gradients (Holzmüller et al. 2023; Ash et al. 2020)
 ``variance``, ``emcm`` top-k predictive variance / expected model change
-==================== ===========================================================================
+====================== ===========================================================================
 
 Example (the best one, on your own model):
   >>> import numpy as np, jax, jax.numpy as jnp, curiojax
