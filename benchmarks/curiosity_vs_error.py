@@ -1,15 +1,17 @@
 """What does the post-hoc curiosity score rank? Rank correlations on a round-0 benchmark model.
 
-For each dataset (UCI-layout folder or ``friedman1``) and a non-test split (default 100), train
-the round-0 model of ``benchmarks/active_learning.py`` on the 64 initial labels, compute the post-hoc
-tangent ``τ = −(G + sI)⁻¹θ*`` and print Spearman correlations over the pool between
+For each dataset (UCI-layout folder or ``friedman1``) and a non-test split (default 100), fit
+the round-0 model of ``benchmarks/active_learning.py`` on the 64 initial labels (its learner,
+with the protocol's options, so the tangent ``τ = −(G + sI)⁻¹θ*`` is solved at the restored
+parameters) and print Spearman correlations over the pool between
 
 - ``c = (J_xτ)²`` (the unlabelled curiosity score, up to σ²) and the squared prediction ``f(x)²``;
 - ``c`` and the true squared error ``(f(x) − y)²``, next to the Laplace variance's correlation;
 - ``top32``: mean squared error of the 32 top-scored points / the pool's mean.
 
-Usage: ``python benchmarks/curiosity_vs_error.py [--split 100] [dataset ...]``
-(default datasets: concrete, power-plant, wine-quality-red and friedman1).
+Usage: ``python benchmarks/curiosity_vs_error.py [--split 100] [--fast] [dataset ...]``
+(default datasets: concrete, power-plant, wine-quality-red and friedman1; ``--fast``: the CI
+smoke settings of ``configs/benchmark_fast.py``, a tiny network).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from benchmarks import active_learning as bm  # noqa: E402
+from configs.benchmark import get_config  # noqa: E402
 from curiojax.scoring.scores import curiosity_scores  # noqa: E402
 from curiojax.strategies import SelectionContext, kernels  # noqa: E402
 
@@ -36,13 +39,14 @@ def top32(score, err2):
   return err2[np.argsort(-score)[:32]].mean() / err2.mean()
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("datasets", nargs="*", default=["concrete", "power-plant", "wine-quality-red", "friedman1"])
   parser.add_argument("--split", type=int, default=100)
   parser.add_argument("--uci", default=os.environ.get("CURIOJAX_UCI", "../shared/data/uci"))
-  args = parser.parse_args()
-  model = bm.NTKMLP()
+  parser.add_argument("--fast", action="store_true")
+  args = parser.parse_args(argv)
+  cfg = bm.fast_config(get_config()) if args.fast else get_config()
   print(
     f"{'dataset':18s} {'pool':>6s} {'ρ(c, f²)':>9s} {'ρ(c, err²)':>11s} {'ρ(var, err²)':>13s} "
     f"{'top32 c':>8s} {'top32 var':>10s}"
@@ -55,10 +59,10 @@ def main():
     else:
       folder = name if os.path.isdir(name) else os.path.join(args.uci, name)
     x, y = bm.load_uci_folder(folder)
-    split = bm.make_split(x, y, args.split)
-    params = bm.initial_model(model, split, seed=args.split, epochs=256, train_batch=256, lr=0.375)
-    n0 = len(split.x_initial)
-    tangent = bm.posthoc_tangent(model, params, split.x_initial, split.y_initial, n0, jnp.float32(1e-3))
+    split = bm.make_split(x, y, args.split, n_valid=cfg.n_valid, n_initial=cfg.n_initial, max_pool=cfg.max_pool)
+    learner = bm.split_learner(cfg, split, "curiosity")
+    fit = bm.initial_fit(learner, split, seed=args.split)
+    model, params, tangent = learner.model.model_fn, fit.result.params, fit.result.tangent
     f = np.asarray(model(params, split.x_pool))
     err2 = (f - split.y_pool) ** 2
     c = np.asarray(curiosity_scores(model, params, tangent, jnp.asarray(split.x_pool), heuristic="jvp")) ** 2

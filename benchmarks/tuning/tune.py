@@ -71,7 +71,7 @@ def variant(name, kind, gamma, noise=0.1):
       else:
         key = jax.random.fold_in(ctx.key, 2)
         idx = bl.kmeanspp(fp, mp, fl, ml, key, batch_size, bl.curiosity_weights(jvp, mp, gamma))
-      return bl._finish(idx, ctx, batch_size)
+      return bl.checked_indices(idx, ctx, batch_size)
 
 
 VARIANTS = {

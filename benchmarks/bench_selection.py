@@ -1,0 +1,104 @@
+"""Selection-step speed on a 20,000-point pool with the benchmark's 2×512 network (issue 13).
+
+A selection step is what happens between two fits in ``benchmarks/active_learning.py``'s last
+round: the tangent's solve on the labelled set (at most 50 conjugate-gradient products, as the
+protocol's ``tangent_maxiter``), the sketched gradient features of pool and labelled points,
+the curiosity JVP over the pool (curiosity strategies), the greedy batch choice (LCMD's loop)
+and the transfers to the host. Each part is timed on its own (median of ``--reps`` runs after a
+warm-up that compiles), then the whole step of each strategy through ``select_batch`` with the
+tangent solve added, and the first call's compilation.
+
+Run: ``python benchmarks/bench_selection.py`` (``--pool N``, ``--labelled N``, ``--reps N``).
+Target: ≤ 0.3 s per step for lcmd and curiosity_diverse on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import curiojax
+from curiojax.active.models import NTKMLP
+from curiojax.scoring.features import gradient_sketch
+from curiojax.strategies import get_strategy
+from curiojax.strategies.kernels import LABELLED_BUCKET, POOL_BUCKET, lcmd, pad_rows_to
+
+
+def timeit(fn, reps):
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())  # warm-up: compiles
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), first
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--pool", type=int, default=20_000)
+  parser.add_argument("--labelled", type=int, default=448)  # 64 + 12 rounds × 32
+  parser.add_argument("--features", type=int, default=8)
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--reps", type=int, default=5)
+  args = parser.parse_args(argv)
+
+  model = NTKMLP((512, 512))
+  rng = np.random.default_rng(0)
+  x_pool = rng.normal(size=(args.pool, args.features)).astype(np.float32)
+  x_lab = rng.normal(size=(args.labelled, args.features)).astype(np.float32)
+  y_lab = np.sin(x_lab[:, 0]).astype(np.float32)
+  params = model.init(jax.random.key(0), args.features)
+  loss = curiojax.prediction_loss(model)
+  batch = dict(x=jnp.asarray(x_lab), y=jnp.asarray(y_lab))
+  key = jax.random.key(1)
+  print(f"{jax.device_count()} {jax.devices()[0].platform} device(s); pool {args.pool}, labelled {args.labelled}, ")
+  print(f"2×512 NTK MLP ({sum(p.size for p in jax.tree.leaves(params)):,} parameters), batch {args.batch}\n")
+
+  solve = jax.jit(
+    lambda p: curiojax.exact_tangent(
+      loss, p, batch, regularizer=curiojax.l2(), strength=1e-3, curvature="gauss_newton", solver="cg", maxiter=50
+    )
+  )
+  tangent = solve(params)
+  xp, mp = pad_rows_to(x_pool, POOL_BUCKET)
+  xl, ml = pad_rows_to(x_lab, LABELLED_BUCKET)
+  fp = gradient_sketch(model, params, xp, key, dim=512)
+  fl = gradient_sketch(model, params, xl, key, dim=512)
+  parts = {
+    "tangent solve (50 CG products)": lambda: solve(params),
+    "features: pool sketch": lambda: gradient_sketch(model, params, xp, key, dim=512),
+    "features: labelled sketch": lambda: gradient_sketch(model, params, xl, key, dim=512),
+    "curiosity JVP over the pool": lambda: curiojax.curiosity_scores(model, params, tangent, xp, heuristic="jvp"),
+    "greedy LCMD loop (batch picks)": lambda: lcmd(fp, jnp.asarray(mp), fl, jnp.asarray(ml), args.batch),
+    "host: pad pool rows + copy back": lambda: np.asarray(jnp.asarray(pad_rows_to(x_pool, POOL_BUCKET)[0])),
+  }
+  print(f"{'part':38s} {'median s':>9s} {'first call s':>13s}")
+  for name, fn in parts.items():
+    t, first = timeit(fn, args.reps)
+    print(f"{name:38s} {t:9.3f} {first:13.2f}")
+
+  print(f"\n{'whole step (tangent + select_batch)':38s} {'median s':>9s} {'first call s':>13s}  target 0.3")
+  for name in ("random", "lcmd", "curiosity", "curiosity_diverse"):
+    strategy = get_strategy(name)
+    needs = getattr(strategy, "needs_tangent", True)
+
+    def step(strategy=strategy, needs=needs):
+      tau = solve(params) if needs else None
+      return curiojax.select_batch(
+        model, params, tau, x_pool, args.batch, strategy=strategy, x_labelled=x_lab, y_labelled=y_lab, key=key
+      )
+
+    t, first = timeit(step, args.reps)
+    print(f"{name:38s} {t:9.3f} {first:13.2f}  ratio to target {t / 0.3:.2f}")
+
+
+if __name__ == "__main__":
+  main()
