@@ -343,7 +343,8 @@ def markdown_table(rows: list[dict], strategies: Sequence[str]) -> str:
     lines.append(f"| *{label}* | {len(subset)} | " + " | ".join(cells) + " |")
   lines += [
     "",
-    "Seconds per selection step (median over rounds, mean over splits; tangent included):",
+    "Seconds per selection step (median over rounds, mean over splits; features and batch choice, the tangent "
+    "is solved with the fit):",
     "",
     "| dataset | " + " | ".join(strategies) + " |",
     "|---|" + "---|" * len(strategies),
