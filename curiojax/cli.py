@@ -430,7 +430,9 @@ def _parser():
   q.add_argument("-k", type=int, required=True, help="how many rows to suggest")
   q.add_argument("--id-column", help="a column of unique row ids in both files")
   q.add_argument("--state", help="state folder (default: curiojax_suggest next to the pool file)")
-  q.add_argument("--strategy", help="selection strategy of a new state (default: curiosity_diverse)")
+  q.add_argument(
+    "--strategy", help="selection strategy of a new state (default: the best measured, curiojax.DEFAULT_STRATEGY)"
+  )
   q.add_argument("--out", help="output CSV (default: suggestions.csv in the state folder)")
   q.add_argument("--seed", type=int, default=0, help="seed of a new state")
   return parser

@@ -247,7 +247,7 @@ class Learner:
       of them labelled).
     options: :class:`LearnerOptions` (model, training, strength).
     strategy: a registered strategy name or an object with ``select(ctx, k)``; default the best
-      measured, ``"curiosity_diverse"``.
+      measured, ``curiojax.DEFAULT_STRATEGY`` (``"lcmd"``).
     model: a :class:`~curiojax.active.models.ModelSpec` (default from the options).
     trainer: a :class:`~curiojax.active.training.Trainer` for ``model`` (share one to compile once).
     capacity: padded size of the labelled set (default: the next power of two of each fit's

@@ -135,7 +135,7 @@ def suggest(
       labelled rows matched to pool rows by equal features).
     state: the state folder (default ``curiojax_suggest`` next to the pool file); created on
       the first call, continued on the next ones.
-    strategy: a registered strategy (default the best measured, ``"curiosity_diverse"``); a
+    strategy: a registered strategy (default the best measured, ``"lcmd"``); a
       continued state keeps its own.
     out: the CSV file to write (default ``suggestions.csv`` in the state folder).
     options: model and training settings for a new state (a continued state keeps its own).

@@ -95,9 +95,14 @@ class BadgeStrategy(Sketched):
 class LCMDStrategy(Sketched):
   """Largest Cluster Maximum Distance on sketched gradients (TP mode)."""
 
-  criterion = "farthest point of the largest cluster in gradient features (diversity; no score)"
+  criterion = (
+    "coverage: the farthest point of the largest cluster in gradient features; score its squared distance "
+    "to the nearest labelled or already chosen point"
+  )
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
     fp, mp, fl, ml = sketched_features(ctx, self.dim, self.chunk_size)
-    return checked_indices(lcmd(fp, mp, fl, ml, batch_size), ctx, batch_size)
+    idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
+    ctx.info["scores"] = np.asarray(distances)
+    return checked_indices(idx, ctx, batch_size)

@@ -1,4 +1,4 @@
-"""``curiosity_diverse``: curiosity-weighted LCMD, curiojax's batch strategy (the best measured).
+"""``curiosity_diverse``: curiosity-weighted LCMD, curiojax's tangent-based batch strategy.
 
 Each pool point's squared distance to its nearest centre (labelled or already chosen), in
 sketched gradient features, is weighted by ``w(x) = (c(x)/c̄)^γ``, ``c(x) = (J_xτ)²`` (one JVP
@@ -6,7 +6,7 @@ along the regularity tangent, :func:`curiojax.curiosity_scores`), ``c̄`` its po
 (Holzmüller et al., JMLR 2023, Alg. 2) then takes the cluster with the largest weighted spread
 and its point of largest weighted distance. Coverage chooses the region, curiosity the point
 within it; ``γ = 0`` is LCMD, ``γ → ∞`` tends to top-k curiosity. ``docs/benchmark.md`` has
-the comparison with the baselines.
+the comparison with the baselines: it beats random and trails LCMD slightly.
 
 Example:
   >>> import numpy as np, jax, jax.numpy as jnp

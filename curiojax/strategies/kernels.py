@@ -65,17 +65,22 @@ def min_dist_to_labelled(fp, fl, ml):
   return jnp.where(none, jnp.sum(fp * fp, 1), min_d), jnp.where(none, 0, closest)
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def lcmd(fp, mp, fl, ml, k, weights=None):
-  """LCMD; ``weights`` (pool-sized, default 1) multiply the squared distances that are scored."""
+@functools.partial(jax.jit, static_argnames=("k", "with_distances"))
+def lcmd(fp, mp, fl, ml, k, weights=None, with_distances=False):
+  """LCMD; ``weights`` (pool-sized, default 1) multiply the squared distances that are scored.
+
+  Returns the ``k`` picks, and with ``with_distances`` also each pick's squared distance to the
+  nearest labelled or earlier pick (the quantity it maximised within its cluster, unweighted).
+  """
   n_lab = fl.shape[0]
   w = jnp.ones(fp.shape[0], fp.dtype) if weights is None else weights
   min_d, closest = min_dist_to_labelled(fp, fl, ml)
   sel = jnp.zeros(fp.shape[0], bool)
   out = jnp.zeros(k, jnp.int32)
+  picked_d = jnp.zeros(k, fp.dtype)
 
   def body(i, carry):
-    min_d, closest, sel, out = carry
+    min_d, closest, sel, out, picked_d = carry
     free = mp & ~sel
     wd = w * min_d
     sums = jax.ops.segment_sum(jnp.where(free, wd, 0.0), closest, num_segments=n_lab + k)
@@ -83,13 +88,15 @@ def lcmd(fp, mp, fl, ml, k, weights=None):
     score = jnp.where(free & in_max, wd, -jnp.inf)
     score = jnp.where(jnp.any(free & in_max), score, jnp.where(free, wd, -jnp.inf))
     j = jnp.argmax(score)
+    picked_d = picked_d.at[i].set(min_d[j])
     d = sq_dists(fp, fp[j][None])[:, 0]
     new = d < min_d
     closest = jnp.where(new, n_lab + i, closest)
     min_d = jnp.where(new, d, min_d).at[j].set(0.0)
-    return min_d, closest, sel.at[j].set(True), out.at[i].set(j)
+    return min_d, closest, sel.at[j].set(True), out.at[i].set(j), picked_d
 
-  return jax.lax.fori_loop(0, k, body, (min_d, closest, sel, out))[3]
+  out, picked_d = jax.lax.fori_loop(0, k, body, (min_d, closest, sel, out, picked_d))[3:]
+  return (out, picked_d) if with_distances else out
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
