@@ -120,6 +120,19 @@ def test_lcmd_matches_reference_algorithm():
   assert np.asarray(got_w).tolist() == want_w
 
 
+def test_lcmd_scores_are_each_picks_squared_distance_to_its_nearest_centre(problem):
+  ctx = _ctx(problem)
+  picked = get_strategy("lcmd", dim=32).select(ctx, 6)
+  fp, _, fl, ml = kernels.sketched_features(ctx, 32, 2048)
+  fp, fl = np.asarray(fp, np.float64)[: len(ctx.x_pool)], np.asarray(fl, np.float64)[np.asarray(ml)]
+  want = []
+  for i, j in enumerate(picked):  # nearest labelled point or earlier pick, when j was chosen
+    centres = np.concatenate([fl, fp[picked[:i]]])
+    want.append(((centres - fp[j]) ** 2).sum(-1).min())
+  np.testing.assert_allclose(ctx.info["scores"], want, rtol=1e-4, atol=1e-6)
+  assert get_strategy("lcmd").criterion.startswith("coverage")
+
+
 def test_weighted_kmeanspp_samples_proportionally_to_weight_times_distance():
   # first pick, one labelled centre at the origin: P(j) ∝ w_j·‖φ_j‖²
   rng = np.random.default_rng(4)
