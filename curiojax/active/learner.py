@@ -8,9 +8,9 @@ It is pure in the JAX way: methods take a state and return a new one.
   pool (a practitioner's first measurements), and/or ``labelled=…, labels=…`` pool indices
   already labelled (a simulation's random start).
 - ``state, suggestion = learner.ask(state, k)``: standardise (inputs with the statistics of
-  every row seen, the target with the first labels'), fit the model with its certified
-  tangent (:mod:`curiojax.active.training`, finished to a relative residual of 1e-3), and let the
-  strategy pick ``k`` unlabelled pool indices; :class:`Suggestion` says which, their scores and
+  every row seen, the target with the first labels'), fit the model (:mod:`curiojax.active.training`;
+  with its certified tangent, finished to a relative residual of 1e-3, when the strategy reads
+  one), and let the strategy pick ``k`` unlabelled pool indices; :class:`Suggestion` says which, their scores and
   what the scores measure. Asking twice without telling gives the same batch.
 - ``state = learner.tell(state, indices, labels)``: add labels for any unlabelled pool
   indices (not only the suggested ones); the next ask starts a new round.
@@ -29,8 +29,8 @@ Example:
   >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)))
   >>> state = learner.init(jax.random.key(0), x_labelled=x_lab, y_labelled=y_lab)
   >>> state, batch = learner.ask(state, 5)
-  >>> batch.indices.shape, bool(batch.tangent_residual < 0.1)
-  ((5,), True)
+  >>> batch.indices.shape, learner.strategy_name, bool(np.all(batch.scores > 0))
+  ((5,), 'lcmd', True)
   >>> state = learner.tell(state, batch.indices, np.sin(x_pool[batch.indices, 0]))
   >>> int(state.round), len(state.labelled)
   (1, 5)

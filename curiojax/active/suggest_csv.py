@@ -2,10 +2,10 @@
 
 A practitioner has a labelled CSV (features and a target column) and a pool CSV of
 candidates (the same feature columns; a target column, if any, is ignored). :func:`suggest`
-reads both, fits the model with its certified tangent, and writes the ``k`` pool rows to label
-next (their ids, rank, score and features) to a CSV file; it keeps everything in a state
-folder. After the labels come back (days later), add the labelled rows to the labelled file
-and call it again: it reads the new labels from the file, tells the learner, and suggests the
+reads both, fits the model (with its certified tangent when the strategy reads one), and
+writes the ``k`` pool rows to label next (their ids, rank, score and features) to a CSV file;
+it keeps everything in a state folder. After the labels come back (days later), add the
+labelled rows to the labelled file and call it again: it reads the new labels from the file, tells the learner, and suggests the
 next batch. Rows are identified by ``id_column`` (recommended), or else by their 1-based
 row number in the pool file, a labelled row matching a pool row when their features are
 equal. Labelled rows that are not in the pool are used too.
@@ -61,7 +61,7 @@ class Suggested:
     state: the state folder.
     labelled: labelled rows the model was fitted on.
     new_labels: labels read from the labelled file this session (0 on the first run).
-    tangent_residual: the fit's certified tangent residual.
+    tangent_residual: the fit's certified tangent residual (NaN when the strategy reads no tangent).
     tangent_accurate: whether it meets the documented tolerance (else the scores are approximate).
   """
 
