@@ -6,9 +6,9 @@ reads both, fits the model (with its certified tangent when the strategy reads o
 writes the ``k`` pool rows to label next (their ids, rank, score and features) to a CSV file;
 it keeps everything in a state folder. After the labels come back (days later), add the
 labelled rows to the labelled file and call it again: it reads the new labels from the file,
-tells the learner, and suggests the next batch. Rows are identified by ``id_column`` (recommended), or else by their 1-based
-row number in the pool file, a labelled row matching a pool row when their features are
-equal. Labelled rows that are not in the pool are used too.
+tells the learner, and suggests the next batch. Rows are identified by ``id_column``
+(recommended), or else by their 1-based row number in the pool file, a labelled row matching
+a pool row when their features are equal. Labelled rows that are not in the pool are used too.
 
 Everything is checked before anything is written; a mistake raises ``ValueError`` naming
 the file, the row and the column. The state is written atomically (see
