@@ -4,6 +4,7 @@ import re
 
 from benchmarks import active_learning as bm
 from benchmarks import bench_selection, curiosity_vs_error
+from benchmarks.tuning import tangent_accuracy
 
 
 def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
@@ -22,3 +23,11 @@ def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
     assert part in out
   ratios = re.findall(r"^(\w+) .* ratio to target (\d+\.\d+)$", out, re.M)
   assert [name for name, _ in ratios] == ["random", "lcmd", "curiosity", "curiosity_diverse"]
+
+
+def test_tangent_accuracy_table_reads_the_committed_runs(capsys):
+  tangent_accuracy.main()
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 2 + 6 + 2  # header, rule, six datasets, two means
+  exact = lines[-2].split("|")[2:7]
+  assert all(-1 < float(v) < 1 for v in exact)
