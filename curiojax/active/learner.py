@@ -45,7 +45,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from curiojax._checks import check_int
+from curiojax._checks import check_bool, check_int
 from curiojax.active.models import ACTIVATIONS, MODELS, ModelSpec, make_model
 from curiojax.active.training import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for
 from curiojax.padding import pad_rows
@@ -110,8 +110,7 @@ class LearnerOptions:
   def __post_init__(self):
     check_int("seed", self.seed, 0)
     for name in ("warm_start", "standardise"):
-      if not isinstance(getattr(self, name), bool):
-        raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+      check_bool(name, getattr(self, name))
     if hasattr(self.strategy_options, "to_dict"):  # an ml_collections.ConfigDict from a config file
       object.__setattr__(self, "strategy_options", self.strategy_options.to_dict())
     if not isinstance(self.strategy_options, Mapping) or not all(

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from curiojax._checks import check_int
+from curiojax._checks import check_bool, check_int
 from curiojax.extensions.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.padding import next_pow2
 from curiojax.tangent.curvature import check_curvature
@@ -107,8 +107,7 @@ class TrainOptions:
         f"Unknown learning_rate_schedule {self.learning_rate_schedule!r}; choose one of {LEARNING_RATE_SCHEDULES}."
       )
     for name in ("drop_last", "regularised_training", "restore_best"):
-      if not isinstance(getattr(self, name), bool):
-        raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+      check_bool(name, getattr(self, name))
 
 
 class TrainResult(NamedTuple):
@@ -232,7 +231,8 @@ class Trainer:
         best_loss = jnp.where(better, valid_loss, best_loss)
       return (params, opt_state, count, best, best_loss), None
 
-    carry = (params, opt_state, jnp.float32(0.0), params, jnp.float32(jnp.inf))
+    best = (params, jnp.float32(jnp.inf)) if options.restore_best else (None, None)  # no copy carried without it
+    carry = (params, opt_state, jnp.float32(0.0), *best)
     (params, opt_state, _, best, _), _ = jax.lax.scan(epoch, carry, jax.random.split(key, epochs))
     if options.restore_best:
       params = best

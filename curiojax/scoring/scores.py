@@ -496,7 +496,7 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
       pool is sharded over it, params and tangent replicated.
     nonfinite: ``"raise"`` or ``"exclude"`` (traceable) for NaN/Inf inputs and overflowing
-      scores (see :class:`Scorer` (its call)).
+      scores (see calling a :class:`Scorer`).
     quadrature_points: Gauss-Hermite points for other losses' expected squared score.
 
   Returns:
@@ -536,7 +536,7 @@ def curiosity_scores(
   every round with the same ``model_fn`` compiles once per pool-size bucket; a fresh
   ``lambda`` per call misses the cache and compiles again (use :func:`make_scorer`).
 
-  Args and returns as :class:`Scorer` (its call) and :func:`make_scorer`.
+  Args and returns as for calling a :class:`Scorer` made by :func:`make_scorer`.
   """
   if noise_variance is None and training_data is not None:
     if not (isinstance(training_data, tuple) and len(training_data) == 2):
