@@ -1,5 +1,6 @@
 """Benchmark protocol: splits, preprocessing, the jitted trainer, the tangent, the report."""
 
+import dataclasses
 import os
 
 import jax
@@ -107,6 +108,12 @@ def test_protocol_trainer_matches_plain_adam_loop_with_padding():
   assert np.isnan(out.online_residual)  # nothing was carried online: unregularised training
   with pytest.raises(ValueError, match="validation set"):
     trainer.fit(params, xpad, ypad, mask=mask, strength=0.05, key=jax.random.key(1))
+  with pytest.raises(ValueError, match="2 columns, x has 3"):
+    trainer.fit(params, xpad, ypad, mask=mask, strength=0.05, key=jax.random.key(1), validation=(xv[:, :2], yv))
+  plain = _protocol_trainer(model, epochs=3, lr=0.05)
+  plain = type(plain)(model, dataclasses.replace(plain.options, restore_best=False))
+  with pytest.raises(ValueError, match="only with TrainOptions\\(restore_best=True\\)"):
+    plain.fit(params, xpad, ypad, mask=mask, strength=0.05, key=jax.random.key(1), validation=(xv, yv))
 
 
 def test_protocol_trainer_takes_floor_n_over_b_steps_per_epoch():

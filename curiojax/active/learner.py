@@ -47,7 +47,14 @@ import numpy as np
 
 from curiojax._checks import check_bool, check_int
 from curiojax.active.models import ACTIVATIONS, MODELS, ModelSpec, make_model
-from curiojax.active.training import Trainer, TrainOptions, TrainResult, cached_trainer, capacity_for
+from curiojax.active.training import (
+  Trainer,
+  TrainOptions,
+  TrainResult,
+  cached_trainer,
+  capacity_for,
+  check_validation,
+)
 from curiojax.padding import pad_rows
 from curiojax.strategies import (
   DEFAULT_STRATEGY,
@@ -271,7 +278,9 @@ class Learner:
   ):
     self.x_pool = _check_x(x_pool, "x_pool")
     self.options = options = options or LearnerOptions()
-    self.validation = _check_validation(validation, self.x_pool.shape[1], options.restore_best)
+    self.validation = check_validation(
+      validation, self.x_pool.shape[1], options.restore_best, "LearnerOptions", "the pool"
+    )
     if isinstance(strategy, str):
       check_strategy_name(strategy)
       self.strategy_name, self.strategy = strategy, options.make_strategy(strategy)
@@ -539,21 +548,6 @@ class Learner:
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"{directory}: the saved learner is inconsistent: {type(e).__name__}: {e}") from None
     return learner, state
-
-
-def _check_validation(validation, d: int, restore_best: bool):
-  """``(x_valid, y_valid)`` as checked float32 arrays, or None; required exactly when ``restore_best``."""
-  if validation is None:
-    if restore_best:
-      raise ValueError("options.restore_best needs a validation set: Learner(..., validation=(x_valid, y_valid)).")
-    return None
-  if not restore_best:
-    raise ValueError("validation is used only with LearnerOptions(restore_best=True); drop it or set restore_best.")
-  x_valid, y_valid = validation
-  x_valid = _check_x(x_valid, "validation x_valid")
-  if x_valid.shape[1] != d:
-    raise ValueError(f"validation x_valid has {x_valid.shape[1]} columns, the pool has {d}.")
-  return x_valid, _check_labels(y_valid, len(x_valid), "validation y_valid")
 
 
 def _registered():

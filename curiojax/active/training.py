@@ -287,10 +287,7 @@ class Trainer:
       raise ValueError(f"fit needs x of shape (n, d) and y of shape (n,), got {x.shape} and {y.shape}.")
     if x.shape[0] == 0:
       raise ValueError("fit needs at least one labelled point.")
-    if self.options.restore_best:
-      validation = _check_validation(validation, x.shape[1])
-    elif validation is not None:
-      raise ValueError("validation is used only with TrainOptions(restore_best=True); drop it or set restore_best.")
+    validation = check_validation(validation, x.shape[1], self.options.restore_best, "TrainOptions", "x")
     mask = jnp.ones(x.shape[0], jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     opt_state = self.init(params, strength) if opt_state is None else set_strength(opt_state, strength)
     epochs = self.options.epochs if epochs is None else int(epochs)
@@ -311,15 +308,26 @@ class Trainer:
     return result
 
 
-def _check_validation(validation, d: int) -> tuple[jax.Array, jax.Array]:
+def check_validation(validation, d: int, restore_best: bool, options_name: str, inputs: str):
+  """``(x_valid, y_valid)`` as finite float32 arrays with ``d`` columns, or None without one.
+
+  Required exactly when ``restore_best``: a missing or an unused validation set is a
+  ``ValueError`` naming ``options_name``; ``inputs`` names what the columns must match.
+  """
   if validation is None:
-    raise ValueError("TrainOptions(restore_best=True) needs a validation set: fit(..., validation=(x_valid, y_valid)).")
-  x_valid, y_valid = (jnp.asarray(a, jnp.float32) for a in validation)
-  if x_valid.ndim != 2 or x_valid.shape[1] != d or y_valid.shape != (x_valid.shape[0],) or not x_valid.shape[0]:
+    if restore_best:
+      raise ValueError(f"{options_name}(restore_best=True) needs a validation set: validation=(x_valid, y_valid).")
+    return None
+  if not restore_best:
+    raise ValueError(f"validation is used only with {options_name}(restore_best=True); drop it or set restore_best.")
+  x_valid, y_valid = (np.asarray(a, np.float32) for a in validation)
+  if x_valid.ndim != 2 or not len(x_valid) or y_valid.shape != (len(x_valid),):
     raise ValueError(
-      f"validation must be (x_valid (m, {d}), y_valid (m,)) with m >= 1, got {x_valid.shape} and {y_valid.shape}."
+      f"validation must be (x_valid (m, d), y_valid (m,)) with m >= 1, got {x_valid.shape} and {y_valid.shape}."
     )
-  if not (jnp.all(jnp.isfinite(x_valid)) and jnp.all(jnp.isfinite(y_valid))):
+  if x_valid.shape[1] != d:
+    raise ValueError(f"validation x_valid has {x_valid.shape[1]} columns, {inputs} has {d}.")
+  if not (np.all(np.isfinite(x_valid)) and np.all(np.isfinite(y_valid))):
     raise ValueError("the validation set has NaN or infinite values.")
   return x_valid, y_valid
 
