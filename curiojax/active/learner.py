@@ -295,13 +295,18 @@ class Learner:
     self._scale(self.x_pool)
 
   def _scale(self, x_reference):
+    d = x_reference.shape[1]
     if self.options.standardise:
-      self.x_mean = x_reference.mean(0)
       std = x_reference.std(0)
-      self.x_std = np.where(std > 0, std, 1.0).astype(np.float32)
+      self._set_scale(x_reference.mean(0), np.where(std > 0, std, 1.0))
     else:
-      self.x_mean, self.x_std = np.zeros(x_reference.shape[1], np.float32), np.ones(x_reference.shape[1], np.float32)
+      self._set_scale(np.zeros(d), np.ones(d))
+
+  def _set_scale(self, mean, std):
+    """The input statistics, and the inputs standardised with them once (pool, validation set)."""
+    self.x_mean, self.x_std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     self.xs_pool = self.standardise(self.x_pool)
+    self.xs_valid = None if self.validation is None else self.standardise(self.validation[0])
 
   def standardise(self, x) -> np.ndarray:
     """Inputs in the learner's standardised units."""
@@ -366,9 +371,8 @@ class Learner:
     if params is None:
       params, opt_state = self.model.init(jax.random.fold_in(key, 1)), None
     validation = None
-    if self.validation is not None:
-      x_valid, y_valid = self.validation
-      validation = (self.standardise(x_valid), (y_valid - np.float32(state.y_mean)) / np.float32(state.y_std))
+    if self.validation is not None:  # the target's scale is the state's
+      validation = (self.xs_valid, (self.validation[1] - np.float32(state.y_mean)) / np.float32(state.y_std))
     return self.trainer.fit(
       params,
       pad_rows(xs, capacity),
@@ -540,9 +544,7 @@ class Learner:
         capacity=meta["capacity"],
         validation=validation,
       )
-      learner.x_mean = np.asarray(meta["x_mean"], np.float32)
-      learner.x_std = np.asarray(meta["x_std"], np.float32)
-      learner.xs_pool = learner.standardise(learner.x_pool)
+      learner._set_scale(meta["x_mean"], meta["x_std"])
       state = state_from_saved(learner, meta["state"], arrays)
       learner.extra = dict(meta.get("extra", {}))
     except (KeyError, TypeError, ValueError) as e:
