@@ -24,9 +24,20 @@ import numpy as np
 
 import curiojax
 from curiojax.active.models import NTKMLP
-from curiojax.scoring.features import gradient_sketch
+from curiojax.scoring.features import gradient_sketch, sketch_and_jvp
 from curiojax.strategies import get_strategy
-from curiojax.strategies.kernels import LABELLED_BUCKET, POOL_BUCKET, lcmd, pad_rows_to
+from curiojax.strategies.kernels import LABELLED_BUCKET, POOL_BUCKET, SKETCH_DIM, lcmd, pad_rows_to
+from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.solvers import TangentProblem
+
+TANGENT_STRATEGIES = (
+  "curiosity",
+  "curiosity_diverse",
+  "tangent_coverage",
+  "validation_influence",
+  "validation_diverse",
+  "group_curiosity",
+)
 
 
 def timeit(fn, reps):
@@ -48,6 +59,8 @@ def main(argv=None):
   parser.add_argument("--features", type=int, default=8)
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--dim", type=int, default=SKETCH_DIM)
+  parser.add_argument("--strategies", default=",".join(("random", "lcmd", *TANGENT_STRATEGIES)))
   args = parser.parse_args(argv)
 
   model = NTKMLP((512, 512))
@@ -70,34 +83,55 @@ def main(argv=None):
   tangent = solve(params)
   xp, mp = pad_rows_to(x_pool, POOL_BUCKET)
   xl, ml = pad_rows_to(x_lab, LABELLED_BUCKET)
-  fp = gradient_sketch(model, params, xp, key, dim=512)
-  fl = gradient_sketch(model, params, xl, key, dim=512)
+  sketch = lambda x, dtype="bfloat16": gradient_sketch(model, params, x, key, dim=args.dim, compute_dtype=dtype)
+  fp, fl = sketch(xp), sketch(xl)
+  stacked = jax.tree.map(lambda t: t[None], tangent)
   parts = {
     "tangent solve (50 CG products)": lambda: solve(params),
-    "features: pool sketch": lambda: gradient_sketch(model, params, xp, key, dim=512),
-    "features: labelled sketch": lambda: gradient_sketch(model, params, xl, key, dim=512),
-    "curiosity JVP over the pool": lambda: curiojax.curiosity_scores(model, params, tangent, xp, heuristic="jvp"),
-    "greedy LCMD loop (batch picks)": lambda: lcmd(fp, jnp.asarray(mp), fl, jnp.asarray(ml), args.batch),
+    "features: pool sketch, float32": lambda: sketch(xp, "float32"),
+    "features: pool sketch, bfloat16 (default)": lambda: sketch(xp),
+    "features: labelled sketch": lambda: sketch(xl),
+    "curiosity JVP over the pool (separate)": lambda: curiojax.curiosity_scores(
+      model, params, tangent, xp, heuristic="jvp"
+    ),
+    "pool sketch + J_xτ in one pass": lambda: sketch_and_jvp(
+      model, params, xp, key, stacked, dim=args.dim, compute_dtype="bfloat16"
+    ),
+    "greedy LCMD (labelled distances + picks)": lambda: lcmd(fp, jnp.asarray(mp), fl, jnp.asarray(ml), args.batch),
     "host: pad pool rows + copy back": lambda: np.asarray(jnp.asarray(pad_rows_to(x_pool, POOL_BUCKET)[0])),
   }
-  print(f"{'part':38s} {'median s':>9s} {'first call s':>13s}")
+  print(f"{'part':44s} {'median s':>9s} {'first call s':>13s}")
   for name, fn in parts.items():
     t, first = timeit(fn, args.reps)
-    print(f"{name:38s} {t:9.3f} {first:13.2f}")
+    print(f"{name:44s} {t:9.3f} {first:13.2f}")
 
-  print(f"\n{'whole step (tangent + select_batch)':38s} {'median s':>9s} {'first call s':>13s}  target 0.3")
-  for name in ("random", "lcmd", "curiosity", "curiosity_diverse"):
+  print(f"\n{'whole step (tangent + select_batch)':44s} {'median s':>9s} {'first call s':>13s}  target 0.3")
+  problem = TangentProblem(
+    TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, 1e-3, 0.0, dict(x=batch["x"], y=batch["y"])
+  )
+  validation = (x_lab[:256], y_lab[:256])  # the benchmark holds out 256 rows
+  for name in args.strategies.split(","):
     strategy = get_strategy(name)
     needs = getattr(strategy, "needs_tangent", True)
 
     def step(strategy=strategy, needs=needs):
       tau = solve(params) if needs else None
       return curiojax.select_batch(
-        model, params, tau, x_pool, args.batch, strategy=strategy, x_labelled=x_lab, y_labelled=y_lab, key=key
+        model,
+        params,
+        tau,
+        x_pool,
+        args.batch,
+        strategy=strategy,
+        x_labelled=x_lab,
+        y_labelled=y_lab,
+        key=key,
+        problem=problem,
+        validation=validation,
       )
 
     t, first = timeit(step, args.reps)
-    print(f"{name:38s} {t:9.3f} {first:13.2f}  ratio to target {t / 0.3:.2f}")
+    print(f"{name:44s} {t:9.3f} {first:13.2f}  ratio to target {t / 0.3:.2f}")
 
 
 if __name__ == "__main__":

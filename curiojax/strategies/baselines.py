@@ -33,6 +33,9 @@ import numpy as np
 
 from curiojax.strategies.base import SelectionContext, check_batch_size
 from curiojax.strategies.kernels import (
+  SKETCH_CHUNK,
+  SKETCH_COMPUTE_DTYPE,
+  SKETCH_DIM,
   Sketched,
   checked_indices,
   kmeanspp,
@@ -54,15 +57,21 @@ class VarianceStrategy(Sketched):
 
   criterion = "predictive variance of the linearised network (top k)"
 
-  def __init__(self, dim: int = 512, noise: float = 0.01, chunk_size: int = 2048):
-    super().__init__(dim, chunk_size)
+  def __init__(
+    self,
+    dim: int = SKETCH_DIM,
+    noise: float = 0.01,
+    chunk_size: int = SKETCH_CHUNK,
+    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
+  ):
+    super().__init__(dim, chunk_size, compute_dtype)
     if not noise > 0:
       raise ValueError(f"noise must be > 0, got {noise}.")
     self.noise = float(noise)
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.dim, self.chunk_size)
+    fp, mp, fl, ml = sketched_features(ctx, self)
     var, _ = posterior_variance(fp, mp, fl, ml, self.noise)
     return _with_scores(ctx, var, checked_indices(top_k(var, mp, batch_size), ctx, batch_size))
 
@@ -74,7 +83,7 @@ class EMCMStrategy(VarianceStrategy):
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.dim, self.chunk_size)
+    fp, mp, fl, ml = sketched_features(ctx, self)
     var, diag = posterior_variance(fp, mp, fl, ml, self.noise)
     score = jnp.sqrt(var * diag)
     return _with_scores(ctx, score, checked_indices(top_k(score, mp, batch_size), ctx, batch_size))
@@ -87,7 +96,7 @@ class BadgeStrategy(Sketched):
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.dim, self.chunk_size)
+    fp, mp, fl, ml = sketched_features(ctx, self)
     idx = kmeanspp(fp, mp, fl, ml, jax.random.fold_in(ctx.key, 2), batch_size)
     return checked_indices(idx, ctx, batch_size)
 
@@ -102,7 +111,7 @@ class LCMDStrategy(Sketched):
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.dim, self.chunk_size)
+    fp, mp, fl, ml = sketched_features(ctx, self)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
     ctx.info["scores"] = np.asarray(distances)
     return checked_indices(idx, ctx, batch_size)
