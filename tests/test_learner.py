@@ -232,6 +232,46 @@ def test_tangent_is_solved_only_for_strategies_that_read_it():
   assert _fresh("curiosity_diverse")[0].needs_tangent
 
 
+def test_the_learner_hands_its_strategy_the_fits_system_and_validation_set(tmp_path):
+  """The system handed out is the fit's own (solving it for −ρ gives the fit's tangent); the
+  validation set goes to the strategy in the model's units, without restore_best, and is saved."""
+  x_pool, x_lab, y_lab, truth = _data()
+  x_valid = np.random.default_rng(6).uniform(-2, 2, size=(20, 3)).astype(np.float32)
+  learner = Learner(x_pool, options=OPTIONS, strategy="validation_influence", validation=(x_valid, truth(x_valid)))
+  assert learner.needs_tangent is False
+  state = learner.init(jax.random.key(7), x_labelled=x_lab, y_labelled=y_lab)
+  state, fit = learner.fit(state)
+  seen = {}
+
+  class Spy:
+    needs_tangent = True
+
+    def select(self, ctx, k):
+      seen.update(problem=ctx.problem, validation=ctx.validation)
+      return np.arange(k)
+
+  spy = Learner(x_pool, options=OPTIONS, strategy=Spy())
+  spy_state, spy_fit = spy.fit(spy.init(jax.random.key(7), x_labelled=x_lab, y_labelled=y_lab))
+  spy.select(spy_state, spy_fit, 3)
+  problem = seen["problem"]
+  assert seen["validation"] is None  # this learner holds none
+  tangent, residual = problem.solve(jax.tree.map(lambda r: -r[None], problem.rho()), tol=1e-5, maxiter=500)
+  flat = lambda t: np.asarray(jax.flatten_util.ravel_pytree(t)[0])
+  want = flat(spy_fit.result.tangent)
+  assert float(residual) < 1e-3
+  assert np.linalg.norm(flat(jax.tree.map(lambda t: t[0], tangent)) - want) <= 2e-3 * np.linalg.norm(want)
+  # the validation strategy: its picks, scores and the standardised validation set
+  suggestion = learner.select(state, fit, 4)
+  assert len(set(suggestion.indices.tolist())) == 4 and np.all(np.isfinite(suggestion.scores))
+  x_std, y_std = learner._validation(state)
+  np.testing.assert_allclose(x_std, learner.standardise(x_valid), rtol=1e-6)
+  np.testing.assert_allclose(y_std * state.y_std + state.y_mean, truth(x_valid), rtol=1e-5, atol=1e-5)
+  learner.save(tmp_path, state)
+  loaded, loaded_state = Learner.load(tmp_path)
+  np.testing.assert_array_equal(loaded.validation[0], x_valid)
+  np.testing.assert_array_equal(loaded.select(loaded_state, fit, 4).indices, suggestion.indices)
+
+
 def test_bad_protocol_options_get_clear_errors():
   from curiojax.active.loop import LoopOptions
   from curiojax.active.training import TrainOptions
@@ -239,8 +279,10 @@ def test_bad_protocol_options_get_clear_errors():
   x_pool, x_lab, y_lab, truth = _data()
   with pytest.raises(ValueError, match="needs a validation set"):
     Learner(x_pool, options=PROTOCOL)
-  with pytest.raises(ValueError, match="only with LearnerOptions\\(restore_best=True\\)"):
+  with pytest.raises(ValueError, match="only with LearnerOptions\\(restore_best=True\\) or a strategy that reads it"):
     Learner(x_pool, options=OPTIONS, validation=(x_lab, y_lab))
+  with pytest.raises(ValueError, match="strategy 'validation_influence' needs a validation set"):
+    Learner(x_pool, options=OPTIONS, strategy="validation_influence")
   with pytest.raises(ValueError, match="2 columns, the pool has 3"):
     Learner(x_pool, options=PROTOCOL, validation=(x_lab[:, :2], y_lab))
   with pytest.raises(ValueError, match="NaN or infinite"):

@@ -66,6 +66,8 @@ from curiojax.strategies import (
   host_rng,
   select_checked,
 )
+from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.solvers import TangentProblem
 from curiojax.tangent.transform import tangent_diagnostics
 
 FORMAT_VERSION = 1
@@ -278,14 +280,20 @@ class Learner:
   ):
     self.x_pool = _check_x(x_pool, "x_pool")
     self.options = options = options or LearnerOptions()
-    self.validation = check_validation(
-      validation, self.x_pool.shape[1], options.restore_best, "LearnerOptions", "the pool"
-    )
     if isinstance(strategy, str):
       check_strategy_name(strategy)
       self.strategy_name, self.strategy = strategy, options.make_strategy(strategy)
     else:
       self.strategy_name, self.strategy = type(strategy).__name__, strategy
+    needs_validation = bool(getattr(self.strategy, "needs_validation", False))
+    self.validation = check_validation(
+      validation,
+      self.x_pool.shape[1],
+      options.restore_best,
+      "LearnerOptions",
+      "the pool",
+      needed_by=self.strategy_name if needs_validation else None,
+    )
     d = self.x_pool.shape[1]
     self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
     self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
@@ -370,20 +378,37 @@ class Learner:
       raise ValueError(f"{n} labelled rows exceed the learner's capacity {capacity}.")
     if params is None:
       params, opt_state = self.model.init(jax.random.fold_in(key, 1)), None
-    validation = None
-    if self.validation is not None:  # the target's scale is the state's
-      validation = (self.xs_valid, (self.validation[1] - np.float32(state.y_mean)) / np.float32(state.y_std))
+    x, y, mask = self._padded(xs, ys, capacity)
     return self.trainer.fit(
       params,
-      pad_rows(xs, capacity),
-      pad_rows(ys, capacity),
-      mask=pad_rows(np.ones(n, np.float32), capacity),
+      x,
+      y,
+      mask=mask,
       strength=strength,
       key=jax.random.fold_in(key, 2),
       opt_state=opt_state,
-      validation=validation,
+      validation=self._validation(state) if self.options.restore_best else None,
       solve_tangent=self.needs_tangent,
     )
+
+  def _padded(self, xs, ys, capacity):
+    """``(x, y, mask)``: the labelled rows padded to ``capacity`` rows, as every fit sees them."""
+    n = len(xs)
+    return pad_rows(xs, capacity), pad_rows(ys, capacity), pad_rows(np.ones(n, np.float32), capacity)
+
+  def _validation(self, state: LearnerState):
+    """The validation set in the model's units (the target's scale is the state's), or None."""
+    if self.validation is None:
+      return None
+    return self.xs_valid, (self.validation[1] - np.float32(state.y_mean)) / np.float32(state.y_std)
+
+  def problem(self, state: LearnerState, fit: Fit) -> TangentProblem:
+    """The fit's linear system ``C + λI`` on its (padded) training set, for strategies that solve it."""
+    xs, ys = self.training_set(state)
+    x, y, mask = self._padded(xs, ys, self.capacity or capacity_for(len(xs), self.options.minibatch_size))
+    trainer, options = self.trainer, self.options
+    system = TangentSystem(trainer.loss, trainer.regularizer, options.curvature)
+    return TangentProblem(system, fit.result.params, fit.strength, options.damping, dict(x=x, y=y, weights=mask))
 
   def choose_strength(self, state, xs, ys, key) -> float:
     """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""
@@ -443,6 +468,8 @@ class Learner:
       x_pool=self.xs_pool[unlabelled],
       key=jax.random.fold_in(self.round_key(state), 4),
       noise_variance=noise_variance,
+      problem=self.problem(state, fit),
+      validation=self._validation(state),
     )
     picked = select_checked(self.strategy, ctx, k, str(self.strategy_name))
     scores = ctx.info.get("scores")

@@ -308,18 +308,26 @@ class Trainer:
     return result
 
 
-def check_validation(validation, d: int, restore_best: bool, options_name: str, inputs: str):
+def check_validation(
+  validation, d: int, restore_best: bool, options_name: str, inputs: str, *, needed_by: str | None = None
+):
   """``(x_valid, y_valid)`` as finite float32 arrays with ``d`` columns, or None without one.
 
-  Required exactly when ``restore_best``: a missing or an unused validation set is a
-  ``ValueError`` naming ``options_name``; ``inputs`` names what the columns must match.
+  Required when ``restore_best`` or when a strategy reads it (``needed_by``, its name); a
+  missing or an unused validation set is a ``ValueError`` naming ``options_name`` or the
+  strategy; ``inputs`` names what the columns must match.
   """
   if validation is None:
     if restore_best:
       raise ValueError(f"{options_name}(restore_best=True) needs a validation set: validation=(x_valid, y_valid).")
+    if needed_by is not None:
+      raise ValueError(f"strategy {needed_by!r} needs a validation set: validation=(x_valid, y_valid).")
     return None
-  if not restore_best:
-    raise ValueError(f"validation is used only with {options_name}(restore_best=True); drop it or set restore_best.")
+  if not restore_best and needed_by is None:
+    raise ValueError(
+      f"validation is used only with {options_name}(restore_best=True) or a strategy that reads it "
+      "(needs_validation); drop it, set restore_best or choose such a strategy."
+    )
   x_valid, y_valid = (np.asarray(a, np.float32) for a in validation)
   if x_valid.ndim != 2 or not len(x_valid) or y_valid.shape != (len(x_valid),):
     raise ValueError(

@@ -5,14 +5,18 @@ over a :class:`SelectionContext`; any model works (a batched ``model_fn(params, 
 parameters, and for the curiosity strategies its regularity tangent). The built-in ones are
 registered here, by name, in one place:
 
-====================== ===========================================================================
-``lcmd``               coverage of sketched gradients (Holzmüller et al. 2023; the best measured)
-``curiosity_diverse``  LCMD weighted by curiosity (ours; slightly behind LCMD, ``docs/benchmark.md``)
-``curiosity``          top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
-``random``             uniform sampling
-``badge``              k-means++ on sketched gradients (Ash et al. 2020)
-``variance``, ``emcm`` top-k predictive variance / expected model change
-====================== ===========================================================================
+======================== ===========================================================================
+``lcmd``                 coverage of sketched gradients (Holzmüller et al. 2023; the best measured)
+``curiosity_diverse``    LCMD weighted by curiosity (ours; slightly behind LCMD, ``docs/benchmark.md``)
+``tangent_coverage``     LCMD in gradient features stretched along the tangent (ours)
+``validation_diverse``   LCMD weighted by the validation influence ``(J_x a)²`` (ours)
+``curiosity``            top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
+``validation_influence`` top-k ``σ²(J_x a)²``, ``a = −(C + λI)⁻¹∇L_val`` (influence functions)
+``group_curiosity``      top-k sum over layers of normalised ``(J_xτ_k)²`` (per-layer strengths)
+``random``               uniform sampling
+``badge``                k-means++ on sketched gradients (Ash et al. 2020)
+``variance``, ``emcm``   top-k predictive variance / expected model change
+======================== ===========================================================================
 
 Example (the best measured, then the tangent-based one, on your own model):
   >>> import numpy as np, jax, jax.numpy as jnp, curiojax
@@ -46,8 +50,15 @@ from curiojax.strategies.base import (
   select_checked,
 )
 from curiojax.strategies.baselines import BadgeStrategy, EMCMStrategy, LCMDStrategy, VarianceStrategy
-from curiojax.strategies.curiosity_diverse import CuriosityDiverseStrategy
-from curiojax.strategies.topk import CuriosityStrategy, RandomStrategy
+from curiojax.strategies.curiosity_diverse import CuriosityDiverseStrategy, ValidationDiverseStrategy
+from curiojax.strategies.directions import DIRECTIONS
+from curiojax.strategies.tangent_coverage import TangentCoverageStrategy
+from curiojax.strategies.topk import (
+  CuriosityStrategy,
+  GroupCuriosityStrategy,
+  RandomStrategy,
+  ValidationInfluenceStrategy,
+)
 
 DEFAULT_STRATEGY = "lcmd"  # the best measured in docs/benchmark.md (issue 13 looks for a tangent method beating it)
 
@@ -58,6 +69,10 @@ register_strategy("variance", VarianceStrategy)
 register_strategy("emcm", EMCMStrategy)
 register_strategy("badge", BadgeStrategy)
 register_strategy("lcmd", LCMDStrategy)
+register_strategy("tangent_coverage", TangentCoverageStrategy)
+register_strategy("validation_diverse", ValidationDiverseStrategy)
+register_strategy("validation_influence", ValidationInfluenceStrategy)
+register_strategy("group_curiosity", GroupCuriosityStrategy)
 
 
 def select_batch(
@@ -72,6 +87,8 @@ def select_batch(
   y_labelled=None,
   noise_variance: float | None = None,
   key: jax.Array | None = None,
+  problem=None,
+  validation=None,
 ) -> np.ndarray:
   """``k`` indices into ``x_pool`` to label next, by a strategy (default the best measured).
 
@@ -84,6 +101,9 @@ def select_batch(
     x_labelled, y_labelled: the labelled set (the diversity strategies avoid its neighbourhood).
     noise_variance: ``σ²`` (scales the reported curiosity scores; default 1).
     key: PRNG key (default ``jax.random.key(0)``).
+    problem, validation: the fit's linear system (:class:`curiojax.tangent.solvers.TangentProblem`)
+      and a held-out labelled set ``(x_valid, y_valid)``, for the strategies that solve for
+      other directions than the tangent (:mod:`curiojax.strategies.directions`).
   """
   strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
   x_pool = np.asarray(x_pool, np.float32)
@@ -91,22 +111,36 @@ def select_batch(
   x_labelled = np.zeros((0, d), np.float32) if x_labelled is None else np.asarray(x_labelled, np.float32)
   y_labelled = np.zeros(len(x_labelled), np.float32) if y_labelled is None else np.asarray(y_labelled, np.float32)
   ctx = SelectionContext(
-    model_fn, params, tangent, x_labelled, y_labelled, x_pool, jax.random.key(0) if key is None else key, noise_variance
+    model_fn,
+    params,
+    tangent,
+    x_labelled,
+    y_labelled,
+    x_pool,
+    jax.random.key(0) if key is None else key,
+    noise_variance,
+    problem,
+    None if validation is None else tuple(np.asarray(a, np.float32) for a in validation),
   )
   return select_checked(strategy, ctx, k)
 
 
 __all__ = [
   "DEFAULT_STRATEGY",
+  "DIRECTIONS",
   "STRATEGIES",
   "BadgeStrategy",
   "CuriosityDiverseStrategy",
   "CuriosityStrategy",
   "EMCMStrategy",
+  "GroupCuriosityStrategy",
   "LCMDStrategy",
   "RandomStrategy",
   "SelectionContext",
   "Strategy",
+  "TangentCoverageStrategy",
+  "ValidationDiverseStrategy",
+  "ValidationInfluenceStrategy",
   "VarianceStrategy",
   "check_batch_size",
   "check_indices",

@@ -31,8 +31,12 @@ class SelectionContext:
     x_pool: unlabelled candidates (host array); indices returned refer to its rows.
     key: a JAX PRNG key for this round's randomness.
     noise_variance: ``σ²`` estimate (mean squared training residual), or None.
+    problem: the fit's linear system ``C + λI`` (:class:`curiojax.tangent.solvers.TangentProblem`),
+      for strategies that solve it for other directions than the tangent; or None.
+    validation: a held-out labelled set ``(x_valid, y_valid)`` in the model's units, or None.
     info: filled by the strategy: ``"scores"`` (one per chosen point, in the order returned),
-      ``"top_score"`` (the largest over the pool; read by the curiosity stopping rule).
+      ``"top_score"`` (the largest over the pool; read by the curiosity stopping rule),
+      ``"direction_residual"`` (the relative residual of the directions it solved).
   """
 
   model_fn: Callable | None
@@ -43,6 +47,8 @@ class SelectionContext:
   x_pool: np.ndarray
   key: jax.Array
   noise_variance: float | None = None
+  problem: Any = None
+  validation: tuple | None = None
   info: dict = dataclasses.field(default_factory=dict)
 
 
@@ -55,9 +61,10 @@ class Strategy(Protocol):
   """``select(ctx, k) -> indices``: distinct ints into ``ctx.x_pool``.
 
   Class attributes: ``criterion`` (one line: what the strategy maximises, shown to users with
-  its picks) and ``needs_tangent`` (True if it reads ``ctx.tangent``: callers such as
+  its picks), ``needs_tangent`` (True if it reads ``ctx.tangent``: callers such as
   :class:`curiojax.Learner` solve the tangent only for strategies that say so, and assume it is
-  needed when the attribute is missing).
+  needed when the attribute is missing) and ``needs_validation`` (True if it reads
+  ``ctx.validation``; False when missing).
   """
 
   criterion: str

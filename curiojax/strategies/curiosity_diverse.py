@@ -26,17 +26,26 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.scoring.scores import curiosity_scores
 from curiojax.strategies.base import SelectionContext, check_batch_size
+from curiojax.strategies.directions import check_direction, selection_directions
 from curiojax.strategies.kernels import (
-  POOL_BUCKET,
+  SKETCH_CHUNK,
+  SKETCH_COMPUTE_DTYPE,
+  SKETCH_DIM,
   Sketched,
   checked_indices,
   curiosity_weights,
   lcmd,
-  pad_rows_to,
   sketched_features,
 )
+
+
+def check_jvp_finite(jvp, mask, direction: str) -> None:
+  """``ValueError`` if ``J_x v`` is not finite on the (unmasked) pool: the direction diverged."""
+  if not bool(jnp.all(jnp.isfinite(jnp.where(mask[:, None], jvp, 0.0)))):
+    raise ValueError(
+      f"J_x·{direction} is not finite on the pool: the {direction} diverged (see curiojax.check_tangent)."
+    )
 
 
 class CuriosityDiverseStrategy(Sketched):
@@ -45,38 +54,62 @@ class CuriosityDiverseStrategy(Sketched):
   Coverage picks the region (the labelled-or-selected centre whose cluster has the largest
   weighted spread), curiosity picks the point within it. ``γ = 0`` is LCMD; ``γ → ∞`` tends to
   top-k curiosity. The default ``γ = 0.25`` was chosen on splits 100-101 (docs/benchmark.md).
+  ``c = (J_xv)²`` along ``direction`` (:mod:`curiojax.strategies.directions`; for ``"groups"``
+  the mean of the layers' normalised scores), from the same pass over the pool as the features.
 
   Args:
     gamma: exponent of the normalised curiosity weight.
-    dim, chunk_size: as for the sketch.
+    direction: ``"tangent"`` (default), ``"validation"`` or ``"groups"``.
+    dim, chunk_size, compute_dtype: as for the sketch.
   """
 
   criterion = (
     "coverage weighted by curiosity: the farthest point, in gradient features with squared distances "
     "weighted by (c/c̄)^γ, of the largest weighted cluster; score σ²(J_xτ)²"
   )
-  needs_tangent = True
 
-  def __init__(self, gamma: float = 0.25, dim: int = 512, chunk_size: int = 2048):
-    super().__init__(dim, chunk_size)
+  def __init__(
+    self,
+    gamma: float = 0.25,
+    direction: str = "tangent",
+    dim: int = SKETCH_DIM,
+    chunk_size: int = SKETCH_CHUNK,
+    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
+  ):
+    super().__init__(dim, chunk_size, compute_dtype)
     if not gamma >= 0:
       raise ValueError(f"gamma must be >= 0, got {gamma}.")
-    self.gamma = float(gamma)
+    self.gamma, self.direction = float(gamma), check_direction(direction)
+    self.needs_tangent = direction == "tangent"
+    self.needs_validation = direction == "validation"
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
-    if ctx.tangent is None:
-      raise ValueError("curiosity_diverse needs ctx.tangent (carry or compute the regularity tangent).")
-    fp, mp, fl, ml = sketched_features(ctx, self.dim, self.chunk_size)
-    # Scored at the features' padded size (a multiple of POOL_BUCKET), so nothing here compiles
-    # again as the pool shrinks by a batch each round.
-    xp, _ = pad_rows_to(ctx.x_pool, POOL_BUCKET)
-    jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, xp, heuristic="jvp").reshape(-1)
-    # σ² is one constant per round, so it cancels in c/c̄.
-    if not bool(jnp.all(jnp.isfinite(jnp.where(mp, jvp, 0.0)))):
-      raise ValueError("J_x·tangent is not finite on the pool: the tangent diverged (see curiojax.check_tangent).")
-    weights = curiosity_weights(jvp, mp, self.gamma)
-    idx = checked_indices(lcmd(fp, mp, fl, ml, batch_size, weights), ctx, batch_size)
+    directions = selection_directions(ctx, self.direction)
+    # Features and J_xv in one pass, at the features' padded size (a multiple of POOL_BUCKET),
+    # so nothing here compiles again as the pool shrinks by a batch each round.
+    fp, mp, fl, ml, jvp, _ = sketched_features(ctx, self, directions)
+    check_jvp_finite(jvp, mp, self.direction)
+    scores = jnp.square(jvp)  # σ² is one constant per round, so it cancels in c/c̄
+    idx = checked_indices(lcmd(fp, mp, fl, ml, batch_size, curiosity_weights(scores, mp, self.gamma)), ctx, batch_size)
     sigma2 = 1.0 if ctx.noise_variance is None else ctx.noise_variance
-    ctx.info["scores"] = sigma2 * np.square(np.asarray(jvp[idx]))  # k values to the host
+    ctx.info["scores"] = sigma2 * np.asarray(jnp.sum(scores[idx], 1))  # k values to the host
     return idx
+
+
+class ValidationDiverseStrategy(CuriosityDiverseStrategy):
+  """LCMD weighted by the normalised validation influence ``(c_a/c̄_a)^γ``, ``c_a = (J_x a)²``."""
+
+  criterion = (
+    "coverage weighted by validation influence: LCMD with squared distances weighted by (c_a/c̄_a)^γ, "
+    "c_a = (J_x a)²; score σ²(J_x a)²"
+  )
+
+  def __init__(
+    self,
+    gamma: float = 0.25,
+    dim: int = SKETCH_DIM,
+    chunk_size: int = SKETCH_CHUNK,
+    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
+  ):
+    super().__init__(gamma, "validation", dim, chunk_size, compute_dtype)

@@ -15,11 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.padding import pad_rows, round_up
-from curiojax.scoring.features import gradient_sketch
+from curiojax.scoring.features import COMPUTE_DTYPES, gradient_sketch, sketch_and_jvp
 from curiojax.strategies.base import SelectionContext
+from curiojax.strategies.directions import normalised_sum
 
 POOL_BUCKET = 512
 LABELLED_BUCKET = 512
+SKETCH_DIM = 512  # bmdal_reg's grad → rp(512)
+SKETCH_CHUNK = 2048
+SKETCH_COMPUTE_DTYPE = "bfloat16"  # the sketch's products; see gradient_sketch
 
 
 def pad_rows_to(a, bucket):
@@ -29,19 +33,29 @@ def pad_rows_to(a, bucket):
   return pad_rows(a, m), np.arange(m) < len(a)
 
 
-def sketched_features(ctx: SelectionContext, dim: int, chunk_size: int):
-  """Padded sketched features and masks of pool and labelled points (same projection)."""
+def sketched_features(ctx: SelectionContext, sketch: Sketched, directions=None):
+  """Padded sketched features and masks of pool and labelled points (same projection).
+
+  Returns ``(fp, mp, fl, ml)``; with ``directions`` (leaves with a leading axis ``k``) also
+  ``J_x v_k`` of pool and labelled points, shapes ``(padded pool, k)`` and ``(padded labelled,
+  k)``, from the same passes.
+  """
   if ctx.model_fn is None:
     raise ValueError("This strategy needs ctx.model_fn and ctx.params (a trained model).")
   xp, mp = pad_rows_to(ctx.x_pool, POOL_BUCKET)
   key = jax.random.fold_in(ctx.key, 1)
-  fp = gradient_sketch(ctx.model_fn, ctx.params, xp, key, dim=dim, chunk_size=chunk_size)
-  if len(ctx.x_labelled):
-    xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)
-    fl = gradient_sketch(ctx.model_fn, ctx.params, xl, key, dim=dim, chunk_size=chunk_size)
+  options = dict(dim=sketch.dim, chunk_size=sketch.chunk_size, compute_dtype=sketch.compute_dtype)
+  if directions is None:
+    fp, jvp = gradient_sketch(ctx.model_fn, ctx.params, xp, key, **options), None
   else:
-    fl, ml = jnp.zeros((LABELLED_BUCKET, dim), fp.dtype), np.zeros(LABELLED_BUCKET, bool)
-  return fp, jnp.asarray(mp), fl, jnp.asarray(ml)
+    fp, jvp = sketch_and_jvp(ctx.model_fn, ctx.params, xp, key, directions, **options)
+  xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)  # no labelled point: one bucket of masked zeros
+  if directions is None:
+    fl, jl = gradient_sketch(ctx.model_fn, ctx.params, xl, key, **options), None
+  else:
+    fl, jl = sketch_and_jvp(ctx.model_fn, ctx.params, xl, key, directions, **options)
+  features = (fp, jnp.asarray(mp), fl, jnp.asarray(ml))
+  return features if directions is None else (*features, jvp, jl)
 
 
 def checked_indices(idx, ctx, batch_size):
@@ -148,12 +162,28 @@ def top_k(scores, mp, k):
 
 
 @jax.jit
-def curiosity_weights(jvp, mp, gamma):
-  """``w(x) = (c(x)/mean_pool c)^γ`` with ``c = (J_xτ)²``; all ones if every ``c`` is 0."""
-  c = jnp.square(jvp)
-  mean = jnp.sum(jnp.where(mp, c, 0.0)) / jnp.maximum(jnp.sum(mp), 1)
-  w = jnp.where(mean > 0, c / jnp.where(mean > 0, mean, 1.0), 1.0) ** gamma
+def curiosity_weights(scores, mp, gamma):
+  """``w(x) = (c(x)/c̄)^γ`` with ``c/c̄`` the mean over the ``k`` columns of the normalised ``scores``
+  (:func:`~curiojax.strategies.directions.normalised_sum`; ``(J_xτ)²`` for one); all ones if
+  every score is 0."""
+  c = normalised_sum(scores, mp) / scores.shape[1]
+  w = jnp.where(jnp.any(c > 0), c, 1.0) ** gamma
   return jnp.where(mp, w, 0.0)
+
+
+@jax.jit
+def stretched_features(fp, mp, fl, jp, jl, beta):
+  """Features with ``β·J_xv_k``, scaled to the pool's mean ``‖φ‖``, appended: the metric stretched along ``v``.
+
+  ``‖φ'(x) − φ'(x')‖² = ‖φ(x) − φ(x')‖² + β²·r_k²·(J_xv_k − J_x'v_k)²`` with ``r_k² =
+  mean‖φ‖²/mean(J_xv_k)²`` over the pool, so a difference along ``v`` of typical size counts as
+  much as a typical feature norm times ``β``.
+  """
+  norm2 = jnp.sum(jnp.where(mp, jnp.sum(fp * fp, 1), 0.0)) / jnp.maximum(jnp.sum(mp), 1)
+  jv2 = jnp.sum(jnp.where(mp[:, None], jp * jp, 0.0), 0) / jnp.maximum(jnp.sum(mp), 1)
+  r = jnp.where(jv2 > 0, jnp.sqrt(norm2 / jnp.where(jv2 > 0, jv2, 1.0)), 0.0)
+  stretch = lambda f, j: jnp.concatenate([f, beta * r * j], axis=1)
+  return stretch(fp, jp), stretch(fl, jl)
 
 
 class Sketched:
@@ -162,13 +192,17 @@ class Sketched:
   Args:
     dim: sketch dimension (random projection of the per-example gradients).
     chunk_size: pool rows per chunk when sketching.
+    compute_dtype: input type of the sketch's matrix products, ``"bfloat16"`` or ``"float32"``
+      (float32 accumulation either way; :func:`curiojax.scoring.features.gradient_sketch`).
   """
 
   needs_tangent = False  # curiosity_diverse, which weights by (J_xτ)², says True
 
-  def __init__(self, dim: int = 512, chunk_size: int = 2048):
+  def __init__(self, dim: int = SKETCH_DIM, chunk_size: int = SKETCH_CHUNK, compute_dtype: str = SKETCH_COMPUTE_DTYPE):
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
       raise ValueError(f"dim must be an integer >= 1, got {dim!r}.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
       raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}.")
-    self.dim, self.chunk_size = int(dim), int(chunk_size)
+    if compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"Unknown compute_dtype {compute_dtype!r}; choose one of {COMPUTE_DTYPES}.")
+    self.dim, self.chunk_size, self.compute_dtype = int(dim), int(chunk_size), compute_dtype

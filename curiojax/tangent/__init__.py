@@ -10,7 +10,14 @@ from curiojax.tangent.curvature import CURVATURES, TangentSystem
 from curiojax.tangent.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.tangent.nnx_adapter import nnx_model_fn
 from curiojax.tangent.regularizers import L2, get_regularizer, group_l2, l2
-from curiojax.tangent.solvers import dense_curvature, exact_tangent, finish_tangent, lissa, relative_residual
+from curiojax.tangent.solvers import (
+  TangentProblem,
+  dense_curvature,
+  exact_tangent,
+  finish_tangent,
+  lissa,
+  relative_residual,
+)
 from curiojax.tangent.transform import (
   RegularityTangentState,
   TangentDiagnostics,
@@ -38,6 +45,7 @@ __all__ = [
   "TangentMisplacedWarning",
   "TangentInaccurateError",
   "TangentInaccurateWarning",
+  "TangentProblem",
   "TangentSystem",
   "align_tangent",
   "check_tangent",

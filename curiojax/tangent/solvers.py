@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -165,6 +167,80 @@ def solve_curvature(
   if not stacked:
     return one(rhs, x0)
   return jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TangentProblem:
+  """A fit's linear system ``C + λI`` at ``θ*`` on its training set, to solve for any direction.
+
+  The regularity tangent is one solve, ``τ = −(C + λI)⁻¹ρ``; selection strategies solve the
+  same system for other right-hand sides: the validation adjoint ``a = −(C + λI)⁻¹∇_θL_val``
+  (``dL_val/dε`` for a point added with weight ``ε`` is ``(f − y)·J_xa``), or the tangents of
+  several strengths at once. :class:`curiojax.Learner` hands one to its strategy in
+  :class:`curiojax.strategies.SelectionContext`.
+
+  Attributes:
+    system: the loss, regularizer and curvature (:class:`~curiojax.tangent.curvature.TangentSystem`).
+    params: the trained parameters ``θ*``.
+    strength, damping: ``s`` and ``λ`` of the fit.
+    batch: the training set as the loss's keyword arguments (``weights`` marks padding rows).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, curiojax
+    >>> from curiojax.tangent.curvature import TangentSystem
+    >>> x = jax.random.normal(jax.random.key(0), (40, 3)); y = x.sum(1)
+    >>> loss = curiojax.prediction_loss(lambda p, x: x @ p)
+    >>> problem = TangentProblem(TangentSystem(loss, curiojax.l2()), jnp.ones(3), 0.1, 0.0, dict(x=x, y=y))
+    >>> tau, residual = problem.solve(jax.tree.map(jnp.negative, problem.rho())[None])
+    >>> exact = curiojax.exact_tangent(loss, jnp.ones(3), dict(x=x, y=y), regularizer=curiojax.l2(), strength=0.1)
+    >>> bool(jnp.allclose(tau[0], exact, rtol=1e-3)), bool(residual < 1e-3)
+    (True, True)
+  """
+
+  system: TangentSystem
+  params: Any
+  strength: Any
+  damping: Any
+  batch: Mapping[str, Any]
+
+  def rho(self):
+    """``ρ = ∂_s∇_θR`` at ``θ*``."""
+    return self.system.rho(self.params, self.strength)
+
+  def loss_gradient(self, x, y):
+    """``∇_θ`` of the fit's data loss (its mean) on another set ``(x, y)``, e.g. a validation set."""
+    return _loss_gradient(self.system.value_fn, self.params, jnp.asarray(x), jnp.asarray(y))
+
+  def solve(self, rhs, *, tol: float = FINISH_TOLERANCE, maxiter: int = 50):
+    """``(C + λI)⁻¹b`` for right-hand sides stacked on a leading axis, and the largest relative residual.
+
+    Conjugate gradients per right-hand side (at most ``maxiter`` products each, as the
+    benchmark's tangent), or a dense factorisation up to 1024 parameters.
+
+    Returns:
+      ``(x, residual)``: solutions shaped like ``rhs`` and ``max_k ‖(C + λI)x_k − b_k‖/‖b_k‖``.
+    """
+    return _solve_problem(
+      self.system, self.params, self.strength, self.damping, dict(self.batch), rhs, float(tol), int(maxiter)
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_gradient(value_fn, params, x, y):
+  return jax.grad(value_fn)(params, x=x, y=y)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7))
+def _solve_problem(system, params, strength, damping, batch, rhs, tol, maxiter):
+  solver = "dense" if ravel_pytree(params)[0].size <= FINISH_DENSE_LIMIT else "cg"
+  x = solve_curvature(
+    system, params, strength, damping, batch, rhs, stacked=True, solver=solver, tol=tol, maxiter=maxiter
+  )
+  product = jax.vmap(lambda v: system.curvature_product(params, strength, damping, v, batch))(x)
+  ravel = jax.vmap(lambda t: ravel_pytree(t)[0])
+  gap, b = ravel(optax.tree.sub(product, rhs)), ravel(rhs)
+  norms = jnp.linalg.norm(gap, axis=1) / jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
+  return x, jnp.max(norms)
 
 
 def exact_tangent(

@@ -1,0 +1,86 @@
+"""``tangent_coverage``: LCMD in gradient features stretched along the tangent (ours).
+
+Top-k curiosity fails because ``(J_xτ)²`` mostly ranks the size of the prediction; a mild
+curiosity weight on LCMD (``curiosity_diverse``) barely moves its picks. This strategy uses the
+tangent in the geometry instead: each point's sketched gradient ``φ(x)`` gets ``J_xτ`` appended,
+scaled so that a typical value weighs ``β`` times a typical ``‖φ‖``:
+
+    ‖φ'(x) − φ'(x')‖² = ‖φ(x) − φ(x')‖² + β²r²(J_xτ − J_x'τ)²,   r² = mean‖φ‖² / mean (J_xτ)².
+
+``J_xτ = ∇f(x)ᵀτ`` is the gradient's coordinate along ``τ``; the stretch says that two points
+whose predictions react differently to the regularizer are farther apart than their gradients
+alone say, so LCMD (Holzmüller et al., JMLR 2023, Alg. 2) covers the directions the tangent
+singles out. It is invariant to the prediction's size, unlike top-k curiosity. ``β = 0`` is
+LCMD. ``direction`` may also be ``"validation"`` (the adjoint ``a``) or ``"groups"`` (one
+coordinate per layer); :mod:`curiojax.strategies.directions`.
+
+Example:
+  >>> import numpy as np, jax, jax.numpy as jnp
+  >>> from curiojax.strategies import SelectionContext, TangentCoverageStrategy
+  >>> f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+  >>> params = {"w1": jnp.ones((2, 4)), "w2": jnp.ones(4)}
+  >>> tangent = jax.tree.map(lambda p: -p, params)
+  >>> pool = np.random.default_rng(0).normal(size=(50, 2))
+  >>> ctx = SelectionContext(f, params, tangent, np.zeros((3, 2)), np.zeros(3), pool, jax.random.key(0))
+  >>> picked = TangentCoverageStrategy(dim=16).select(ctx, 5)
+  >>> len(set(picked.tolist())), ctx.info["scores"].shape
+  (5, (5,))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curiojax.strategies.base import SelectionContext, check_batch_size
+from curiojax.strategies.curiosity_diverse import check_jvp_finite
+from curiojax.strategies.directions import check_direction, selection_directions
+from curiojax.strategies.kernels import (
+  SKETCH_CHUNK,
+  SKETCH_COMPUTE_DTYPE,
+  SKETCH_DIM,
+  Sketched,
+  checked_indices,
+  lcmd,
+  sketched_features,
+  stretched_features,
+)
+
+
+class TangentCoverageStrategy(Sketched):
+  """LCMD on sketched gradients with ``β·r·J_xv`` appended (the metric stretched along ``v``).
+
+  Args:
+    beta: weight of the appended coordinate relative to a typical feature norm (``0``: LCMD).
+    direction: ``"tangent"`` (default), ``"validation"`` or ``"groups"``.
+    dim, chunk_size, compute_dtype: as for the sketch.
+  """
+
+  criterion = (
+    "coverage in gradient features stretched along the tangent: the farthest point of the largest cluster; "
+    "score its squared stretched distance to the nearest labelled or already chosen point"
+  )
+
+  def __init__(
+    self,
+    beta: float = 1.0,
+    direction: str = "tangent",
+    dim: int = SKETCH_DIM,
+    chunk_size: int = SKETCH_CHUNK,
+    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
+  ):
+    super().__init__(dim, chunk_size, compute_dtype)
+    if not (beta >= 0 and np.isfinite(beta)):
+      raise ValueError(f"beta must be finite and >= 0, got {beta}.")
+    self.beta, self.direction = float(beta), check_direction(direction)
+    self.needs_tangent = direction == "tangent"
+    self.needs_validation = direction == "validation"
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+    check_batch_size(ctx, batch_size)
+    directions = selection_directions(ctx, self.direction)
+    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self, directions)
+    check_jvp_finite(jp, mp, self.direction)
+    fp, fl = stretched_features(fp, mp, fl, jp, jl, self.beta)
+    idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
+    ctx.info["scores"] = np.asarray(distances)
+    return checked_indices(idx, ctx, batch_size)
