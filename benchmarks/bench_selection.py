@@ -3,13 +3,15 @@
 A selection step is what happens between two fits in ``benchmarks/active_learning.py``'s last
 round: the tangent's solve on the labelled set (at most 50 conjugate-gradient products, as the
 protocol's ``tangent_maxiter``), the sketched gradient features of pool and labelled points,
-the curiosity JVP over the pool (curiosity strategies), the greedy batch choice (LCMD's loop)
+J_xτ over the pool (separately, and in the features' pass as the tangent strategies take it), the
+greedy batch choice (LCMD's labelled distances and picks)
 and the transfers to the host. Each part is timed on its own (median of ``--reps`` runs after a
 warm-up that compiles), then the whole step of each strategy through ``select_batch`` with the
 tangent solve added, and the first call's compilation.
 
 Run: ``python benchmarks/bench_selection.py`` (``--pool N``, ``--labelled N``, ``--reps N``).
-Target: ≤ 0.3 s per step for lcmd and curiosity_diverse on 2 CPU cores.
+Target: ≤ 0.3 s per step on 2 CPU cores. The last rows repeat lcmd and tangent_coverage with a smaller
+sketch (``--small-dims``, default 256), the option that reaches it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main(argv=None):
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--dim", type=int, default=SKETCH_DIM)
   parser.add_argument("--strategies", default=",".join(("random", "lcmd", *TANGENT_STRATEGIES)))
+  parser.add_argument("--small-dims", type=lambda s: [int(d) for d in s.split(",") if d], default=[256])
   args = parser.parse_args(argv)
 
   model = NTKMLP((512, 512))
@@ -110,8 +113,12 @@ def main(argv=None):
     TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, 1e-3, 0.0, dict(x=batch["x"], y=batch["y"])
   )
   validation = (x_lab[:256], y_lab[:256])  # the benchmark holds out 256 rows
-  for name in args.strategies.split(","):
-    strategy = get_strategy(name)
+  rows = [(name, name, {}) for name in args.strategies.split(",")]
+  rows += [
+    (f"{name}, dim={dim}", name, dict(dim=dim)) for dim in args.small_dims for name in ("lcmd", "tangent_coverage")
+  ]
+  for label, name, options in rows:
+    strategy = get_strategy(name, **options)
     needs = getattr(strategy, "needs_tangent", True)
 
     def step(strategy=strategy, needs=needs):
@@ -131,7 +138,7 @@ def main(argv=None):
       )
 
     t, first = timeit(step, args.reps)
-    print(f"{name:44s} {t:9.3f} {first:13.2f}  ratio to target {t / 0.3:.2f}")
+    print(f"{label:44s} {t:9.3f} {first:13.2f}  ratio to target {t / 0.3:.2f}")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,24 @@ def get_config():
   c.friedman_rows = 25_000
   c.max_rows = 0  # 0: all rows
   c.splits = (0, 1, 2, 3, 4)
-  c.strategies = ("random", "variance", "emcm", "badge", "lcmd", "curiosity", "curiosity_diverse")
-  # curiosity_diverse: γ chosen on splits 100-101 of all six datasets, never on 0-4 (docs/benchmark.md)
-  c.strategy_kwargs = ml_collections.ConfigDict({"curiosity_diverse": {"gamma": 0.25}})
+  c.strategies = (
+    "random",
+    "variance",
+    "emcm",
+    "badge",
+    "lcmd",
+    "curiosity",
+    "curiosity_diverse",
+    # issue 13's candidates
+    "tangent_coverage",
+    "validation_diverse",
+    "validation_influence",
+    "group_curiosity",
+  )
+  # γ and β chosen on splits 100-101 of all six datasets, never on 0-4 (docs/benchmark.md)
+  c.strategy_kwargs = ml_collections.ConfigDict(
+    {"curiosity_diverse": {"gamma": 0.25}, "validation_diverse": {"gamma": 0.25}, "tangent_coverage": {"beta": 1.0}}
+  )
   # protocol
   c.n_valid, c.n_initial, c.max_pool = 256, 64, 20_000
   c.rounds, c.batch_size = 12, 32

@@ -2,9 +2,11 @@
 
 import re
 
+import numpy as np
+
 from benchmarks import active_learning as bm
 from benchmarks import bench_selection, curiosity_vs_error
-from benchmarks.tuning import tangent_accuracy
+from benchmarks.tuning import compare, tangent_accuracy
 
 
 def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
@@ -19,10 +21,11 @@ def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
 def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
   bench_selection.main(["--pool", "700", "--labelled", "40", "--batch", "4", "--reps", "1"])
   out = capsys.readouterr().out
-  for part in ("tangent solve", "features: pool sketch", "curiosity JVP", "greedy LCMD loop"):
+  for part in ("tangent solve", "features: pool sketch", "curiosity JVP", "in one pass", "greedy LCMD"):
     assert part in out
   ratios = re.findall(r"^(\w+) .* ratio to target (\d+\.\d+)$", out, re.M)
-  assert [name for name, _ in ratios] == ["random", "lcmd", "curiosity", "curiosity_diverse"]
+  assert [name for name, _ in ratios] == ["random", "lcmd", *bench_selection.TANGENT_STRATEGIES]
+  assert re.search(r"^lcmd, dim=256 .* ratio to target", out, re.M)
 
 
 def test_tangent_accuracy_table_reads_the_committed_runs(capsys):
@@ -31,3 +34,20 @@ def test_tangent_accuracy_table_reads_the_committed_runs(capsys):
   assert len(lines) == 2 + 6 + 2  # header, rule, six datasets, two means
   exact = lines[-2].split("|")[2:7]
   assert all(-1 < float(v) < 1 for v in exact)
+
+
+def test_compare_tabulates_runs_against_their_paired_random(tmp_path, capsys):
+  import json
+
+  for ds in compare.DATASETS:
+    for k in (100, 101):
+      for name, rmse in (("random", [1.0, 1.0, 1.0]), ("lcmd", [1.0, 0.5, 0.5])):
+        path = tmp_path / ds / f"split{k}_{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(rmse=rmse)))
+  compare.main([f"{tmp_path}:lcmd", f"{tmp_path}:random:self", f"{tmp_path}:badge"])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[0] == "| dataset | lcmd | self | badge |"
+  want = f"{np.log(0.5):+.3f}"  # the mean over rounds 1.. of log RMSE, minus random's (0)
+  assert lines[2] == f"| concrete | {want} | +0.000 | — |"
+  assert lines[-1] == f"| mean, all 6 | {want} | +0.000 | — |"

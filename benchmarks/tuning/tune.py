@@ -61,16 +61,16 @@ def variant(name, kind, gamma, noise=0.1):
 
     def select(self, ctx, batch_size):
       check_batch_size(ctx, batch_size)
-      fp, mp, fl, ml = bl.sketched_features(ctx, self.dim, self.chunk_size)
+      fp, mp, fl, ml = bl.sketched_features(ctx, self)
       xp, _ = bl.pad_rows_to(ctx.x_pool, bl.POOL_BUCKET)
       jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, jnp.asarray(xp), heuristic="jvp").reshape(-1)
       if kind == "deflate":
         idx = deflated_greedy(jnp.square(jvp), fp, mp, fl, ml, gamma, noise, batch_size)
       elif kind == "lcmd":
-        idx = bl.lcmd(fp, mp, fl, ml, batch_size, bl.curiosity_weights(jvp, mp, gamma))
+        idx = bl.lcmd(fp, mp, fl, ml, batch_size, bl.curiosity_weights(jnp.square(jvp)[:, None], mp, gamma))
       else:
         key = jax.random.fold_in(ctx.key, 2)
-        idx = bl.kmeanspp(fp, mp, fl, ml, key, batch_size, bl.curiosity_weights(jvp, mp, gamma))
+        idx = bl.kmeanspp(fp, mp, fl, ml, key, batch_size, bl.curiosity_weights(jnp.square(jvp)[:, None], mp, gamma))
       return bl.checked_indices(idx, ctx, batch_size)
 
 
