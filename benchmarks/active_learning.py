@@ -242,20 +242,24 @@ def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dic
   Returns:
     dict with ``rmse`` (test RMSE after rounds 0..R), ``select_s`` (seconds per selection
     step: features and batch choice; the tangent is solved with the fit), ``train_s`` (fit,
-    tangent included) and ``tangent_residual`` (each round's tangent's relative residual;
-    empty for strategies without a tangent).
+    tangent included), ``tangent_residual`` (each round's tangent's relative residual;
+    empty for strategies without a tangent) and ``direction_residual`` (the same for the
+    directions a strategy solves itself, :mod:`curiojax.strategies.directions`; empty for the
+    others).
   """
   b = split.batch_size
   state = learner.init(jax.random.key(seed), x_labelled=split.x_initial, y_labelled=split.y_initial)
   fit = fit0
   rmse = [heldout_rmse(learner, state, fit, split)]
-  select_s, train_s, residuals = [], [], []
+  select_s, train_s, residuals, direction_residuals = [], [], [], []
   for _ in range(split.rounds):
     if learner.needs_tangent:
       residuals.append(fit.tangent_residual)
     t0 = time.perf_counter()
     suggestion = learner.select(state, fit, b)
     select_s.append(time.perf_counter() - t0)
+    if not np.isnan(suggestion.direction_residual):
+      direction_residuals.append(suggestion.direction_residual)
     state = learner.tell(state, suggestion.indices, split.y_pool[suggestion.indices])
     t0 = time.perf_counter()
     state, fit = learner.fit(state)
@@ -266,6 +270,7 @@ def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dic
     select_s=select_s,
     train_s=train_s,
     tangent_residual=residuals,  # empty for strategies without a tangent
+    direction_residual=direction_residuals,  # the solved directions' (validation adjoint, per-layer tangents)
     batch_size=b,
     n_initial=len(split.x_initial),
     standard=split.standard,

@@ -263,6 +263,8 @@ def test_the_learner_hands_its_strategy_the_fits_system_and_validation_set(tmp_p
   # the validation strategy: its picks, scores and the standardised validation set
   suggestion = learner.select(state, fit, 4)
   assert len(set(suggestion.indices.tolist())) == 4 and np.all(np.isfinite(suggestion.scores))
+  assert 0 <= suggestion.direction_residual < 1e-3  # the adjoint's solve, certified
+  assert np.isnan(spy.select(spy_state, spy_fit, 3).direction_residual)  # solved none
   x_std, y_std = learner._validation(state)
   np.testing.assert_allclose(x_std, learner.standardise(x_valid), rtol=1e-6)
   np.testing.assert_allclose(y_std * state.y_std + state.y_mean, truth(x_valid), rtol=1e-5, atol=1e-5)

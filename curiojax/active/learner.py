@@ -217,6 +217,8 @@ class Suggestion:
       residual variance ``σ̂²`` (standardised units) and the tangent's certified residual.
     top_score: the largest score over the pool (curiosity strategies), or None.
     fit: the :class:`Fit` (parameters, tangent) for callers that evaluate it.
+    direction_residual: the relative residual of the directions the strategy solved (the
+      validation adjoint, the per-layer tangents); NaN when it solved none.
   """
 
   indices: np.ndarray
@@ -227,6 +229,7 @@ class Suggestion:
   tangent_residual: float
   top_score: float | None
   fit: Fit
+  direction_residual: float = float("nan")
 
 
 def _check_x(x, name) -> np.ndarray:
@@ -484,6 +487,7 @@ class Learner:
       tangent_residual=fit.tangent_residual,
       top_score=None if top is None else float(top),
       fit=fit,
+      direction_residual=float(ctx.info.get("direction_residual", np.nan)),
     )
 
   def tell(self, state: LearnerState, indices=(), labels=(), *, x_outside=None, y_outside=None) -> LearnerState:
