@@ -376,7 +376,7 @@ class Learner:
   # -- fit -----------------------------------------------------------------------------------
   def _train(self, state, xs, ys, strength, key, params=None, opt_state=None) -> TrainResult:
     n = len(xs)
-    capacity = self.capacity or capacity_for(n, self.options.minibatch_size)
+    capacity = self.padded_size(n)
     if n > capacity:
       raise ValueError(f"{n} labelled rows exceed the learner's capacity {capacity}.")
     if params is None:
@@ -394,6 +394,10 @@ class Learner:
       solve_tangent=self.needs_tangent,
     )
 
+  def padded_size(self, n: int) -> int:
+    """Rows a set of ``n`` is padded to: the learner's capacity, or the next size class of ``n``."""
+    return self.capacity or capacity_for(n, self.options.minibatch_size)
+
   def _padded(self, xs, ys, capacity):
     """``(x, y, mask)``: the labelled rows padded to ``capacity`` rows, as every fit sees them."""
     n = len(xs)
@@ -408,7 +412,7 @@ class Learner:
   def problem(self, state: LearnerState, fit: Fit) -> TangentProblem:
     """The fit's linear system ``C + λI`` on its (padded) training set, for strategies that solve it."""
     xs, ys = self.training_set(state)
-    x, y, mask = self._padded(xs, ys, self.capacity or capacity_for(len(xs), self.options.minibatch_size))
+    x, y, mask = self._padded(xs, ys, self.padded_size(len(xs)))
     trainer, options = self.trainer, self.options
     system = TangentSystem(trainer.loss, trainer.regularizer, options.curvature)
     return TangentProblem(system, fit.result.params, fit.strength, options.damping, dict(x=x, y=y, weights=mask))
@@ -419,7 +423,7 @@ class Learner:
     n_val = max(1, int(round(self.options.validation_fraction * n)))
     perm = host_rng(jax.random.fold_in(key, 3)).permutation(n)  # nothing compiles per n
     val, tr = perm[:n_val], perm[n_val:]
-    x_val = pad_rows(xs[val], self.capacity or capacity_for(n, self.options.minibatch_size))
+    x_val = pad_rows(xs[val], self.padded_size(n))
     errors = []
     for s in self.options.strength_grid:
       res = self._train(state, xs[tr], ys[tr], s, key)
@@ -440,7 +444,7 @@ class Learner:
   def predict(self, state: LearnerState, fit: Fit, x) -> np.ndarray:
     """Predictions of a fit at ``x`` (original units in, original units out)."""
     xs = self.standardise(_check_x(x, "x"))
-    capacity = self.capacity or capacity_for(len(xs), self.options.minibatch_size)
+    capacity = self.padded_size(len(xs))
     if len(xs) <= capacity:  # one compilation for every call of this size class
       out = np.asarray(self.trainer.predict(fit.result.params, pad_rows(xs, capacity)))[: len(xs)]
     else:

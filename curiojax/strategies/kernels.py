@@ -45,15 +45,14 @@ def sketched_features(ctx: SelectionContext, sketch: Sketched, directions=None):
   xp, mp = pad_rows_to(ctx.x_pool, POOL_BUCKET)
   key = jax.random.fold_in(ctx.key, 1)
   options = dict(dim=sketch.dim, chunk_size=sketch.chunk_size, compute_dtype=sketch.compute_dtype)
-  if directions is None:
-    fp, jvp = gradient_sketch(ctx.model_fn, ctx.params, xp, key, **options), None
-  else:
-    fp, jvp = sketch_and_jvp(ctx.model_fn, ctx.params, xp, key, directions, **options)
+
+  def features(x):
+    if directions is None:
+      return gradient_sketch(ctx.model_fn, ctx.params, x, key, **options), None
+    return sketch_and_jvp(ctx.model_fn, ctx.params, x, key, directions, **options)
+
   xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)  # no labelled point: one bucket of masked zeros
-  if directions is None:
-    fl, jl = gradient_sketch(ctx.model_fn, ctx.params, xl, key, **options), None
-  else:
-    fl, jl = sketch_and_jvp(ctx.model_fn, ctx.params, xl, key, directions, **options)
+  (fp, jvp), (fl, jl) = features(xp), features(xl)
   features = (fp, jnp.asarray(mp), fl, jnp.asarray(ml))
   return features if directions is None else (*features, jvp, jl)
 
@@ -196,7 +195,7 @@ class Sketched:
       (float32 accumulation either way; :func:`curiojax.scoring.features.gradient_sketch`).
   """
 
-  needs_tangent = False  # curiosity_diverse, which weights by (J_xτ)², says True
+  needs_tangent = False  # the tangent strategies set it from their direction
 
   def __init__(self, dim: int = SKETCH_DIM, chunk_size: int = SKETCH_CHUNK, compute_dtype: str = SKETCH_COMPUTE_DTYPE):
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
