@@ -178,7 +178,11 @@ def test_metric_and_paired_summary():
   e_lcmd = next(row for row in all_rows if row["dataset"] == "e" and row["strategy"] == "lcmd")
   assert e_lcmd["wins"] == 1 and e_lcmd["delta"] == pytest.approx(0.0, abs=1e-12)
   mean_line = next(line for line in bm.markdown_table(all_rows, ["random", "lcmd"]).splitlines() if "mean over" in line)
-  assert f"{np.log(0.5) / 2:+.3f}" in mean_line
+  se = np.sqrt(0.0**2 + e_lcmd["delta_se"] ** 2) / 2  # of a mean of two independent dataset means
+  assert f"{np.log(0.5) / 2:+.3f} ± {se:.3f}" in mean_line
+  # against another reference: lcmd is the absolute column, random the paired difference to it
+  by_lcmd = bm.markdown_table(bm.summarise(results, reference="lcmd"), ["lcmd", "random"], reference="lcmd")
+  assert f"{-np.log(0.5):+.3f} ± 0.000 (0/2)" in by_lcmd.splitlines()[2]
 
 
 def test_end_to_end_tiny_run(tmp_path, capsys):
