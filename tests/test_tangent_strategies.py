@@ -134,6 +134,8 @@ def test_problem_solve_matches_the_dense_solve(fitted):
   got = np.stack([_ravel(jax.tree.map(lambda t, k=k: t[k], x)) for k in range(2)])
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-4 * np.abs(want).max())
   assert 0 <= float(residual) < 1e-3
+  with pytest.raises(ValueError, match="leading axis"):
+    f["problem"].solve(f["params"])  # no leading axis
   grad = _ravel(f["problem"].loss_gradient(*f["validation"]))
   np.testing.assert_allclose(grad, _ravel(jax.grad(f["loss"])(f["params"], *f["validation"])), rtol=1e-5, atol=1e-7)
 

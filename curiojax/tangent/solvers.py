@@ -220,6 +220,15 @@ class TangentProblem:
     Returns:
       ``(x, residual)``: solutions shaped like ``rhs`` and ``max_k ‖(C + λI)x_k − b_k‖/‖b_k‖``.
     """
+    want = jax.tree.structure(self.params)
+    if jax.tree.structure(rhs) != want or any(
+      jnp.ndim(b) != jnp.ndim(p) + 1 or jnp.shape(b)[1:] != jnp.shape(p)
+      for b, p in zip(jax.tree.leaves(rhs), jax.tree.leaves(self.params), strict=True)
+    ):
+      raise ValueError(
+        "rhs must be shaped like the parameters with a leading axis (one right-hand side per row), got "
+        f"{jax.tree.map(jnp.shape, rhs)} for parameters {jax.tree.map(jnp.shape, self.params)}."
+      )
     return _solve_problem(
       self.system, self.params, self.strength, self.damping, dict(self.batch), rhs, float(tol), int(maxiter)
     )
