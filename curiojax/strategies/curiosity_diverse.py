@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.strategies.base import SelectionContext, check_batch_size
-from curiojax.strategies.directions import check_direction, selection_directions
+from curiojax.strategies.directions import ScoresDirection, selection_directions
 from curiojax.strategies.kernels import (
   SKETCH_CHUNK,
   SKETCH_COMPUTE_DTYPE,
@@ -48,7 +48,7 @@ def check_jvp_finite(jvp, mask, direction: str) -> None:
     )
 
 
-class CuriosityDiverseStrategy(Sketched):
+class CuriosityDiverseStrategy(ScoresDirection, Sketched):
   """LCMD whose scored squared distances are weighted by normalised curiosity ``(c/c̄)^γ``.
 
   Coverage picks the region (the labelled-or-selected centre whose cluster has the largest
@@ -79,9 +79,8 @@ class CuriosityDiverseStrategy(Sketched):
     super().__init__(dim, chunk_size, compute_dtype)
     if not gamma >= 0:
       raise ValueError(f"gamma must be >= 0, got {gamma}.")
-    self.gamma, self.direction = float(gamma), check_direction(direction)
-    self.needs_tangent = direction == "tangent"
-    self.needs_validation = direction == "validation"
+    self.gamma = float(gamma)
+    self.set_direction(direction)
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)

@@ -52,6 +52,20 @@ def check_direction(direction: str) -> str:
   return direction
 
 
+class ScoresDirection:
+  """Base of the strategies that score ``J_xv`` along a direction: what they read follows from it."""
+
+  direction = "tangent"
+  needs_tangent = True
+  needs_validation = False
+
+  def set_direction(self, direction: str) -> None:
+    """Check ``direction``; the strategy then reads the tangent, or the validation set, as it needs."""
+    self.direction = check_direction(direction)
+    self.needs_tangent = direction == "tangent"
+    self.needs_validation = direction == "validation"
+
+
 def _group_masks(tree) -> list:
   """One 0/1 tree per layer of ``tree``: the leaves that share a parent node (a layer's weights and bias)."""
   flat, treedef = jax.tree_util.tree_flatten_with_path(tree)

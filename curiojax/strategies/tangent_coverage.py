@@ -33,7 +33,7 @@ import numpy as np
 
 from curiojax.strategies.base import SelectionContext, check_batch_size
 from curiojax.strategies.curiosity_diverse import check_jvp_finite
-from curiojax.strategies.directions import check_direction, selection_directions
+from curiojax.strategies.directions import ScoresDirection, selection_directions
 from curiojax.strategies.kernels import (
   SKETCH_CHUNK,
   SKETCH_COMPUTE_DTYPE,
@@ -46,7 +46,7 @@ from curiojax.strategies.kernels import (
 )
 
 
-class TangentCoverageStrategy(Sketched):
+class TangentCoverageStrategy(ScoresDirection, Sketched):
   """LCMD on sketched gradients with ``β·r·J_xv`` appended (the metric stretched along ``v``).
 
   Args:
@@ -71,9 +71,8 @@ class TangentCoverageStrategy(Sketched):
     super().__init__(dim, chunk_size, compute_dtype)
     if not (beta >= 0 and np.isfinite(beta)):
       raise ValueError(f"beta must be finite and >= 0, got {beta}.")
-    self.beta, self.direction = float(beta), check_direction(direction)
-    self.needs_tangent = direction == "tangent"
-    self.needs_validation = direction == "validation"
+    self.beta = float(beta)
+    self.set_direction(direction)
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.strategies.base import SelectionContext, check_batch_size, host_rng
-from curiojax.strategies.directions import check_direction, normalised_sum, selection_directions
+from curiojax.strategies.directions import ScoresDirection, normalised_sum, selection_directions
 
 
 class RandomStrategy:
@@ -31,7 +31,7 @@ class RandomStrategy:
     return host_rng(ctx.key).choice(len(ctx.x_pool), k, replace=False)
 
 
-class CuriosityStrategy:
+class CuriosityStrategy(ScoresDirection):
   """Top-k of the unlabelled curiosity score ``E_y[c²] = σ²·(J_x v)²`` along a direction ``v``.
 
   With the default ``direction="tangent"``, ``J_x τ = d f(θ*(s), x)/ds`` is how fast the
@@ -58,9 +58,8 @@ class CuriosityStrategy:
       raise ValueError(f"Unknown heuristic {heuristic!r} for unlabelled pools; choose one of {pool_heuristics}.")
     if direction == "groups" and heuristic != "expected_squared":
       raise ValueError("direction='groups' sums normalised expected squared scores; use heuristic='expected_squared'.")
-    self.heuristic, self.direction = heuristic, check_direction(direction)
-    self.needs_tangent = direction == "tangent"
-    self.needs_validation = direction == "validation"
+    self.heuristic = heuristic
+    self.set_direction(direction)
 
   def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
     from curiojax.padding import next_pow2, pad_rows
