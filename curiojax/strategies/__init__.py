@@ -9,7 +9,7 @@ registered here, by name, in one place:
 ``lcmd``                 coverage of sketched gradients (Holzmüller et al. 2023; the best measured)
 ``curiosity_diverse``    LCMD weighted by curiosity (ours; slightly behind LCMD, ``docs/benchmark.md``)
 ``tangent_coverage``     LCMD in gradient features stretched along the tangent (ours)
-``validation_diverse``   LCMD weighted by the validation influence ``(J_x a)²`` (ours)
+``validation_diverse``   LCMD weighted by the validation influence ``(J_x a)²`` (ours; level with LCMD)
 ``curiosity``            top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
 ``validation_influence`` top-k ``σ²(J_x a)²``, ``a = −(C + λI)⁻¹∇L_val`` (influence functions)
 ``group_curiosity``      top-k sum over layers of normalised ``(J_xτ_k)²`` (per-layer strengths)
@@ -60,7 +60,7 @@ from curiojax.strategies.topk import (
   ValidationInfluenceStrategy,
 )
 
-DEFAULT_STRATEGY = "lcmd"  # the best measured in docs/benchmark.md (issue 13 looks for a tangent method beating it)
+DEFAULT_STRATEGY = "lcmd"  # the best measured in docs/benchmark.md (no tangent method beat it in issue 13)
 
 register_strategy("random", RandomStrategy)
 register_strategy("curiosity", CuriosityStrategy)

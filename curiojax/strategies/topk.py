@@ -67,14 +67,10 @@ class CuriosityStrategy(ScoresDirection):
     from curiojax.scoring.select import select_top_k
 
     check_batch_size(ctx, k)
-    if ctx.model_fn is None:
+    if ctx.model_fn is None or (self.direction == "tangent" and ctx.tangent is None):
       raise ValueError("the curiosity strategy needs a model_fn and a regularity tangent in the context.")
-    if self.direction == "tangent":
-      if ctx.tangent is None:
-        raise ValueError("the curiosity strategy needs a model_fn and a regularity tangent in the context.")
-      direction = ctx.tangent
-    else:
-      direction = selection_directions(ctx, self.direction)
+    # the tangent unstacked, as always; the solved directions stacked (scores of shape (n, k))
+    direction = ctx.tangent if self.direction == "tangent" else selection_directions(ctx, self.direction)
     # The pool shrinks every round; padded to a power of two (padding masked), the scores, the
     # top-k and the top score compile once per doubling instead of once per round.
     n = len(ctx.x_pool)
