@@ -91,10 +91,27 @@ def _jvp(f, direction, x):
 # -- the one-pass features ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factored", [True, False])
-def test_sketch_and_jvp_gives_the_jvp_of_each_direction(fitted, factored):
+class _FactorsOnly:
+  """The MLP with gradient factors but no factor_matrices: the JVPs then come by forward mode."""
+
+  def __init__(self, model):
+    self.model = model
+
+  def __call__(self, params, x):
+    return self.model(params, x)
+
+  def gradient_factors(self, params, x, dtype=jnp.float32):
+    return self.model.gradient_factors(params, x, dtype)
+
+
+@pytest.mark.parametrize("path", ["fused", "factors_only", "generic"])
+def test_sketch_and_jvp_gives_the_jvp_of_each_direction(fitted, path):
   f = fitted
-  model = f["model"] if factored else (lambda p, x: f["model"](p, x))  # the lambda has no factors
+  model = {
+    "fused": f["model"],
+    "factors_only": _FactorsOnly(f["model"]),
+    "generic": lambda p, x: f["model"](p, x),  # the lambda has no factors
+  }[path]
   directions = jax.tree.map(lambda t: jnp.stack([t, 2 * t + 1]), f["tangent"])
   phi, jv = sketch_and_jvp(model, f["params"], f["x_pool"], jax.random.key(0), directions, dim=16)
   want = [_jvp(f, jax.tree.map(lambda d, k=k: d[k], directions), f["x_pool"]) for k in range(2)]

@@ -80,6 +80,12 @@ def _factored_chunk(model_fn, params, xc, projections, matrices, dtype):
   return sketch, jvp
 
 
+def _jvp_chunk(model_fn, params, xc, directions):
+  """``J_x v_k`` of one chunk by forward mode, one column per stacked direction."""
+  along = lambda v: jax.jvp(lambda p: model_fn(p, xc).reshape(-1), (params,), (v,))[1]
+  return jax.vmap(along, out_axes=1)(directions)
+
+
 def _generic_chunk(model_fn, params, xc, key, dim, directions):
   single = lambda p, xi: model_fn(p, xi[None])[0]
   grads = jax.vmap(jax.grad(single), in_axes=(None, 0))(params, xc)
@@ -87,11 +93,7 @@ def _generic_chunk(model_fn, params, xc, key, dim, directions):
   for i, g in enumerate(jax.tree.leaves(grads)):
     g = g.reshape(g.shape[0], -1)
     sketch = sketch + g @ jax.random.normal(jax.random.fold_in(key, i), (g.shape[1], dim), g.dtype)
-  jvp = 0.0
-  if directions is not None:
-    along = lambda v: jax.jvp(lambda p: model_fn(p, xc).reshape(-1), (params,), (v,))[1]
-    jvp = jax.vmap(along, out_axes=1)(directions)
-  return sketch, jvp
+  return sketch, (0.0 if directions is None else _jvp_chunk(model_fn, params, xc, directions))
 
 
 def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_dtype):
@@ -108,8 +110,8 @@ def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_
 
     def fn(xc):
       sketch, jvp = _factored_chunk(model_fn, params, xc, projections, matrices, dtype)
-      if directions is not None and not fused:
-        jvp = _generic_chunk(model_fn, params, xc, key, 1, directions)[1]
+      if directions is not None and not fused:  # factors but no factor_matrices: forward mode
+        jvp = _jvp_chunk(model_fn, params, xc, directions)
       return sketch, jvp
 
   else:
