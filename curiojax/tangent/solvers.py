@@ -246,10 +246,7 @@ def _solve_problem(system, params, strength, damping, batch, rhs, tol, maxiter):
     system, params, strength, damping, batch, rhs, stacked=True, solver=solver, tol=tol, maxiter=maxiter
   )
   product = jax.vmap(lambda v: system.curvature_product(params, strength, damping, v, batch))(x)
-  ravel = jax.vmap(lambda t: ravel_pytree(t)[0])
-  gap, b = ravel(optax.tree.sub(product, rhs)), ravel(rhs)
-  norms = jnp.linalg.norm(gap, axis=1) / jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
-  return x, jnp.max(norms)
+  return x, relative_norm(optax.tree.sub(product, rhs), rhs, stacked=True)
 
 
 def exact_tangent(
