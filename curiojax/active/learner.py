@@ -409,9 +409,8 @@ class Learner:
       return None
     return self.xs_valid, (self.validation[1] - np.float32(state.y_mean)) / np.float32(state.y_std)
 
-  def problem(self, state: LearnerState, fit: Fit) -> TangentProblem:
-    """The fit's linear system ``C + λI`` on its (padded) training set, for strategies that solve it."""
-    xs, ys = self.training_set(state)
+  def problem(self, fit: Fit, xs, ys) -> TangentProblem:
+    """The fit's linear system ``C + λI`` on its training set ``(xs, ys)`` (padded as in the fit)."""
     x, y, mask = self._padded(xs, ys, self.padded_size(len(xs)))
     trainer, options = self.trainer, self.options
     system = TangentSystem(trainer.loss, trainer.regularizer, options.curvature)
@@ -475,7 +474,7 @@ class Learner:
       x_pool=self.xs_pool[unlabelled],
       key=jax.random.fold_in(self.round_key(state), 4),
       noise_variance=noise_variance,
-      problem=self.problem(state, fit),
+      problem=self.problem(fit, xs, ys),
       validation=self._validation(state),
     )
     picked = select_checked(self.strategy, ctx, k, str(self.strategy_name))
