@@ -18,7 +18,6 @@ Reproduce (about 20 minutes on 2 cores, two processes)::
   python benchmarks/tuning/tangent_accuracy.py
 """
 
-import json
 import os
 import sys
 
@@ -27,9 +26,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repository root
 
 from benchmarks.active_learning import metric  # noqa: E402  (the benchmark's own metric)
+from benchmarks.tuning.compare import DATASETS, load  # noqa: E402  (the same reader and dataset order)
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tangent_accuracy")
-DATASETS = ("concrete", "power-plant", "wine-quality-red", "friedman1", "energy", "yacht")  # exact protocol first
 SPLITS = (100, 101)
 COLUMNS = (
   ("lcmd", "certified", "lcmd"),
@@ -41,8 +40,7 @@ COLUMNS = (
 
 
 def _load(run, dataset, split, strategy):
-  with open(os.path.join(HERE, run, dataset, f"split{split}_{strategy}.json")) as f:
-    return json.load(f)
+  return load(os.path.join(HERE, run), dataset, split, strategy)
 
 
 def main():
