@@ -11,8 +11,8 @@ tangent solve added, and the first call's compilation.
 
 Run: ``python benchmarks/bench_selection.py`` (``--pool N``, ``--labelled N``, ``--reps N``).
 Target: ≤ 0.3 s per step on 2 CPU cores. The features have the strategies' default ``SKETCH_DIM``
-(256) dimensions; the last rows repeat lcmd and tangent_coverage with other dimensions
-(``--other-dims``, default 512, bmdal_reg's and the default before issue 13).
+(512) dimensions; the last rows repeat lcmd and tangent_coverage with other dimensions
+(``--other-dims``, default 256: faster, but LCMD labelled worse with it, docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv=None):
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--dim", type=int, default=SKETCH_DIM)
   parser.add_argument("--strategies", default=",".join(("random", "lcmd", *TANGENT_STRATEGIES)))
-  parser.add_argument("--other-dims", type=lambda s: [int(d) for d in s.split(",") if d], default=[512])
+  parser.add_argument("--other-dims", type=lambda s: [int(d) for d in s.split(",") if d], default=[256])
   args = parser.parse_args(argv)
 
   model = NTKMLP((512, 512))

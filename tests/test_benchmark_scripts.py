@@ -25,7 +25,7 @@ def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
     assert part in out
   ratios = re.findall(r"^(\w+) .* ratio to target (\d+\.\d+)$", out, re.M)
   assert [name for name, _ in ratios] == ["random", "lcmd", *bench_selection.TANGENT_STRATEGIES]
-  assert re.search(r"^lcmd, dim=512 .* ratio to target", out, re.M)
+  assert re.search(r"^lcmd, dim=256 .* ratio to target", out, re.M)
 
 
 def test_tangent_accuracy_table_reads_the_committed_runs(capsys):

@@ -1,7 +1,7 @@
 """Jitted kernels shared by the batch strategies: sketched gradient features, LCMD, k-means++, posterior variance.
 
-Features are sketched gradients ``φ(x)`` (:mod:`curiojax.scoring.features`, ``grad → rp(256)``
-in Holzmüller et al.'s terms; they use ``rp(512)``, see ``SKETCH_DIM``). Pool and labelled
+Features are sketched gradients ``φ(x)`` (:mod:`curiojax.scoring.features`, ``grad → rp(512)``
+in Holzmüller et al.'s terms; ``SKETCH_DIM``). Pool and labelled
 arrays are padded to buckets (multiples of 512 rows) and masked, and every selection loop is a
 jitted ``lax.fori_loop``, so rounds seldom recompile.
 """
@@ -21,9 +21,10 @@ from curiojax.strategies.directions import normalised_sum
 
 POOL_BUCKET = 512
 LABELLED_BUCKET = 512
-# bmdal_reg uses rp(512). 256 halves the sketch's products and LCMD's distances (the 20k-pool step
-# 0.39 → 0.25 s on 2 CPU cores) and was level with 512 on the tuning splits (docs/benchmark.md, issue 13).
-SKETCH_DIM = 256
+# bmdal_reg's grad → rp(512). 256 would halve the sketch's products and LCMD's distances (the 20k-pool
+# step 0.39 → 0.25 s on 2 CPU cores) but LCMD labelled worse with it on splits 0-4 (+0.009 ± 0.004
+# in mean Δ log RMSE, exact protocol; docs/benchmark.md, issue 13), so 256 is an option, not the default.
+SKETCH_DIM = 512
 SKETCH_CHUNK = 2048
 SKETCH_COMPUTE_DTYPE = "bfloat16"  # the sketch's products; see gradient_sketch
 
