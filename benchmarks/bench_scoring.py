@@ -5,6 +5,8 @@
 - scoring time / forward time on the same pool (target ≤ 2.5);
 - per-example-gradient scoring (``vmap(grad)`` then dot with ``τ``, chunked so it fits in
   memory) / our time (target ≥ 10);
+- pool-scoring throughput in points per second, float32 and bfloat16 (parameters, tangent and
+  pool cast; issue 13's device figures);
 - scratch memory of the compiled scorer for 10⁶ points with chunking (XLA memory analysis),
   next to the same scorer unchunked, and the per-example gradients it never forms.
 
@@ -114,6 +116,15 @@ def main():
   print(f"RATIO unlabelled scoring / forward (whole pool):            {t_unl / t_fwd:.2f}")
   print(f"RATIO per-example-gradient / signed scoring:                {t_slow / t_lab:.1f}  (target >= 10)")
   print(f"RATIO per-example-gradient / unlabelled scoring:            {t_slow / t_unl:.1f}")
+
+  bf16 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)  # parameters, tangent and pool
+  p16, tau16, x16 = bf16(params), bf16(tangent), bf16(x)
+  t_unl16 = timeit(lambda: unlabelled(p16, tau16, x16, noise_variance=0.1), reps)
+  s32 = unlabelled(params, tangent, x, noise_variance=0.1)
+  s16 = unlabelled(p16, tau16, x16, noise_variance=0.1).astype(jnp.float32)
+  rel = float(jnp.max(jnp.abs(s16 - s32)) / jnp.max(s32))
+  print(f"throughput, expected_squared, float32:  {n / t_unl:12,.0f} points/s")
+  print(f"throughput, expected_squared, bfloat16: {n / t_unl16:12,.0f} points/s  (max diff {rel:.1e} of the top score)")
 
   big = 1_000_000
   struct = jax.ShapeDtypeStruct((big, FEATURES), jnp.float32)
