@@ -18,6 +18,7 @@ Target: ≤ 0.3 s per step on 2 CPU cores. The features have the strategies' def
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -53,6 +54,19 @@ def timeit(fn, reps):
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
   return statistics.median(times), first
+
+
+def product_rate(rows, inner, cols, dtype, reps):
+  """GFLOP/s of a ``rows × inner × cols`` product in chunks of up to 2048 rows, its input made in the same computation
+  (as the sketch's are), with float32 accumulation."""
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.normal(size=(rows, inner)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(inner, cols)), jnp.float32)
+  chunk = math.gcd(rows, 2048)
+  mm = lambda c, b: jnp.matmul(jax.nn.relu(c).astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+  f = jax.jit(lambda a, b: jax.lax.map(lambda c: mm(c, b), a.reshape(-1, chunk, inner)))
+  t, _ = timeit(lambda: f(a, b), reps)
+  return 2 * rows * inner * cols / 1e9 / t
 
 
 def main(argv=None):
@@ -109,6 +123,17 @@ def main(argv=None):
   for name, fn in parts.items():
     t, first = timeit(fn, args.reps)
     print(f"{name:44s} {t:9.3f} {first:13.2f}")
+
+  print(f"\nfloor: the products at this machine's best rate (a {xp.shape[0]}×512×{args.dim} product, chunked)")
+  rates = {dtype: product_rate(xp.shape[0], 512, args.dim, dtype, args.reps) for dtype in ("bfloat16", "float32")}
+  print("  product rate: " + ", ".join(f"{dtype} {rate:.0f} GFLOP/s" for dtype, rate in rates.items()))
+  width, n_pool = 512, xp.shape[0]  # the 2×512 network: forward and backward through the 512×512 layer, 4 projections
+  sketch_gflop = 2 * n_pool * width * (2 * width + 4 * args.dim) / 1e9
+  labelled_gflop = 2 * n_pool * xl.shape[0] * args.dim / 1e9
+  floor = (sketch_gflop + labelled_gflop) / rates["bfloat16"]
+  print(
+    f"  lcmd's products: sketch {sketch_gflop:.1f} + labelled distances {labelled_gflop:.1f} GFLOP: >= {floor:.3f} s"
+  )
 
   print(f"\n{'whole step (tangent + select_batch)':44s} {'median s':>9s} {'first call s':>13s}  target 0.3")
   problem = TangentProblem(
