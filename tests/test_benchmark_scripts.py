@@ -26,6 +26,11 @@ def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
   ratios = re.findall(r"^(\w+) .* ratio to target (\d+\.\d+)$", out, re.M)
   assert [name for name, _ in ratios] == ["random", "lcmd", *bench_selection.TANGENT_STRATEGIES]
   assert re.search(r"^lcmd, dim=256 .* ratio to target", out, re.M)
+  rates = re.search(r"product rate: bfloat16 (\d+) GFLOP/s, float32 (\d+) GFLOP/s", out)
+  assert rates and all(float(r) > 0 for r in rates.groups())
+  floor = re.search(r"lcmd's products: sketch ([\d.]+) \+ labelled distances ([\d.]+) GFLOP: >= ([\d.]+) s", out)
+  # 700 rows pad to 1024; 40 labelled to 512; sketch dim 512: 2·1024·512·(2·512 + 4·512) and 2·1024·512·512 FLOP
+  assert floor and [float(floor[1]), float(floor[2])] == [3.2, 0.5]
 
 
 def test_tangent_accuracy_table_reads_the_committed_runs(capsys):
