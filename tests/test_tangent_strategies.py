@@ -20,7 +20,7 @@ from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.solvers import TangentProblem
 
 STRENGTH = 1e-2
-NEW = ["tangent_coverage", "validation_diverse", "validation_influence", "group_curiosity"]
+NEW = ["tangent_coverage", "validation_diverse", "validation_coverage", "validation_influence", "group_curiosity"]
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +282,44 @@ def test_validation_diverse_is_lcmd_weighted_by_normalised_influence(fitted):
   got = get_strategy("validation_diverse", gamma=2.0, dim=16).select(ctx, 6)
   assert got.tolist() == want
   np.testing.assert_allclose(ctx.info["scores"], 0.1 * c[got], rtol=1e-3)
+
+
+@pytest.mark.parametrize("beta, gamma", [(1.0, 2.0), (0.0, 2.0), (1.0, 0.0)])
+def test_validation_coverage_is_weighted_lcmd_on_stretched_features(fitted, beta, gamma):
+  f = fitted
+  ctx = _ctx(f)
+  tangent = jax.tree.map(lambda t: t[None], f["tangent"])
+  fp, _, fl, _, jp, jl = kernels.sketched_features(ctx, kernels.Sketched(16), tangent)  # same projections
+  n, m = len(f["x_pool"]), len(f["x_lab"])
+  fpn, fln = np.asarray(fp, np.float64)[:n], np.asarray(fl, np.float64)[:m]
+  jp, jl = np.asarray(jp, np.float64)[:n, 0], np.asarray(jl, np.float64)[:m, 0]
+  r = np.sqrt(np.mean((fpn**2).sum(1)) / np.mean(jp**2))
+  a = jax.tree.map(lambda t: t[0], selection_directions(_ctx(f), "validation"))
+  c = _jvp(f, a, f["x_pool"]) ** 2  # the influence weight from jax.jvp along the dense-checked adjoint
+  want = _numpy_lcmd(np.c_[fpn, beta * r * jp], np.c_[fln, beta * r * jl], 6, (c / c.mean()) ** gamma)
+  got = get_strategy("validation_coverage", beta=beta, gamma=gamma, dim=16).select(ctx, 6)
+  assert got.tolist() == want
+  same = {
+    (0.0, 2.0): ("validation_diverse", dict(gamma=2.0)),  # no stretch
+    (1.0, 0.0): ("tangent_coverage", dict(beta=1.0)),  # no weight
+  }.get((beta, gamma))
+  if same:
+    assert get_strategy(same[0], dim=16, **same[1]).select(_ctx(f), 6).tolist() == want
+  else:  # both parts change the picks on this problem
+    assert want != _numpy_lcmd(np.c_[fpn, r * jp], np.c_[fln, r * jl], 6)
+    assert want != _numpy_lcmd(fpn.copy(), fln, 6, (c / c.mean()) ** gamma)
+
+
+def test_validation_coverage_needs_the_tangent_and_a_validation_set(fitted):
+  strategy = get_strategy("validation_coverage", dim=16)
+  assert strategy.needs_tangent and strategy.needs_validation
+  with pytest.raises(ValueError, match="ctx.validation"):
+    strategy.select(_ctx(fitted, validation=None), 4)
+  with pytest.raises(ValueError, match="ctx.tangent"):
+    strategy.select(_ctx(fitted, tangent=None), 4)
+  for bad in (-1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="gamma"):
+      get_strategy("validation_coverage", gamma=bad)
 
 
 @pytest.mark.parametrize("name", NEW)

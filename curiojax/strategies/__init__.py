@@ -10,6 +10,7 @@ registered here, by name, in one place:
 ``curiosity_diverse``    LCMD weighted by curiosity (ours; slightly behind LCMD, ``docs/benchmark.md``)
 ``tangent_coverage``     LCMD in gradient features stretched along the tangent (ours)
 ``validation_diverse``   LCMD weighted by the validation influence ``(J_x a)²`` (ours; level with LCMD)
+``validation_coverage``  ``tangent_coverage`` weighted like ``validation_diverse`` (ours)
 ``curiosity``            top-k ``σ²(J_xτ)²`` (it mostly ranks the size of the prediction)
 ``validation_influence`` top-k ``σ²(J_x a)²``, ``a = −(C + λI)⁻¹∇L_val`` (influence functions)
 ``group_curiosity``      top-k sum over layers of normalised ``(J_xτ_k)²`` (per-layer strengths)
@@ -52,7 +53,7 @@ from curiojax.strategies.base import (
 from curiojax.strategies.baselines import BadgeStrategy, EMCMStrategy, LCMDStrategy, VarianceStrategy
 from curiojax.strategies.curiosity_diverse import CuriosityDiverseStrategy, ValidationDiverseStrategy
 from curiojax.strategies.directions import DIRECTIONS
-from curiojax.strategies.tangent_coverage import TangentCoverageStrategy
+from curiojax.strategies.tangent_coverage import TangentCoverageStrategy, ValidationCoverageStrategy
 from curiojax.strategies.topk import (
   CuriosityStrategy,
   GroupCuriosityStrategy,
@@ -71,6 +72,7 @@ register_strategy("badge", BadgeStrategy)
 register_strategy("lcmd", LCMDStrategy)
 register_strategy("tangent_coverage", TangentCoverageStrategy)
 register_strategy("validation_diverse", ValidationDiverseStrategy)
+register_strategy("validation_coverage", ValidationCoverageStrategy)
 register_strategy("validation_influence", ValidationInfluenceStrategy)
 register_strategy("group_curiosity", GroupCuriosityStrategy)
 
@@ -139,6 +141,7 @@ __all__ = [
   "SelectionContext",
   "Strategy",
   "TangentCoverageStrategy",
+  "ValidationCoverageStrategy",
   "ValidationDiverseStrategy",
   "ValidationInfluenceStrategy",
   "VarianceStrategy",

@@ -14,6 +14,11 @@ singles out. It is invariant to the prediction's size, unlike top-k curiosity. `
 LCMD. ``direction`` may also be ``"validation"`` (the adjoint ``a``) or ``"groups"`` (one
 coordinate per layer); :mod:`curiojax.strategies.directions`.
 
+``validation_coverage`` combines the two tangent quantities that each led LCMD somewhere in
+issue 13's benchmark: the metric stretched along ``τ`` (as here) and LCMD's scored squared
+distances weighted by the normalised validation influence ``(c_a/c̄_a)^γ``, ``c_a = (J_xa)²``
+(as ``validation_diverse``). ``J_xτ`` and ``J_xa`` come from one pass over the pool.
+
 Example:
   >>> import numpy as np, jax, jax.numpy as jnp
   >>> from curiojax.strategies import SelectionContext, TangentCoverageStrategy
@@ -29,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from curiojax.strategies.base import SelectionContext, check_batch_size
@@ -40,6 +47,7 @@ from curiojax.strategies.kernels import (
   SKETCH_DIM,
   Sketched,
   checked_indices,
+  curiosity_weights,
   lcmd,
   sketched_features,
   stretched_features,
@@ -81,5 +89,47 @@ class TangentCoverageStrategy(ScoresDirection, Sketched):
     check_jvp_finite(jp, mp, self.direction)
     fp, fl = stretched_features(fp, mp, fl, jp, jl, self.beta)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
+    ctx.info["scores"] = np.asarray(distances)
+    return checked_indices(idx, ctx, batch_size)
+
+
+class ValidationCoverageStrategy(TangentCoverageStrategy):
+  """``tangent_coverage`` weighted like ``validation_diverse``: LCMD on ``[φ, β·r·J_xτ]`` with scored
+  squared distances weighted by ``(c_a/c̄_a)^γ``, ``c_a = (J_xa)²`` (module docstring).
+
+  Args:
+    beta: weight of the appended ``J_xτ`` (``0``: ``validation_diverse``).
+    gamma: exponent of the validation weight (``0``: ``tangent_coverage``).
+    dim, chunk_size, compute_dtype: as for the sketch.
+  """
+
+  criterion = (
+    "coverage in gradient features stretched along the tangent, squared distances weighted by the validation "
+    "influence (c_a/c̄_a)^γ; score the pick's squared stretched distance to the nearest labelled or chosen point"
+  )
+
+  def __init__(
+    self,
+    beta: float = 1.0,
+    gamma: float = 0.25,
+    dim: int = SKETCH_DIM,
+    chunk_size: int = SKETCH_CHUNK,
+    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
+  ):
+    super().__init__(beta, "tangent", dim, chunk_size, compute_dtype)
+    if not (gamma >= 0 and np.isfinite(gamma)):
+      raise ValueError(f"gamma must be finite and >= 0, got {gamma}.")
+    self.gamma = float(gamma)
+    self.needs_validation = True  # besides the tangent
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+    check_batch_size(ctx, batch_size)
+    tangent, adjoint = selection_directions(ctx, "tangent"), selection_directions(ctx, "validation")
+    both = jax.tree.map(lambda t, a: jnp.concatenate([t, a.astype(t.dtype)]), tangent, adjoint)
+    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self, both)
+    check_jvp_finite(jp, mp, "tangent and validation directions")
+    fp, fl = stretched_features(fp, mp, fl, jp[:, :1], jl[:, :1], self.beta)
+    weights = curiosity_weights(jnp.square(jp[:, 1:]), mp, self.gamma)
+    idx, distances = lcmd(fp, mp, fl, ml, batch_size, weights, with_distances=True)
     ctx.info["scores"] = np.asarray(distances)
     return checked_indices(idx, ctx, batch_size)
