@@ -40,6 +40,7 @@ TANGENT_STRATEGIES = (
   "tangent_coverage",
   "validation_influence",
   "validation_diverse",
+  "validation_coverage",
   "group_curiosity",
 )
 

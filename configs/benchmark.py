@@ -36,6 +36,7 @@ def get_config():
     "validation_diverse",
     "validation_influence",
     "group_curiosity",
+    "validation_coverage",  # second stop: tangent_coverage x validation_diverse (β 1, γ 0.25 as its parents)
   )
   # γ and β chosen on splits 100-101 of all six datasets, never on 0-4 (docs/benchmark.md)
   c.strategy_kwargs = ml_collections.ConfigDict(
