@@ -1,9 +1,9 @@
 """Jitted kernels shared by the batch strategies: sketched gradient features, LCMD, k-means++, posterior variance.
 
 Features are sketched gradients ``φ(x)`` (:mod:`curiojax.scoring.features`, ``grad → rp(512)``
-in Holzmüller et al.'s terms; ``SKETCH_DIM``). Pool and labelled
-arrays are padded to buckets (multiples of 512 rows) and masked, and every selection loop is a
-jitted ``lax.fori_loop``, so rounds seldom recompile.
+in Holzmüller et al.'s terms; ``SKETCH_DIM``). Pool and labelled arrays are padded to buckets
+(multiples of 512 rows) and masked, and every selection loop is a jitted ``lax.fori_loop``, so
+rounds seldom recompile.
 """
 
 from __future__ import annotations
