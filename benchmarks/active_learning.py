@@ -368,8 +368,9 @@ def timing_table(rows: list[dict], strategies: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def plot(results, rows, strategies, out_dir: str) -> list[str]:
-  """Learning curves (mean log test RMSE vs labels) per dataset and a Δ-to-random bar chart."""
+def plot(results, rows, strategies, out_dir: str, reference: str = "random") -> list[str]:
+  """Learning curves (mean log test RMSE vs labels) per dataset and a bar chart of the Δ to ``reference``
+  (``rows`` from :func:`summarise` with the same reference)."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -396,7 +397,9 @@ def plot(results, rows, strategies, out_dir: str) -> list[str]:
   fig.savefig(paths[-1], dpi=110)
   plt.close(fig)
 
-  others = [s for s in strategies if s != "random"]
+  others = [s for s in strategies if s != reference]
+  if not others:  # nothing to compare with the reference
+    return paths
   fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(datasets), 3.2))
   width = 0.8 / max(1, len(others))
   for i, s in enumerate(others):
@@ -405,10 +408,10 @@ def plot(results, rows, strategies, out_dir: str) -> list[str]:
     ax.bar(np.arange(len(datasets)) + i * width, vals, width, yerr=errs, label=s)
   ax.axhline(0, color="k", lw=0.8)
   ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, fontsize=8)
-  ax.set_ylabel("Δ mean log RMSE vs random")
+  ax.set_ylabel(f"Δ mean log RMSE vs {reference}")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  paths.append(os.path.join(out_dir, "delta_to_random.png"))
+  paths.append(os.path.join(out_dir, f"delta_to_{reference}.png"))
   fig.savefig(paths[-1], dpi=110)
   plt.close(fig)
   return paths
@@ -506,9 +509,11 @@ def run(cfg, log=print) -> dict:
       results[ds] = {s: v for s, v in results[ds].items() if v}
       if not results[ds]:
         del results[ds]
-  rows = summarise(results)
-  table = markdown_table(rows, strategies)
-  if "lcmd" in strategies and "random" in strategies:  # the bar a new method must clear (issue 13)
+  # The first table's reference: random, or (a run without it, e.g. extra splits of a few strategies) lcmd or the first
+  reference = next((s for s in ("random", "lcmd") if s in strategies), strategies[0])
+  rows = summarise(results, reference=reference)
+  table = markdown_table(rows, strategies, reference=reference)
+  if "lcmd" in strategies and reference == "random":  # the bar a new method must clear (issue 13)
     table += (
       "\n\nThe same against LCMD (mean ± se of lcmd; the others as the paired difference to lcmd ± se):\n\n"
       + markdown_table(summarise(results, reference="lcmd"), strategies, reference="lcmd")
@@ -517,13 +522,13 @@ def run(cfg, log=print) -> dict:
     "\n\nSeconds per selection step (median over rounds, mean over splits; features and batch choice, "
     "the tangent is solved with the fit):\n\n" + timing_table(rows, strategies)
   )
-  paths = plot(results, rows, strategies, cfg.results_dir)
+  paths = plot(results, rows, strategies, cfg.results_dir, reference)
   atomic_write_text(os.path.join(cfg.results_dir, "results.json"), json.dumps(dict(rows=rows, results=results)))
   atomic_write_text(
     os.path.join(cfg.results_dir, "report.md"),
     (
-      "Mean over rounds of log test RMSE: random as mean ± se over splits; the others as the "
-      "paired difference to random ± se (negative is better).\n\n"
+      f"Mean over rounds of log test RMSE: {reference} as mean ± se over splits; the others as the "
+      f"paired difference to {reference} ± se (negative is better).\n\n"
       + table
       + "\n\n"
       + "\n".join(f"![]({os.path.basename(p)})" for p in paths)

@@ -225,6 +225,13 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
   assert len(lines) == n_units and f"{n_units}/{n_units}" in lines[-1] and "left" in lines[0]
   bm.run(c, log=lambda *_: None)  # resumed: every unit reused, nothing recomputed or reported
   assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("units")]
+  # a run without random (e.g. extra splits of a few strategies) reports against lcmd, not NaN
+  c.strategies, c.report_only = ("lcmd",), True
+  out = bm.run(c, log=lambda *_: None)
+  assert out["rows"][0]["strategy"] == "lcmd" and out["rows"][0]["delta"] == 0.0
+  report = (tmp_path / "out" / "report.md").read_text()
+  assert report.startswith("Mean over rounds of log test RMSE: lcmd as mean") and "+nan" not in report
+  assert [os.path.basename(p) for p in out["plots"]] == ["learning_curves.png"]  # no bar chart of lcmd against itself
 
 
 def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
