@@ -224,6 +224,21 @@ def test_missing_context_raises_clear_errors(fitted):
     get_strategy("validation_influence", direction="tangent")  # the name fixes the direction
 
 
+def test_the_sketch_functions_check_their_options_as_the_strategies_do(fitted):
+  f = fitted
+  args = (f["model"], f["params"], f["x_pool"], jax.random.key(0))
+  stacked = jax.tree.map(lambda t: t[None], f["tangent"])
+  for bad, match in ((dict(chunk_size=0), "chunk_size must be"), (dict(dim=0), "dim must be")):
+    with pytest.raises(ValueError, match=match):
+      gradient_sketch(*args, **bad)
+    with pytest.raises(ValueError, match=match):
+      sketch_and_jvp(*args, stacked, **bad)
+    with pytest.raises(ValueError, match=match):
+      get_strategy("lcmd", **bad)
+  with pytest.raises(ValueError, match="Unknown compute_dtype"):
+    gradient_sketch(*args, compute_dtype="float16")
+
+
 # -- the strategies against references ----------------------------------------------------------
 
 

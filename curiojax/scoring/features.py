@@ -124,13 +124,14 @@ def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_
 _sketch_jit = jax.jit(_sketch_impl, static_argnums=(0, 5, 6, 7))
 
 
-def _check_sketch_args(x, dim, compute_dtype):
-  x = _check_x(x)
-  if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-    raise ValueError(f"dim must be an integer >= 1, got {dim!r}.")
+def check_sketch_options(dim, chunk_size, compute_dtype) -> tuple[int, int, str]:
+  """``(dim, chunk_size, compute_dtype)`` checked: integers >= 1 and a known dtype, else ``ValueError``."""
+  for name, value in (("dim", dim), ("chunk_size", chunk_size)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"Unknown compute_dtype {compute_dtype!r}; choose one of {COMPUTE_DTYPES}.")
-  return x
+  return int(dim), int(chunk_size), compute_dtype
 
 
 def gradient_sketch(
@@ -155,8 +156,8 @@ def gradient_sketch(
   Returns:
     ``φ`` with ``E[φφᵀ] = ∇fᵀ∇f`` (the empirical NTK).
   """
-  x = _check_sketch_args(x, dim, compute_dtype)
-  return _sketch_jit(model_fn, params, x, key, None, int(dim), int(chunk_size), compute_dtype)[0]
+  options = check_sketch_options(dim, chunk_size, compute_dtype)
+  return _sketch_jit(model_fn, params, _check_x(x), key, None, *options)[0]
 
 
 def sketch_and_jvp(
@@ -192,8 +193,8 @@ def sketch_and_jvp(
     >>> phi.shape, jv[:, 0].tolist()
     ((3, 8), [1.0, 1.0, 1.0])
   """
-  x = _check_sketch_args(x, dim, compute_dtype)
-  return _sketch_jit(model_fn, params, x, key, directions, int(dim), int(chunk_size), compute_dtype)
+  options = check_sketch_options(dim, chunk_size, compute_dtype)
+  return _sketch_jit(model_fn, params, _check_x(x), key, directions, *options)
 
 
 def gradient_kernel(model_fn: Callable, params, x1, x2) -> np.ndarray:

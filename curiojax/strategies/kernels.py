@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.padding import pad_rows, round_up
-from curiojax.scoring.features import COMPUTE_DTYPES, gradient_sketch, sketch_and_jvp
+from curiojax.scoring.features import check_sketch_options, gradient_sketch, sketch_and_jvp
 from curiojax.strategies.base import SelectionContext
 from curiojax.strategies.directions import normalised_sum
 
@@ -49,13 +49,13 @@ def sketched_features(ctx: SelectionContext, sketch: Sketched, directions=None):
   key = jax.random.fold_in(ctx.key, 1)
   options = dict(dim=sketch.dim, chunk_size=sketch.chunk_size, compute_dtype=sketch.compute_dtype)
 
-  def features(x):
+  def sketch(x):
     if directions is None:
       return gradient_sketch(ctx.model_fn, ctx.params, x, key, **options), None
     return sketch_and_jvp(ctx.model_fn, ctx.params, x, key, directions, **options)
 
   xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)  # no labelled point: one bucket of masked zeros
-  (fp, jvp), (fl, jl) = features(xp), features(xl)
+  (fp, jvp), (fl, jl) = sketch(xp), sketch(xl)
   features = (fp, jnp.asarray(mp), fl, jnp.asarray(ml))
   return features if directions is None else (*features, jvp, jl)
 
@@ -201,10 +201,4 @@ class Sketched:
   needs_tangent = False  # the tangent strategies set it from their direction
 
   def __init__(self, dim: int = SKETCH_DIM, chunk_size: int = SKETCH_CHUNK, compute_dtype: str = SKETCH_COMPUTE_DTYPE):
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-      raise ValueError(f"dim must be an integer >= 1, got {dim!r}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-      raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}.")
-    if compute_dtype not in COMPUTE_DTYPES:
-      raise ValueError(f"Unknown compute_dtype {compute_dtype!r}; choose one of {COMPUTE_DTYPES}.")
-    self.dim, self.chunk_size, self.compute_dtype = int(dim), int(chunk_size), compute_dtype
+    self.dim, self.chunk_size, self.compute_dtype = check_sketch_options(dim, chunk_size, compute_dtype)
