@@ -18,7 +18,7 @@ Two paths (our choice, documented):
   ``factor_matrices(v) -> [M_l]`` method as well, :func:`sketch_and_jvp` takes ``J_x v`` from
   the same factors.
 - **Generic.** ``vmap(grad)`` over chunks of ``chunk_size`` points, each leaf projected by
-  its own Gaussian matrix ``(leaf_size, dim)/√dim``. Memory ``O(chunk·d + d·dim)``: fine for
+  its own Gaussian matrix ``(leaf_size, dim)/√dim``, drawn once per call. Memory ``O(chunk·d + d·dim)``: fine for
   models up to ~10⁵ parameters, slow beyond.
 
 Example:
@@ -86,13 +86,19 @@ def _jvp_chunk(model_fn, params, xc, directions):
   return jax.vmap(along, out_axes=1)(directions)
 
 
-def _generic_chunk(model_fn, params, xc, key, dim, directions):
+def _leaf_projections(key, params, dim):
+  """One Gaussian ``(leaf size, dim)`` per parameter leaf (the generic path's), drawn once per call."""
+  return [
+    jax.random.normal(jax.random.fold_in(key, i), (p.size, dim), p.dtype) for i, p in enumerate(jax.tree.leaves(params))
+  ]
+
+
+def _generic_chunk(model_fn, params, xc, projections, directions):
   single = lambda p, xi: model_fn(p, xi[None])[0]
   grads = jax.vmap(jax.grad(single), in_axes=(None, 0))(params, xc)
   sketch = 0.0
-  for i, g in enumerate(jax.tree.leaves(grads)):
-    g = g.reshape(g.shape[0], -1)
-    sketch = sketch + g @ jax.random.normal(jax.random.fold_in(key, i), (g.shape[1], dim), g.dtype)
+  for g, projection in zip(jax.tree.leaves(grads), projections, strict=True):
+    sketch = sketch + g.reshape(g.shape[0], -1) @ projection
   return sketch, (0.0 if directions is None else _jvp_chunk(model_fn, params, xc, directions))
 
 
@@ -115,7 +121,8 @@ def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_
       return sketch, jvp
 
   else:
-    fn = lambda xc: _generic_chunk(model_fn, params, xc, key, dim, directions)
+    projections = _leaf_projections(key, params, dim)  # outside the chunk loop: drawn once
+    fn = lambda xc: _generic_chunk(model_fn, params, xc, projections, directions)
   sketch, jvp = jax.lax.map(fn, xp.reshape(-1, chunk, *x.shape[1:]))
   sketch = sketch.reshape(-1, dim)[:n] / math.sqrt(dim)
   return sketch, (None if directions is None else jvp.reshape(-1, jvp.shape[-1])[:n])
