@@ -59,11 +59,13 @@ class ScoresDirection:
   needs_tangent = True
   needs_validation = False
 
-  def set_direction(self, direction: str) -> None:
-    """Check ``direction``; the strategy then reads the tangent, or the validation set, as it needs."""
+  def set_direction(self, direction: str, *also: str) -> None:
+    """Check ``direction`` and any others the strategy ``also`` solves; it then reads the tangent, the
+    validation set, or both, as they need."""
     self.direction = check_direction(direction)
-    self.needs_tangent = direction == "tangent"
-    self.needs_validation = direction == "validation"
+    kinds = {direction, *(check_direction(d) for d in also)}
+    self.needs_tangent = "tangent" in kinds
+    self.needs_validation = "validation" in kinds
 
 
 def _group_masks(tree) -> list:

@@ -120,7 +120,7 @@ class ValidationCoverageStrategy(TangentCoverageStrategy):
     if not (gamma >= 0 and np.isfinite(gamma)):
       raise ValueError(f"gamma must be finite and >= 0, got {gamma}.")
     self.gamma = float(gamma)
-    self.needs_validation = True  # besides the tangent
+    self.set_direction("tangent", "validation")  # stretched along τ, weighted along a
 
   def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
     check_batch_size(ctx, batch_size)
