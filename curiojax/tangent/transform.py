@@ -45,7 +45,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import warnings
 from typing import Any, NamedTuple
@@ -56,7 +55,23 @@ import numpy as np
 import optax
 
 from curiojax.tangent.curvature import TangentSystem, check_curvature, split_value_fn_kwargs
+from curiojax.tangent.access import (
+  _tangent_state,
+  find_tangent_state,
+  finished_state,
+  replace_tangent_state,
+  strength_of,
+)
 from curiojax.tangent.regularizers import Regularizer, get_regularizer
+from curiojax.tangent.state import (
+  RegularityTangentState,
+  TangentSettings,
+  _pure,
+  _pure_tree,
+  align_tangent,
+  handed_out,
+  restructure,
+)
 
 DEFAULT_TOLERANCE = 0.1  # relative residual above which a tangent is flagged (documented accuracy)
 ONLINE_MARGIN = 0.5  # an online estimate certifies only below this share of the tolerance (lag, drift)
@@ -84,46 +99,6 @@ class TangentDivergedError(ValueError):
 
 class TangentInaccurateError(ValueError):
   """Raised by :func:`check_tangent` for a tangent whose relative residual exceeds the tolerance."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TangentSettings:
-  """What the tangent solves, carried statically in the state (no leaves, never traced).
-
-  :func:`curiojax.finish_tangent` reads it (with the strength and damping in the state), so
-  finishing always solves the system that training carried.
-  """
-
-  regularizer: Regularizer
-  curvature: str
-
-
-jax.tree_util.register_static(TangentSettings)
-
-
-class RegularityTangentState(NamedTuple):
-  """State of :func:`regularity_tangent` (leaves ``(k, *shape)`` for ``k`` strengths)."""
-
-  tangent: Any  # like params: τ̄, the average of the iterates; handed out unless follow_iterate.
-  iterate: Any  # like params: v, the recursion's current iterate.
-  velocity: Any  # like params: m, heavy-ball momentum of the residuals.
-  count: jax.Array  # int32 scalar, updates seen.
-  refreshes: jax.Array  # int32 scalar, tangent refreshes since the last (re)start.
-  step_size: jax.Array  # float scalar, α in use (0 before the first estimate).
-  curvature_max: jax.Array  # float scalar, λ̂_max(C + λI) (0: estimate at the next refresh).
-  residual: jax.Array  # float scalar, relative residual of τ̄: upper estimate, or exact after finishing.
-  backward_error: jax.Array  # float scalar, φ² = ‖r_t‖²/(‖ρ‖ + λ̂‖v_t‖)² over the last few refreshes.
-  best_backward_error: jax.Array  # float scalar, lowest φ since the last restart (slowly forgotten).
-  rayleigh: jax.Array  # float scalar, vᵀ(C_B + λI)v/‖v‖² along the iterate over the last few refreshes.
-  follow_iterate: jax.Array  # bool scalar, hand out the iterate (clearly better at the last evaluation).
-  exact: jax.Array  # bool scalar, residual is a full-data residual (set by finish_tangent).
-  restarts: jax.Array  # int32 scalar, back-offs so far.
-  diverged: jax.Array  # bool scalar, sticky: unstable after max_restarts back-offs; frozen.
-  strength: jax.Array  # float, s in use (scalar or (k,)).
-  damping: jax.Array  # float scalar, λ in use.
-  tolerance: jax.Array  # float scalar, residual above which the tangent is flagged.
-  averaging: jax.Array  # int32 scalar, the averaging window W in refreshes.
-  settings: TangentSettings  # static: regularizer, curvature.
 
 
 def _tree_norm(tree) -> jax.Array:
@@ -506,112 +481,6 @@ def regularity_tangent(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def align_tangent(params, tangent) -> tuple[Any, Any, int | None]:
-  """``(params, tangent, k)``: both as plain arrays in ``params``' tree structure, and the tangent count.
-
-  ``k`` is None for one tangent shaped like params, else the common leading axis of ``k``
-  stacked tangents. flax NNX containers are accepted as they come (``nnx.state(model,
-  nnx.Param)`` with its ``Param`` variables, a tangent from an ``nnx.Optimizer``'s state):
-  variables are unwrapped, and a tangent with the params' key paths under other containers is
-  put in the params' structure; tangent leaves take the params' dtypes. Otherwise a
-  ``ValueError`` shows both structures.
-  """
-  if tangent is None:
-    raise ValueError("tangent is None: train with curiojax.regularity_tangent and pass curiojax.tangent_of(opt_state).")
-  params, tangent = _pure_tree(params), _pure_tree(tangent)
-  p_def, t_def = jax.tree.structure(params), jax.tree.structure(tangent)
-  p_shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(params)]
-  t_shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(tangent)]
-  if len(p_shapes) != len(t_shapes):
-    raise ValueError(f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}")
-  if p_shapes == t_shapes:
-    k = None
-  elif all(len(t) == len(p) + 1 and t[1:] == p for p, t in zip(p_shapes, t_shapes, strict=True)) and (
-    len({t[0] for t in t_shapes}) == 1
-  ):
-    k = t_shapes[0][0]
-  else:
-    raise ValueError(
-      "tangent leaves must have the params' shapes (one tangent) or carry one leading axis k "
-      f"(k tangents); got tangent shapes {t_shapes} for params {p_shapes}."
-    )
-  if p_def != t_def:  # the same leaves under other containers (nnx.State vs dict): same paths, same order
-    paths = lambda tree: [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    if paths(params) != paths(tangent):
-      raise ValueError(
-        f"tangent and params have different tree structures; got\n  params:  {p_def}\n  tangent: {t_def}"
-      )
-    tangent = jax.tree.unflatten(p_def, jax.tree.leaves(tangent))
-  # a JVP needs tangent dtypes equal to the primals' (a float32 tangent of bfloat16 params, say)
-  cast = lambda p, t: t if jnp.result_type(t) == jnp.result_type(p) else jnp.asarray(t, jnp.result_type(p))
-  tangent = jax.tree.map(cast, params, tangent)
-  return params, tangent, k
-
-
-def restructure(tangent, like, *, stacked: bool = False):
-  """``tangent``'s leaves in ``like``'s tree structure (a flax ``nnx.State`` vs a plain dict, say)."""
-  if jax.tree.structure(tangent) == jax.tree.structure(like):
-    return tangent
-  _, tangent, _ = align_tangent(like, tangent)
-  return tangent
-
-
-def _tangent_state(opt_state) -> RegularityTangentState:
-  """The (unique) :class:`RegularityTangentState` inside any optimizer state, however nested.
-
-  Under ``optax.inject_hyperparams`` the strength and damping in force are the injected ones
-  (``set_strength`` changes them between updates): they are copied into the returned state.
-  """
-  if hasattr(opt_state, "opt_state") and not isinstance(opt_state, tuple):  # nnx.Optimizer
-    opt_state = opt_state.opt_state
-  found = []
-
-  def visit(node, injected):
-    if isinstance(node, RegularityTangentState):
-      found.append((node, injected))
-      return
-    if hasattr(node, "hyperparams") and hasattr(node, "inner_state"):  # inject_hyperparams
-      visit(node.inner_state, node.hyperparams)
-    elif isinstance(node, (tuple, list)):
-      for child in node:
-        visit(child, None)
-    elif isinstance(node, dict):
-      for child in node.values():
-        visit(child, None)
-    elif hasattr(node, "__dict__") and not isinstance(node, (jax.Array, TangentSettings)):
-      for child in vars(node).values():
-        visit(child, None)
-
-  visit(opt_state, None)
-  if not found:
-    raise ValueError(
-      "No regularity tangent in this optimizer state: build the optimizer with "
-      "optax.chain(curiojax.regularity_tangent(...), ...)."
-    )
-  if len(found) > 1:
-    raise ValueError(f"Found {len(found)} regularity tangents in this optimizer state; expected one.")
-  state, injected = found[0]
-  for name in ("strength", "damping"):
-    if injected is not None and name in injected:
-      value = injected[name]
-      old = getattr(state, name)
-      state = state._replace(**{name: value if hasattr(value, "get_value") else jnp.asarray(value, _pure(old).dtype)})
-  return state
-
-
-def _pure(x):
-  """Unwrap flax NNX variables (``nnx.Optimizer.opt_state``) into plain arrays."""
-  if hasattr(x, "get_value"):
-    return x.get_value()
-  if hasattr(x, "value") and not isinstance(x, jax.Array):
-    return x.value
-  return x
-
-
-def _pure_tree(tree):
-  return jax.tree.map(_pure, tree, is_leaf=lambda x: hasattr(x, "get_value"))
-
-
 class TangentDiagnostics(NamedTuple):
   """Host-side summary of a carried tangent (:func:`tangent_diagnostics`).
 
@@ -695,12 +564,6 @@ def _inaccuracy_message(d: TangentDiagnostics, tol: float) -> str:
     f"The regularity tangent's {kind} relative residual is {d.residual:.3g}, above {limit}. "
     f"Likely cause: {cause}. Fix: {fix}."
   )
-
-
-def handed_out(state: RegularityTangentState):
-  """The tangent a state hands out: the average ``τ̄``, or the iterate where it measured better."""
-  follow = _pure(state.follow_iterate)
-  return jax.tree.map(lambda a, v: jnp.where(follow, v, a), _pure_tree(state.tangent), _pure_tree(state.iterate))
 
 
 def carried_tangent(opt_state):
