@@ -2,6 +2,7 @@
 
 import json
 import os
+from unittest import mock
 
 import jax
 import numpy as np
@@ -43,17 +44,83 @@ def test_load_errors(tmp_path):
   (tmp_path / "state.json").write_text("{not json")
   with pytest.raises(ValueError, match="unreadable"):
     persistence.load_state(tmp_path)
-  # Object arrays would need pickle: refused on load.
-  np.savez(tmp_path / "arrays-000001.npz", a=np.array([{"x": 1}], dtype=object))
-  (tmp_path / "state.json").write_text(json.dumps({"format_version": 2, "arrays": "arrays-000001.npz"}))  # legacy
+  # Object arrays would need pickle: refused on load (even in a state whose checksums match).
+  _forge(tmp_path, {"a": np.array([{"x": 1}], dtype=object)})
   with pytest.raises(ValueError, match="unreadable"):
     persistence.load_state(tmp_path)
-  # a legacy (unchecksummed) state whose array file is truncated: the documented error, not BadZipFile
-  np.savez(tmp_path / "arrays-000001.npz", a=np.arange(100))
-  data = (tmp_path / "arrays-000001.npz").read_bytes()
-  (tmp_path / "arrays-000001.npz").write_bytes(data[: len(data) // 2])
-  with pytest.raises(ValueError, match="unreadable"):
+
+
+def _forge(folder, arrays, **meta):
+  """A state written by hand with valid checksums (what a forger, or an old writer, leaves)."""
+  import io
+
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  data = buffer.getvalue()
+  (folder / "arrays-000001.npz").write_bytes(data)
+  meta = {"format_version": 3, "arrays": "arrays-000001.npz", "arrays_sha256": persistence._sha256(data), **meta}
+  meta["checksum"] = persistence._meta_checksum(meta)
+  (folder / "state.json").write_text(json.dumps(meta))
+
+
+def test_a_format_without_checksums_is_refused(tmp_path):
+  """Issue 21: format_version 2 switched the checksums off, so any hand edit loaded."""
+  persistence.save_state(tmp_path, {"unit": 1}, {"a": np.arange(3)}, tag=1)
+  meta = json.loads((tmp_path / "state.json").read_text())
+  meta["unit"] = 99
+  meta["format_version"] = 2
+  (tmp_path / "state.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="format 2 carries no checksums|Format 2 carries no checksums"):
     persistence.load_state(tmp_path)
+  del meta["checksum"], meta["arrays_sha256"]  # a checksum field missing is a mismatch, whatever the version
+  meta["format_version"] = 3
+  (tmp_path / "state.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="checksum mismatch"):
+    persistence.load_state(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../outside.npz", "/etc/passwd", "arrays-000001.npz/..", "notes.txt", 7])
+def test_the_arrays_file_is_confined_to_the_state_folder(tmp_path, name):
+  """A re-checksummed state naming a file elsewhere is refused before that file is read."""
+  (tmp_path / "outside.npz").write_bytes(b"secret")
+  folder = tmp_path / "st"
+  folder.mkdir()
+  _forge(folder, {"a": np.arange(3)})
+  meta = json.loads((folder / "state.json").read_text())
+  meta["arrays"] = name
+  meta["checksum"] = persistence._meta_checksum(meta)
+  (folder / "state.json").write_text(json.dumps(meta))
+  with mock.patch("pathlib.Path.read_bytes", side_effect=AssertionError("read before the name was checked")):
+    with pytest.raises(ValueError, match="is not a file of this state"):
+      persistence.load_state(folder)
+
+
+def test_an_arrays_file_that_is_a_link_is_refused(tmp_path):
+  _forge(tmp_path, {"a": np.arange(3)})
+  (tmp_path / "arrays-000001.npz").rename(tmp_path / "real.npz")
+  (tmp_path / "arrays-000001.npz").symlink_to(tmp_path / "real.npz")
+  with pytest.raises(ValueError, match="not a regular file"):
+    persistence.load_state(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "dangling"])
+def test_the_lock_never_writes_through_a_link(tmp_path, kind):
+  """Issue 21: a .lock symlinked to a user's file was truncated and overwritten with the pid."""
+  notes = tmp_path / "notes.txt"
+  notes.write_text("my notes")
+  folder = tmp_path / "st"
+  folder.mkdir()
+  lock = folder / ".lock"
+  if kind == "symlink":
+    lock.symlink_to(notes)
+  elif kind == "hardlink":
+    os.link(notes, lock)
+  else:
+    lock.symlink_to(tmp_path / "new.txt")
+  with pytest.raises(ValueError, match=r"\.lock is (a link|not a plain file)"):
+    with persistence.workdir_lock(folder):
+      pass
+  assert notes.read_text() == "my notes" and not (tmp_path / "new.txt").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_bit", "edit_state", "edit_arrays_name", "drop_arrays"])

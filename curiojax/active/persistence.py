@@ -26,6 +26,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -33,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 STATE_FILE = "state.json"
-FORMAT_VERSION = 3  # 2: pytrees as flax.serialization msgpack; 3: + checksums (2 still loads)
-_READABLE = (2, 3)
+FORMAT_VERSION = 3  # 2: pytrees as flax.serialization msgpack; 3: + checksums (2, unchecked, is refused)
+_READABLE = (3,)
 LOCK_FILE = ".lock"
+_ARRAYS_NAME = re.compile(r"arrays-[0-9]{6,20}\.npz")  # the only array file a state may name (in its own folder)
 
 
 _UMASK = os.umask(0)
@@ -113,22 +116,26 @@ def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
     version = meta.get("format_version") if isinstance(meta, dict) else None
     raise ValueError(
       f"{path}: saved in state format {version!r}, this curiojax reads formats {_READABLE}; "
-      "start a new run (or use the curiojax that wrote it)."
+      "start a new run (or use the curiojax that wrote it). Format 2 carries no checksums and is no longer read."
     )
-  checked = meta["format_version"] >= 3
-  if checked and meta.get("checksum") != _meta_checksum(meta):
+  if meta.get("checksum") != _meta_checksum(meta):
     raise ValueError(
       f"{path} was modified or corrupted after it was written (checksum mismatch); restore it from a "
       "backup or start a new run. Hand-editing a state file is not supported."
     )
+  name = meta.get("arrays")
+  if not isinstance(name, str) or not _ARRAYS_NAME.fullmatch(name):
+    raise ValueError(f"{path}: the array file {name!r} is not a file of this state (arrays-NNNNNN.npz in {workdir}).")
+  array_path = workdir / name
   try:
-    data = (workdir / str(meta["arrays"])).read_bytes()
-  except (OSError, KeyError) as e:
+    if not stat.S_ISREG(os.lstat(array_path).st_mode):
+      raise ValueError(f"{array_path} is not a regular file (a link or a folder); restore the state from a backup.")
+    data = array_path.read_bytes()
+  except OSError as e:
     raise ValueError(f"{workdir}: the array file of the saved state is missing: {e}") from None
-  if checked and _sha256(data) != meta.get("arrays_sha256"):
+  if _sha256(data) != meta.get("arrays_sha256"):
     raise ValueError(
-      f"{workdir / meta['arrays']} is truncated or corrupted (checksum mismatch); restore it from a backup "
-      "or start a new run."
+      f"{array_path} is truncated or corrupted (checksum mismatch); restore it from a backup or start a new run."
     )
   try:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
@@ -151,11 +158,21 @@ def workdir_lock(workdir):
   except ImportError:  # pragma: no cover - not POSIX
     yield
     return
+  lock = workdir / LOCK_FILE
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~_UMASK)
   except OSError as e:
+    if os.path.islink(lock):
+      raise ValueError(
+        f"{lock} is a link; curiojax never follows it (it would write into the file it points to). "
+        "Remove the link and run again."
+      ) from None
     raise ValueError(f"cannot use the folder {workdir}: {e.strerror or e}.") from None
+  info = os.fstat(fd)
+  if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a FIFO, a device, a hard link: not ours to write
+    os.close(fd)
+    raise ValueError(f"{lock} is not a plain file of this folder (a hard link or a special file); remove it and run again.")
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
