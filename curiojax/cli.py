@@ -51,6 +51,9 @@ RESULT_COLUMNS = (
 )
 
 
+NUMBER_TUPLES = ("strength_grid",)  # tuple fields of numbers whose default is empty (no element to type them by)
+
+
 class UserError(ValueError):
   """A mistake in the command line, config or data: reported in one line, no traceback."""
 
@@ -61,8 +64,8 @@ def _split_commas(config, reference):
   for key, default in reference.items():
     value = config.get(key)
     if isinstance(default, tuple) and isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
-      if "," in value[0] or (default and not isinstance(default[0], str)):
-        like = default[0] if default else None
+      if "," in value[0] or (default and not isinstance(default[0], str)) or key in NUMBER_TUPLES:
+        like = default[0] if default else (0.0 if key in NUMBER_TUPLES else None)
         parts = [t.strip() for t in value[0].split(",") if t.strip()]
         try:
           config[key] = tuple(type(like)(t) if isinstance(like, (int, float)) else t for t in parts)
@@ -378,6 +381,7 @@ def suggest_command(args, overrides) -> int:
       out=args.out,
       options=options,
       seed=args.seed,
+      allow_same_features=args.allow_same_features,
     )
   except ValueError as e:
     raise UserError(str(e)) from None
@@ -435,6 +439,12 @@ def _parser():
   )
   q.add_argument("--out", help="output CSV (default: suggestions.csv in the state folder)")
   q.add_argument("--seed", type=int, default=0, help="seed of a new state")
+  q.add_argument(
+    "--allow-same-features",
+    action="store_true",
+    help="accept labelled rows whose id matches no pool row although their features equal an unlabelled pool "
+    "row's (refused by default: usually a typo'd id)",
+  )
   return parser
 
 
@@ -461,11 +471,13 @@ def main(argv: list[str] | None = None) -> int:
   """Entry point of the ``curiojax`` console script; returns the exit status."""
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = _parser()
+  command = None
   try:
     rest, overrides = split_overrides(argv)
     args, unknown = parser.parse_known_args(rest)
     if unknown:
       raise UserError(f"unrecognised arguments: {' '.join(unknown)}")
+    command = args.command
     if args.command == "suggest":
       return suggest_command(args, overrides)
     if args.command != "run":
@@ -478,6 +490,20 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("curiojax: interrupted; continue with --resume <workdir>.", file=sys.stderr)
     return 130
+  except BrokenPipeError:  # `curiojax suggest ... | head`: the reader left (suggest wrote everything before printing)
+    _quiet_stdout()
+    return 0 if command == "suggest" else 1
+
+
+def _quiet_stdout() -> None:
+  """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+  import os
+
+  try:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+  except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test's capture)
+    pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -190,3 +190,203 @@ def test_a_state_folder_in_use_is_refused_in_one_line(files, capsys):
   err = capsys.readouterr().err.strip()
   assert err.count("\n") == 0 and "in use by another curiojax process" in err
   assert {p.name: p.read_bytes() for p in (tmp / "state").iterdir() if p.name != ".lock"} == before
+
+
+# -- issue 21: a session checks the files against its state, both ways; labels are never lost ----
+TINY = dict(epochs=3, hidden_sizes=(8,), minibatch_size=16)
+
+
+def _tiny(tmp, lab_rows, pool_rows, header=("id", "a", "b"), **kw):
+  """Write lab.csv / pool.csv and run suggest (random strategy, tiny model); returns the result."""
+  from curiojax.active.learner import LearnerOptions
+  from curiojax.active.suggest_csv import suggest
+
+  if lab_rows is not None:
+    write_csv(tmp / "lab.csv", [*header, "y"], lab_rows)
+  if pool_rows is not None:
+    write_csv(tmp / "pool.csv", list(header), pool_rows)
+  kw.setdefault("id_column", header[0] if header[0] == "id" else None)
+  kw = {"target": "y", "k": 2, "state": tmp / "st", "strategy": "random", "options": LearnerOptions(**TINY), **kw}
+  return suggest(tmp / "lab.csv", tmp / "pool.csv", **kw)
+
+
+def _pool_rows(n=12):
+  return [[f"p{i}", i * 0.5, (i * 7) % 5] for i in range(n)]
+
+
+LAB_ROWS = [["p0", 0.0, 0, 1.0], ["p1", 0.5, 2, 2.0], ["out1", 9.0, 9, 3.0]]
+
+
+def _refused(tmp, match, **kw):
+  before = {p.name: p.read_bytes() for p in (tmp / "st").iterdir()} if (tmp / "st").exists() else {}
+  with pytest.raises(ValueError, match=match):
+    _tiny(tmp, None, None, **kw)
+  after = {p.name: p.read_bytes() for p in (tmp / "st").iterdir()} if (tmp / "st").exists() else {}
+  assert after == before
+
+
+@pytest.mark.parametrize("target", ["lab", "pool", "lab_link", "state_json", "arrays", "state_other"])
+def test_out_never_overwrites_an_input_or_the_state(tmp_path, target):
+  """Issue 21, item 1: --out lab.csv replaced every label with the suggestions."""
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  lab_text = (tmp_path / "lab.csv").read_text()
+  arrays = next(p.name for p in (tmp_path / "st").iterdir() if p.name.startswith("arrays-"))
+  if target == "lab_link":
+    (tmp_path / "link.csv").symlink_to(tmp_path / "lab.csv")
+  out = {
+    "lab": tmp_path / "lab.csv",
+    "pool": tmp_path / "sub" / ".." / "pool.csv",
+    "lab_link": tmp_path / "link.csv",
+    "state_json": tmp_path / "st" / "state.json",
+    "arrays": tmp_path / "st" / arrays,
+    "state_other": tmp_path / "st" / "mine.csv",
+  }[target]
+  (tmp_path / "sub").mkdir()
+  _refused(tmp_path, "--out", out=out)
+  assert (tmp_path / "lab.csv").read_text() == lab_text
+
+
+def test_a_pool_that_lost_rows_is_refused(tmp_path):
+  """Issue 21, item 3: rows deleted from the pool after the state was saved were still suggested."""
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  write_csv(tmp_path / "pool.csv", ["id", "a", "b"], _pool_rows()[:-1])
+  _refused(tmp_path, "lost 1 pool row.*'p11'.*restore them")
+
+
+def test_a_pool_without_ids_that_lost_its_last_row_is_refused(tmp_path):
+  rows = [r[1:] for r in _pool_rows()]
+  _tiny(tmp_path, [r[1:] for r in LAB_ROWS], rows, header=("a", "b"))
+  write_csv(tmp_path / "pool.csv", ["a", "b"], rows[:-1])
+  _refused(tmp_path, "lost 1 pool row.*'12'", id_column=None)
+
+
+def test_huge_feature_and_target_values_keep_their_scale(tmp_path):
+  """Issue 21, item 4: 1e30 made the float32 scale infinite, and the column (or every label) became 0."""
+  from curiojax.active.learner import Learner
+
+  pool = [[f"p{i}", i * 1e30, (i * 7) % 5] for i in range(12)]
+  lab = [["p0", 0.0, 0, 1e30], ["p1", 1e30, 2, 2e30], ["p2", 2e30, 4, 5e29]]
+  _tiny(tmp_path, lab, pool)
+  learner, state = Learner.load(tmp_path / "st")
+  assert np.isfinite(learner.x_std).all() and learner.x_std[0] > 1e29
+  assert np.ptp(learner.xs_pool[:, 0]) > 1 and np.isfinite(state.y_std) and state.y_std > 1e29
+  _, ys = learner.training_set(state)
+  assert np.ptp(ys) > 1
+
+
+def test_a_scale_float32_cannot_hold_names_the_column(tmp_path):
+  from curiojax.active.learner import column_scales
+
+  with pytest.raises(ValueError, match="'big' cannot be standardised"):
+    column_scales(np.array([[0.0, -1e39], [1.0, 1e39]]), ["small", "big"])
+
+
+def test_without_ids_an_edited_label_outside_the_pool_is_refused(tmp_path):
+  """Issue 21, item 5: the edit was added as a second, conflicting row."""
+  lab = [r[1:] for r in LAB_ROWS]
+  _tiny(tmp_path, lab, [r[1:] for r in _pool_rows()], header=("a", "b"))
+  lab[2][-1] = 30.0
+  write_csv(tmp_path / "lab.csv", ["a", "b", "y"], lab)
+  _refused(tmp_path, "data row 3 has label 30.0, the saved state has 3.0", id_column=None)
+
+
+def test_without_ids_two_rows_with_one_pool_rows_features_are_refused_in_a_later_session(tmp_path):
+  lab = [r[1:] for r in LAB_ROWS]
+  _tiny(tmp_path, lab, [r[1:] for r in _pool_rows()], header=("a", "b"))
+  write_csv(tmp_path / "lab.csv", ["a", "b", "y"], [*lab, [1.0, 4, 5.0], [1.0, 4, 6.0]])
+  _refused(tmp_path, "data rows 4 and 5 both have the features of pool row 3", id_column=None)
+
+
+@pytest.mark.parametrize("typo", ["P2", "p02", " p2x"])
+def test_a_typod_id_with_a_pool_rows_features_is_refused(tmp_path, typo):
+  """Issue 21, item 6: the row became an extra outside row and the pool row stayed unlabelled."""
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  write_csv(tmp_path / "lab.csv", ["id", "a", "b", "y"], [*LAB_ROWS, [typo.strip(), 1.0, 4, 5.0]])
+  _refused(tmp_path, f"row '{typo.strip()}' matches no pool id.*pool row 'p2'.*--allow-same-features")
+  out = _tiny(tmp_path, None, None, allow_same_features=True)  # the user says it is another sample
+  assert out.new_labels == 1 and out.labelled == 4
+
+
+def test_a_typod_id_in_the_first_session_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="row 'P1' matches no pool id"):
+    _tiny(tmp_path, [LAB_ROWS[0], ["P1", 0.5, 2, 2.0]], _pool_rows())
+
+
+@pytest.mark.parametrize("which", ["pool row", "outside row", "renamed", "no ids, pool row", "no ids, outside row"])
+def test_a_removed_labelled_row_is_refused(tmp_path, which):
+  """Issue 21, item 7: a deleted labelled row was silently kept ("fitted on 85 rows" for 84)."""
+  by_id = not which.startswith("no ids")
+  lab = [list(r) for r in LAB_ROWS] if by_id else [r[1:] for r in LAB_ROWS]
+  header = ("id", "a", "b") if by_id else ("a", "b")
+  pool = _pool_rows() if by_id else [r[1:] for r in _pool_rows()]
+  _tiny(tmp_path, lab, pool, header=header)
+  if which == "renamed":
+    lab[0][0] = "p0-remeasured"
+  else:
+    del lab[0 if "pool" in which else 2]
+  write_csv(tmp_path / "lab.csv", [*header, "y"], lab)
+  match = {
+    "pool row": "pool row 'p0', labelled 1.0 in an earlier session, is missing",
+    "outside row": "row 'out1', labelled 3.0 in an earlier session, is missing",
+    "renamed": "pool row 'p0', labelled 1.0 in an earlier session, is missing",
+    "no ids, pool row": "the row with the features of pool row 1, labelled 1.0 .* is missing",
+    "no ids, outside row": r"the row outside the pool with features \(9, 9\), labelled 3.0 .* is missing",
+  }[which]
+  _refused(tmp_path, match, id_column="id" if by_id else None)
+
+
+def test_an_outside_row_whose_features_changed_is_refused(tmp_path):
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  write_csv(tmp_path / "lab.csv", ["id", "a", "b", "y"], [*LAB_ROWS[:2], ["out1", 9.5, 9, 3.0]])
+  _refused(tmp_path, "row 'out1' has other feature values than the saved state")
+
+
+def test_ids_without_id_column(tmp_path):
+  """Issue 21, item 8: numeric ids became a feature; string ids gave no hint, even with a saved state."""
+  numeric = [[i, i * 0.5, (i * 7) % 5] for i in range(12)]
+  with pytest.raises(ValueError, match="column 'id' looks like row ids.*--id-column id"):
+    _tiny(tmp_path, [[0, 0.0, 0, 1.0], [1, 0.5, 2, 2.0]], numeric, id_column=None)
+  with pytest.raises(ValueError, match="non-numeric value 'p0'.*If column 'code' holds row ids, pass --id-column code"):
+    _tiny(tmp_path, [r for r in LAB_ROWS], _pool_rows(), header=("code", "a", "b"), id_column=None)
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  _refused(tmp_path, "was started with --id-column id; pass it again", id_column=None)
+
+
+@pytest.mark.parametrize(
+  "field, value, match",
+  [
+    ("x_std", [0.0, float("nan")], "x_std"),
+    ("x_std", [1e-30, 0.0], "x_std"),
+    ("y_std", -1.0, "y_std"),
+    ("y_mean", float("inf"), "y_mean"),
+    ("round", 10**30, "round"),
+    ("pool_ids", ["p0"], "inconsistent"),
+  ],
+)
+def test_a_forged_rechecksummed_state_is_checked_for_consistency(tmp_path, field, value, match):
+  """Issue 21, item 10: a state whose checksums were recomputed after forging loaded absurd values."""
+  import json
+
+  from curiojax.active import persistence
+
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  path = tmp_path / "st" / "state.json"
+  meta = json.loads(path.read_text())
+  where = meta["state"] if field in ("y_std", "y_mean", "round") else meta["extra"] if field == "pool_ids" else meta
+  where[field] = value
+  meta["checksum"] = persistence._meta_checksum(meta)
+  path.write_text(json.dumps(meta))
+  _refused(tmp_path, match)
+
+
+def test_suggestions_csv_cells_that_look_like_formulas_are_text(tmp_path):
+  """Issue 21, item 11: an id or header starting with = + - @ was evaluated by spreadsheets."""
+  pool = [[f"=HYPERLINK(\"x\")+{i}", i * 0.5, (i * 7) % 5] for i in range(12)]
+  lab = [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0]]
+  out = _tiny(tmp_path, lab, pool, header=("@id", "-a", "+b"), id_column="@id")
+  with open(out.path, newline="") as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ["rank", "'@id", "score", "'-a", "'+b"]
+  assert all(r[1].startswith("'=HYPERLINK") for r in rows[1:])
+  assert all(not r[3].startswith("'") for r in rows[1:])  # numbers stay numbers (negative ones too)
+  assert out.ids[0].startswith("=")  # the ids themselves are the file's

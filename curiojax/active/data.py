@@ -119,18 +119,20 @@ def _read_indices(path: Path) -> list[int]:
 
 
 def _finalise(x: np.ndarray, y: np.ndarray, name: str, source: str, feature_names=()) -> Dataset:
+  with np.errstate(over="ignore"):
+    x, y = np.asarray(x).astype(np.float32), np.asarray(y).astype(np.float32)  # beyond float32: inf, refused below
   bad_y = ~np.isfinite(y)
   if bad_y.any():
     row = int(np.flatnonzero(bad_y)[0])
     raise ValueError(
-      f"{source}: {int(bad_y.sum())} target value(s) are NaN or infinite (first at data row {row + 1}); "
+      f"{source}: {int(bad_y.sum())} target value(s) are NaN, infinite or beyond float32's 3.4e38 (first at data row {row + 1}); "
       "drop those rows first."
     )
   bad_x = ~np.isfinite(x)
   if bad_x.any():
     row = int(np.flatnonzero(bad_x.any(axis=1))[0])
     raise ValueError(
-      f"{source}: {int(bad_x.any(axis=1).sum())} row(s) have NaN or infinite features "
+      f"{source}: {int(bad_x.any(axis=1).sum())} row(s) have NaN, infinite or beyond-float32 (3.4e38) features "
       f"(first at data row {row + 1}); impute or drop them first."
     )
   if len(y) < 2:
@@ -282,10 +284,19 @@ def read_table(
   return Table(x, y, tuple(ids), tuple(names), str(path))
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _parse_finite(token: str, where: str) -> float:
+  """A finite number that float32 (what the model computes in) holds: not inf, not 0 by underflow."""
   value = _parse_number(token, where)
   if not np.isfinite(value):
     raise ValueError(f"{where}: {token!r} is not a finite number.")
+  if abs(value) > _FLOAT32_MAX or (value != 0 and np.float32(value) == 0):
+    raise ValueError(
+      f"{where}: {token!r} is outside the range curiojax computes in (float32: about 1e-45 to 3.4e38 in magnitude); "
+      "rescale the column (e.g. other units)."
+    )
   return value
 
 

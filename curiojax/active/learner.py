@@ -241,6 +241,28 @@ def _check_x(x, name) -> np.ndarray:
   return x
 
 
+def column_scales(x, names=None) -> tuple[np.ndarray, np.ndarray]:
+  """Per-column ``(mean, std)`` for standardising, computed in float64, returned as float32.
+
+  A constant column gets scale 1. A column whose mean or scale float32 cannot hold (an
+  overflow, or a spread that rounds to 0) raises a ``ValueError`` naming it (``names[j]``,
+  else "column j").
+  """
+  x = np.asarray(x, np.float64)
+  mean, std = x.mean(0), x.std(0)
+  std = np.where(std > 0, std, 1.0)
+  with np.errstate(over="ignore"):
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+  bad = ~np.isfinite(mean32) | ~np.isfinite(std32) | (std32 <= 0) | ~np.isfinite((x - mean32) / std32).all(0)
+  if bad.any():
+    j = int(np.flatnonzero(bad)[0])
+    name = repr(names[j]) if names is not None else f"column {j}"
+    raise ValueError(
+      f"{name} cannot be standardised in float32 (mean {mean[j]:.3g}, spread {std[j]:.3g}); rescale it (other units)."
+    )
+  return mean32, std32
+
+
 def _check_labels(labels, n, who="labels") -> np.ndarray:
   labels = np.asarray(labels, np.float32)
   if labels.shape != (n,):
@@ -308,8 +330,7 @@ class Learner:
   def _scale(self, x_reference):
     d = x_reference.shape[1]
     if self.options.standardise:
-      std = x_reference.std(0)
-      self._set_scale(x_reference.mean(0), np.where(std > 0, std, 1.0))
+      self._set_scale(*column_scales(x_reference))
     else:
       self._set_scale(np.zeros(d), np.ones(d))
 
@@ -347,8 +368,7 @@ class Learner:
     first = np.concatenate([y_extra, labels])
     if len(first) < 2:
       raise ValueError(f"need at least 2 labelled rows to start, got {len(first)}.")
-    std = np.float32(first.std()) if self.options.standardise else np.float32(1.0)
-    mean = np.float32(first.mean()) if self.options.standardise else np.float32(0.0)
+    mean, std = column_scales(first[:, None], ("the labels",)) if self.options.standardise else ([0.0], [1.0])
     return LearnerState(
       labelled=labelled,
       labels=labels,
@@ -356,8 +376,8 @@ class Learner:
       key=key,
       x_extra=x_extra,
       y_extra=y_extra,
-      y_mean=float(mean),
-      y_std=float(std if std > 0 else np.float32(1.0)),
+      y_mean=float(mean[0]),
+      y_std=float(std[0]),
     )
 
   def unlabelled(self, state: LearnerState) -> np.ndarray:
@@ -578,7 +598,7 @@ class Learner:
         capacity=meta["capacity"],
         validation=validation,
       )
-      learner._set_scale(meta["x_mean"], meta["x_std"])
+      learner._set_scale(*_saved_scale(meta["x_mean"], meta["x_std"], learner.x_pool.shape[1]))
       state = state_from_saved(learner, meta["state"], arrays)
       learner.extra = dict(meta.get("extra", {}))
     except (KeyError, TypeError, ValueError) as e:
@@ -639,17 +659,43 @@ def state_from_saved(learner: Learner, meta: dict, arrays: dict[str, np.ndarray]
   return LearnerState(
     labelled=labelled,
     labels=labels,
-    round=check_int("saved round", meta["round"], 0),
+    round=_saved_round(meta["round"]),
     key=jax.random.wrap_key_data(np.asarray(meta["key_data"], np.uint32)),
     x_extra=x_extra,
     y_extra=y_extra,
-    y_mean=float(meta["y_mean"]),
-    y_std=float(meta["y_std"]),
+    y_mean=_saved_float("y_mean", meta["y_mean"]),
+    y_std=_saved_float("y_std", meta["y_std"], positive=True),
     params=params,
     opt_state=opt_state,
     top_score0=meta["top_score0"],
     stopped=bool(meta["stopped"]),
   )
+
+
+def _saved_round(value) -> int:
+  """The saved round: an int a PRNG fold-in takes (a forged 10**30 would overflow it)."""
+  value = check_int("saved round", value, 0)
+  if value >= 2**31:
+    raise ValueError(f"saved round {value} is beyond any real run (< 2**31).")
+  return value
+
+
+def _saved_float(name: str, value, positive: bool = False) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(np.float32(value)):
+    raise ValueError(f"saved {name} must be a finite float32 number, got {value!r}.")
+  if positive and not value > 0:
+    raise ValueError(f"saved {name} must be > 0, got {value!r}.")
+  return float(value)
+
+
+def _saved_scale(mean, std, d: int) -> tuple[np.ndarray, np.ndarray]:
+  """The saved input statistics: ``d`` finite means and finite positive scales each."""
+  mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+  with np.errstate(over="ignore"):
+    ok = mean.shape == std.shape == (d,) and np.isfinite(np.float32(mean)).all() and np.isfinite(np.float32(std)).all()
+  if not ok or not (np.float32(std) > 0).all():
+    raise ValueError(f"the saved input statistics (x_mean, x_std) must be {d} finite numbers each, x_std > 0.")
+  return mean, std
 
 
 def _rebuild(leaves: Sequence, like, what: str):

@@ -35,6 +35,8 @@ import contextlib
 import csv
 import dataclasses
 import io
+import os
+import re
 from pathlib import Path
 
 import jax
@@ -42,7 +44,7 @@ import numpy as np
 
 from curiojax.active import persistence
 from curiojax.active.data import Table, read_table
-from curiojax.active.learner import Learner, LearnerOptions
+from curiojax.active.learner import Learner, LearnerOptions, column_scales
 from curiojax.strategies import DEFAULT_STRATEGY, check_strategy_name
 
 STATE_KIND = "suggest"
@@ -78,9 +80,17 @@ class Suggested:
   tangent_accurate: bool
 
 
+_ID_LIKE = {"id", "ids", "identifier", "index", "idx", "key", "name", "uid", "uuid", "sample", "row", "no", "number"}
+
+
+def _looks_like_ids(name: str) -> bool:
+  low = name.strip().lower().replace(" ", "_").replace(".", "")
+  return low in _ID_LIKE or low.endswith("_id") or low.startswith("id_") or low.endswith("_no")
+
+
 def _read_inputs(labelled, pool, target, id_column) -> tuple[Table, Table]:
-  lab = read_table(labelled, target=target, id_column=id_column)
-  pool_table = read_table(pool, target=target, id_column=id_column, blank_target="ignore")
+  lab = _read(labelled, target, id_column, "error")
+  pool_table = _read(pool, target, id_column, "ignore")
   if lab.feature_names != pool_table.feature_names:
     only_lab = [n for n in lab.feature_names if n not in pool_table.feature_names]
     only_pool = [n for n in pool_table.feature_names if n not in lab.feature_names]
@@ -91,11 +101,85 @@ def _read_inputs(labelled, pool, target, id_column) -> tuple[Table, Table]:
       f"the pool's feature columns differ from the labelled file's ({detail}); they must match, "
       f"in the same order: {list(lab.feature_names)}."
     )
+  if id_column is None:
+    named = [n for n in lab.feature_names if _looks_like_ids(n)]
+    if named:
+      raise ValueError(
+        f"column {named[0]!r} looks like row ids, and without --id-column it would be a model feature; "
+        f"pass --id-column {named[0]} (or rename the column if it really is a measured feature)."
+      )
   return lab, pool_table
 
 
+def _read(path, target, id_column, blank_target) -> Table:
+  try:
+    return read_table(path, target=target, id_column=id_column, blank_target=blank_target)
+  except ValueError as e:
+    found = re.search(r"column '([^']*)': non-numeric value", str(e))
+    if id_column is None and found:
+      raise ValueError(f"{e} If column {found[1]!r} holds row ids, pass --id-column {found[1]}.") from None
+    raise
+
+
+def _check_paths(labelled, pool, state_dir: Path, out: Path) -> None:
+  """``--out`` never overwrites an input or the state's own files; the state folder is a folder."""
+  if state_dir.exists() and not state_dir.is_dir():
+    raise ValueError(f"--state {state_dir} is a file, not a folder; give a folder name.")
+  if out.is_dir():
+    raise ValueError(f"--out {out} is a directory; give a file name.")
+  state_res = state_dir.resolve()
+  own = {state_res / "suggestions.csv"}
+  for what, given in (("the labelled file", labelled), ("the pool file", pool)):
+    path = Path(given)
+    if out.resolve() == path.resolve() or (out.exists() and path.exists() and os.path.samefile(out, path)):
+      raise ValueError(f"--out {out} is {what}: the suggestions would overwrite it. Give another file name.")
+    if path.resolve().parent == state_res and (
+      path.name in (persistence.STATE_FILE, persistence.LOCK_FILE, "suggestions.csv") or path.name.startswith("arrays-")
+    ):
+      raise ValueError(f"{what} {path} is inside --state {state_dir} under a name the state writes; move it.")
+  out_res = out.resolve()
+  if (out_res == state_res or state_res in out_res.parents) and out_res not in own:
+    raise ValueError(
+      f"--out {out} is inside the state folder {state_dir}, which holds curiojax's own files; write it elsewhere."
+    )
+
+
+def _saved_id_column(state_dir: Path):
+  """The id column the saved state names (read without checks: only for a hint), or None."""
+  import json
+
+  try:
+    meta = json.loads((state_dir / persistence.STATE_FILE).read_text())
+    return meta["extra"]["id_column"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _feature_twins(lab: Table, rows, pool_ids, pool_x, free, allow: bool) -> None:
+  """Labelled rows whose id matches no pool row, but whose features equal an unlabelled pool row: refused.
+
+  Almost always a typo'd id (``H406`` for ``h406``): the row would be used as a second sample and
+  the pool row suggested again. ``allow``: the user says they really are other samples.
+  """
+  if allow or not rows:
+    return
+  where = {}
+  for i in free:
+    where.setdefault(np.float32(pool_x[i]).tobytes(), i)
+  for j in rows:
+    i = where.get(np.float32(lab.x[j]).tobytes())
+    if i is not None:
+      raise ValueError(
+        f"{lab.source}: row {lab.ids[j]!r} matches no pool id, but its features equal those of unlabelled pool "
+        f"row {pool_ids[i]!r}; correct the id (or, if it is really another sample, pass --allow-same-features)."
+      )
+
+
 def _match_rows(lab: Table, pool_ids, pool_x, by_id: bool) -> list[int | None]:
-  """For each labelled row, its pool index (by id, or by equal features), or None (outside the pool)."""
+  """For each labelled row, its pool index (by id, or by equal features), or None (outside the pool).
+
+  Without ids, two labelled rows with one pool row's features are refused (one label would be lost).
+  """
   if by_id:
     where = {pid: i for i, pid in enumerate(pool_ids)}
     out = []
@@ -108,7 +192,18 @@ def _match_rows(lab: Table, pool_ids, pool_x, by_id: bool) -> list[int | None]:
   where = {}
   for i, row in enumerate(np.float32(pool_x)):
     where.setdefault(row.tobytes(), i)
-  return [where.get(row.tobytes()) for row in np.float32(lab.x)]
+  out, first = [], {}
+  for j, row in enumerate(np.float32(lab.x)):
+    i = where.get(row.tobytes())
+    if i is not None and i in first:
+      raise ValueError(
+        f"{lab.source}: data rows {lab.ids[first[i]]} and {lab.ids[j]} both have the features of pool row "
+        f"{pool_ids[i]}, so one label would be lost; remove one, or give both files an id column (--id-column)."
+      )
+    if i is not None:
+      first[i] = j
+    out.append(i)
+  return out
 
 
 def suggest(
@@ -123,8 +218,13 @@ def suggest(
   out=None,
   options: LearnerOptions | None = None,
   seed: int = 0,
+  allow_same_features: bool = False,
 ) -> Suggested:
   """Suggest the next ``k`` pool rows to label, and keep the state for the next session.
+
+  A continued session checks the files against the saved state, both ways: rows may be added
+  to the labelled file; a removed or changed labelled row, a pool that lost, gained or changed
+  rows, is refused with the row named.
 
   Args:
     labelled: CSV file of labelled rows (features, ``target``, and ``id_column`` if given).
@@ -137,9 +237,12 @@ def suggest(
       the first call, continued on the next ones.
     strategy: a registered strategy (default the best measured, ``"lcmd"``); a
       continued state keeps its own.
-    out: the CSV file to write (default ``suggestions.csv`` in the state folder).
+    out: the CSV file to write (default ``suggestions.csv`` in the state folder); never an
+      input file or another file in the state folder.
     options: model and training settings for a new state (a continued state keeps its own).
     seed: seed of a new state.
+    allow_same_features: accept labelled rows whose id matches no pool row although their
+      features equal an unlabelled pool row's (refused by default: usually a typo'd id).
   """
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"k must be a positive integer, got {k!r}.")
@@ -149,6 +252,10 @@ def suggest(
     check_strategy_name(strategy)
   state_dir = Path(state) if state is not None else Path(pool).resolve().parent / "curiojax_suggest"
   out = Path(out) if out is not None else state_dir / "suggestions.csv"
+  _check_paths(labelled, pool, state_dir, out)
+  saved_id = _saved_id_column(state_dir)
+  if id_column is None and saved_id is not None:
+    raise ValueError(f"{state_dir} was started with --id-column {saved_id}; pass it again.")
   lab, pool_table = _read_inputs(labelled, pool, target, id_column)
   with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
     locked = state_dir.is_dir()
@@ -157,15 +264,13 @@ def suggest(
     saved = (state_dir / "state.json").exists()
     if saved:
       learner, st, extra = _continue(state_dir, lab, pool_table, target, id_column, strategy, options)
-      learner, st, new = _tell_new(learner, st, extra, lab)
+      learner, st, new = _tell_new(learner, st, extra, lab, allow_same_features)
     else:
-      learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed)
+      learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed, allow_same_features)
       new = 0
     unlabelled = len(learner.x_pool) - len(st.labelled)
     if k > unlabelled:
       raise ValueError(f"asked for {k} rows, but only {unlabelled} pool rows are unlabelled.")
-    if out.exists() and out.is_dir():
-      raise ValueError(f"--out {out} is a directory; give a file name.")
     st, batch = learner.ask(st, k)
     pool_ids = extra["pool_ids"]
     ids = tuple(pool_ids[i] for i in batch.indices)
@@ -191,13 +296,18 @@ def suggest(
   )
 
 
-def _start(lab, pool_table, target, id_column, strategy, options, seed):
-  match = _match_rows(lab, pool_table.ids, pool_table.x, by_id=id_column is not None)
+def _start(lab, pool_table, target, id_column, strategy, options, seed, allow_same_features=False):
+  by_id = id_column is not None
+  match = _match_rows(lab, pool_table.ids, pool_table.x, by_id=by_id)
   inside = [j for j, i in enumerate(match) if i is not None]
   outside = [j for j, i in enumerate(match) if i is None]
   idx = np.asarray([match[j] for j in inside], np.int64)
-  if len(np.unique(idx)) != len(idx):
-    raise ValueError(f"{lab.source}: two labelled rows have the same features as one pool row; give an id column.")
+  if by_id:
+    free = np.setdiff1d(np.arange(len(pool_table.ids)), idx)
+    _feature_twins(lab, outside, pool_table.ids, pool_table.x, free, allow_same_features)
+  names = lab.feature_names
+  column_scales(np.concatenate([pool_table.x, lab.x[outside]]), [f"{lab.source} / {pool_table.source}: column {n!r}" for n in names])
+  column_scales(lab.y[:, None], [f"{lab.source}: the target column {target!r}"])
   learner = Learner(pool_table.x, options=options, strategy=strategy or DEFAULT_STRATEGY)
   st = learner.init(
     jax.random.key(seed),
@@ -222,6 +332,7 @@ def _continue(state_dir, lab, pool_table, target, id_column, strategy, options):
   extra = getattr(learner, "extra", {})
   if extra.get("kind") != STATE_KIND:
     raise ValueError(f"{state_dir} holds no curiojax suggest state; choose another --state.")
+  _check_saved_extra(state_dir, learner, st, extra)
   for what, now, then in (
     ("target column", target, extra["target"]),
     ("id column", id_column, extra["id_column"]),
@@ -242,63 +353,153 @@ def _continue(state_dir, lab, pool_table, target, id_column, strategy, options):
       f"{pool_table.source} has {len(unknown)} row(s) the saved pool does not (e.g. {unknown[0]!r}); the pool "
       "of a state is fixed: use a new --state for a new pool."
     )
+  present = set(pool_table.ids)
+  lost = [pid for pid in extra["pool_ids"] if pid not in present]
+  if lost:
+    what = "row" if id_column else "data row"
+    raise ValueError(
+      f"{pool_table.source} lost {len(lost)} pool row(s) since the saved state (e.g. {what} {lost[0]!r}); the pool "
+      "of a state is fixed: restore them (or use a new --state for a new pool)."
+    )
   for pid, row in zip(pool_table.ids, pool_table.x, strict=True):
     if not np.array_equal(np.float32(row), learner.x_pool[known[pid]]):
-      raise ValueError(f"{pool_table.source}: pool row {pid!r} changed since the saved state; use a new --state.")
+      hint = "" if id_column else " (without --id-column rows are their row numbers: were rows removed or reordered?)"
+      raise ValueError(
+        f"{pool_table.source}: pool row {pid!r} changed since the saved state{hint}; restore it or use a new --state."
+      )
   return learner, st, extra
 
 
-def _tell_new(learner, st, extra, lab):
-  """Tell the learner the labelled file's rows it does not know yet; known ones must agree."""
+def _check_saved_extra(state_dir, learner, st, extra) -> None:
+  """What suggest saved with the learner agrees with it (a forged, re-checksummed state is refused)."""
+  try:
+    ok = (
+      isinstance(extra.get("target"), str)
+      and (extra.get("id_column") is None or isinstance(extra["id_column"], str))
+      and len(extra["feature_names"]) == learner.x_pool.shape[1]
+      and len(extra["pool_ids"]) == len(learner.x_pool) == len(set(extra["pool_ids"]))
+      and all(isinstance(i, str) for i in extra["pool_ids"])
+      and (extra["id_column"] is None or len(extra["outside_ids"]) == len(st.x_extra))
+    )
+  except (KeyError, TypeError):
+    ok = False
+  if not ok:
+    raise ValueError(f"{state_dir}: the saved suggest state is inconsistent (row ids vs rows); restore it or start a new --state.")
+
+
+def _tell_new(learner, st, extra, lab, allow_same_features=False):
+  """Tell the learner the labelled file's new rows; every saved label must still be there, unchanged."""
   by_id = extra["id_column"] is not None
-  match = _match_rows(lab, extra["pool_ids"], learner.x_pool, by_id=by_id)
+  pool_ids = extra["pool_ids"]
+  match = _match_rows(lab, pool_ids, learner.x_pool, by_id=by_id)
   known_labels = dict(zip(st.labelled.tolist(), st.labels.tolist(), strict=True))
-  outside = {}
-  if by_id:
-    outside = dict(zip(extra["outside_ids"], zip(st.x_extra.tolist(), st.y_extra.tolist(), strict=True), strict=True))
-  new_idx, new_y, new_x_out, new_y_out, new_out_ids = [], [], [], [], []
+  seen = set()
+  new_idx, new_y = [], []
+  outside_rows = []
   for j, i in enumerate(match):
-    rid, y = lab.ids[j], np.float32(lab.y[j])
-    if i is not None:
-      if i in known_labels:
-        if known_labels[i] != y:
-          raise _changed_label(lab.source, rid, lab.y[j], known_labels[i])
-      elif i not in new_idx:
-        new_idx.append(i)
-        new_y.append(y)
+    if i is None:
+      outside_rows.append(j)
       continue
-    if by_id and rid in outside:
-      if np.float32(outside[rid][1]) != y:
-        raise _changed_label(lab.source, rid, lab.y[j], outside[rid][1])
-      continue
-    if not by_id and _is_saved_outside(st, lab.x[j], y):
-      continue
-    new_x_out.append(lab.x[j])
-    new_y_out.append(y)
-    new_out_ids.append(rid)
-  if not new_idx and not new_x_out:
+    seen.add(i)
+    y = np.float32(lab.y[j])
+    if i in known_labels:
+      if known_labels[i] != y:
+        raise _changed_label(lab.source, lab.ids[j], lab.y[j], known_labels[i])
+    else:
+      new_idx.append(i)
+      new_y.append(y)
+  missing = [i for i in st.labelled.tolist() if i not in seen]
+  if missing:
+    i = missing[0]
+    what = f"pool row {pool_ids[i]!r}" if by_id else f"the row with the features of pool row {pool_ids[i]}"
+    raise _removed_row(lab.source, what, known_labels[i], len(missing))
+  if by_id:
+    new_out = _outside_by_id(lab, outside_rows, extra["outside_ids"], st)
+    free = np.setdiff1d(np.arange(len(pool_ids)), np.asarray(st.labelled.tolist() + new_idx, np.int64))
+    _feature_twins(lab, new_out, pool_ids, learner.x_pool, free, allow_same_features)
+  else:
+    new_out = _outside_by_features(lab, outside_rows, st)
+  if not new_idx and not new_out:
     return learner, st, 0
   st = learner.tell(
     st,
     np.asarray(new_idx, np.int64),
     np.asarray(new_y, np.float32),
-    x_outside=np.asarray(new_x_out, np.float32) if new_x_out else None,
-    y_outside=np.asarray(new_y_out, np.float32) if new_x_out else None,
+    x_outside=np.asarray(lab.x[new_out], np.float32) if new_out else None,
+    y_outside=np.asarray(lab.y[new_out], np.float32) if new_out else None,
   )
-  extra["outside_ids"] = list(extra["outside_ids"]) + new_out_ids
-  return learner, st, len(new_idx) + len(new_x_out)
+  extra["outside_ids"] = list(extra["outside_ids"]) + [lab.ids[j] for j in new_out]
+  return learner, st, len(new_idx) + len(new_out)
 
 
-def _changed_label(source, rid, now, then) -> ValueError:
+def _outside_by_id(lab, rows, saved_ids, st) -> list[int]:
+  """Labelled rows outside the pool, by id: saved ones unchanged and all present; the new ones."""
+  saved = {rid: n for n, rid in enumerate(saved_ids)}
+  new, seen = [], set()
+  for j in rows:
+    n = saved.get(lab.ids[j])
+    if n is None:
+      new.append(j)
+      continue
+    seen.add(n)
+    if not np.array_equal(np.float32(lab.x[j]), st.x_extra[n]):
+      raise ValueError(
+        f"{lab.source}: row {lab.ids[j]!r} has other feature values than the saved state has for it; told rows "
+        "are kept: restore it (or use a new --state)."
+      )
+    if np.float32(lab.y[j]) != st.y_extra[n]:
+      raise _changed_label(lab.source, lab.ids[j], lab.y[j], st.y_extra[n])
+  missing = [n for n in range(len(saved_ids)) if n not in seen]
+  if missing:
+    raise _removed_row(lab.source, f"row {saved_ids[missing[0]]!r}", st.y_extra[missing[0]], len(missing))
+  return new
+
+
+def _outside_by_features(lab, rows, st) -> list[int]:
+  """Labelled rows outside the pool, without ids: each saved (features, label) still there; the rest new."""
+  remaining = {}
+  for n, (x, y) in enumerate(zip(st.x_extra, st.y_extra, strict=True)):
+    remaining.setdefault(x.tobytes() + np.float32(y).tobytes(), []).append(n)
+  new = []
+  for j in rows:
+    key = np.float32(lab.x[j]).tobytes() + np.float32(lab.y[j]).tobytes()
+    if remaining.get(key):
+      remaining[key].pop()
+    else:
+      new.append(j)
+  lost = sorted(n for ns in remaining.values() for n in ns)
+  if not lost:
+    return new
+  n = lost[0]
+  for j in new:
+    if np.array_equal(np.float32(lab.x[j]), st.x_extra[n]):
+      raise _changed_label(lab.source, lab.ids[j], lab.y[j], st.y_extra[n], data_row=True)
+  features = ", ".join(f"{v:.6g}" for v in st.x_extra[n])
+  raise _removed_row(lab.source, f"the row outside the pool with features ({features})", st.y_extra[n], len(lost))
+
+
+def _changed_label(source, rid, now, then, data_row=False) -> ValueError:
+  row = f"data row {rid}" if data_row else f"row {rid!r}"
   return ValueError(
-    f"{source}: row {rid!r} has label {float(now)!r}, the saved state has {float(then)!r} for it; told labels are "
+    f"{source}: {row} has label {float(now)!r}, the saved state has {float(then)!r} for it; told labels are "
     "kept: restore it (or use a new --state)."
   )
 
 
-def _is_saved_outside(st, x, y) -> bool:
-  same = np.all(st.x_extra == np.float32(x), axis=1) & (st.y_extra == np.float32(y))
-  return bool(np.any(same))
+def _removed_row(source, what, label, count) -> ValueError:
+  more = f" ({count} such rows)" if count > 1 else ""
+  return ValueError(
+    f"{source}: {what}, labelled {float(label)!r} in an earlier session, is missing{more}; told labels are kept: "
+    "restore the row (only new rows may be added), or use a new --state."
+  )
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+  """A text cell spreadsheets show as text: one starting like a formula gets a leading ``'``."""
+  return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _write_suggestions(path: Path, ids, scores, x, feature_names, id_header: str) -> None:
@@ -306,9 +507,9 @@ def _write_suggestions(path: Path, ids, scores, x, feature_names, id_header: str
 
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")
-  writer.writerow(["rank", id_header, "score", *feature_names])
+  writer.writerow(["rank", _cell(id_header), "score", *(_cell(n) for n in feature_names)])
   for rank, (rid, score, row) in enumerate(zip(ids, scores, x, strict=True), 1):
-    writer.writerow([rank, rid, "" if np.isnan(score) else f"{float(score):.6g}", *(f"{float(v):.9g}" for v in row)])
+    writer.writerow([rank, _cell(rid), "" if np.isnan(score) else f"{float(score):.6g}", *(f"{float(v):.9g}" for v in row)])
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buf.getvalue())
