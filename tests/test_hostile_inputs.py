@@ -174,6 +174,35 @@ def _suggest(labelled, pool, **kw):
     assert not os.path.exists(os.path.join(folder, "state", "state.json"))
 
 
+def _suggest_out_onto(name):
+  """--out naming an input: refused before anything is written; the input is intact."""
+  folder = tempfile.mkdtemp()
+  for fname, text in (("lab.csv", LAB), ("pool.csv", POOLCSV)):
+    with open(os.path.join(folder, fname), "w") as f:
+      f.write(text)
+  try:
+    curiojax.suggest(
+      os.path.join(folder, "lab.csv"),
+      os.path.join(folder, "pool.csv"),
+      target="y",
+      k=1,
+      id_column="id",
+      state=os.path.join(folder, "state"),
+      out=os.path.join(folder, name),
+      options=curiojax.LearnerOptions(**FAST),
+    )
+  finally:
+    with open(os.path.join(folder, "lab.csv")) as f:
+      assert f.read() == LAB
+    assert not os.path.exists(os.path.join(folder, "state"))
+
+
+def _top_k_exact_integers():
+  big = np.array([2**24, 2**24 + 1, 2**24 + 3, 2**24 + 2], np.int64)  # float32 ties them in pairs
+  np.testing.assert_array_equal(curiojax.select_top_k(big, 4), [2, 3, 1, 0])
+  np.testing.assert_array_equal(curiojax.select_top_k(big, 1, mask=np.array([False, False, True, False])), [3])
+
+
 LAB = "id,a,b,y\nr1,0,0,1\nr2,1,0,2\nr3,0,1,3\n"
 POOLCSV = "id,a,b\np1,2,2\np2,3,1\np3,1,3\n"
 
@@ -244,14 +273,14 @@ CASES = {
     lambda: np.testing.assert_allclose(_scores(x=np.ones((4, D), np.int32)), _scores(x=np.ones((4, D), np.float32))),
     None,
   ),
-  "string pool": (lambda: _scores(x=np.array([["a"] * D])), (TypeError, "")),
+  "string pool": (lambda: _scores(x=np.array([["a"] * D])), (TypeError, "must be numeric")),
   "float16 params train": (lambda: _half_precision_steps(jnp.float16, optax.sgd(1e-2)), None),
   "bfloat16 params train with adam": (lambda: _half_precision_steps(jnp.bfloat16, optax.adam(1e-2)), None),
   "training that diverges is named": (_training_that_diverges, None),
   "float16 adam underflow is named": (_half_precision_adam_underflow, None),
   # -- tree shapes ------------------------------------------------------------------------------
   "tangent with another tree": (lambda: _scores(tangent={"v": jnp.ones(D)}), (ValueError, "tree structure")),
-  "tangent with a wrong leaf shape": (lambda: _scores(tangent={"w": jnp.ones(D + 1)}), (ValueError, "")),
+  "tangent with a wrong leaf shape": (lambda: _scores(tangent={"w": jnp.ones(D + 1)}), (ValueError, "tangent leaves must have the params' shapes")),
   "update with params of another tree": (
     lambda: optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.1)).update(
       None,
@@ -283,7 +312,7 @@ CASES = {
     (ValueError, "needs outputs of shape (16, 2)"),
   ),
   "weights of the wrong length": (lambda: _step(x=X, y=Y, weights=jnp.ones(5)), (ValueError, "one entry per example")),
-  "x and y of different lengths": (lambda: _step(x=X, y=Y[:5]), (ValueError, "")),
+  "x and y of different lengths": (lambda: _step(x=X, y=Y[:5]), (ValueError, "labels have shape (5,)")),
   # -- batch names ------------------------------------------------------------------------------
   "weight= for weights=": (lambda: _step(x=X, y=Y, weight=jnp.ones(16)), (TypeError, "did you mean weights=")),
   "ys= for y=": (lambda: _step(x=X, ys=Y), (TypeError, "did you mean y=")),
@@ -301,7 +330,7 @@ CASES = {
   ),
   "empty pool": (lambda: _scores(x=np.zeros((0, D), np.float32)), (ValueError, "empty")),
   "pool of the wrong width": (lambda: _scores(x=np.zeros((4, D + 2), np.float32)), (ValueError, "feature shape")),
-  "1-D pool": (lambda: _scores(x=np.zeros(D, np.float32)), (ValueError, "")),
+  "1-D pool": (lambda: _scores(x=np.zeros(D, np.float32)), (ValueError, "feature shape ()")),
   "NaN weight in params": (
     lambda: _scores(params={"w": jnp.array([1.0, jnp.nan, 1.0])}),
     (ValueError, "parameters have 1 non-finite"),
@@ -322,13 +351,35 @@ CASES = {
   ),
   "top-k with a short mask": (
     lambda: curiojax.select_top_k(np.arange(8.0), 2, mask=np.zeros(3, bool)),
-    (ValueError, ""),
+    (ValueError, "mask must have shape (8,)"),
   ),
+  "top-k of integers above 2**24 is exact": (_top_k_exact_integers, None),
+  "top-k of strings": (lambda: curiojax.select_top_k(np.array(["a", "b"]), 1), (TypeError, "real numbers")),
+  "top-k inside jit": (
+    lambda: jax.jit(lambda s: curiojax.select_top_k(s, 2))(jnp.arange(5.0)),
+    (ValueError, "cannot be called inside jax.jit"),
+  ),
+  "signed scores: two outputs vs 1-D labels": (
+    lambda: _scores(x=X[:5], y=Y[:5], heuristic="signed", model_fn=lambda p, x: jnp.stack([x @ p["w"]] * 2, -1)),
+    (ValueError, "the model's output has shape (5, 2) but the labels have shape (5,)"),
+  ),
+  "noise_variance per pool row": (
+    lambda: _scores(noise_variance=np.ones(16)),
+    (ValueError, "noise_variance has shape (16,); give a scalar or one value per model output"),
+  ),
+  "noise_variance (n, 1)": (lambda: _scores(noise_variance=np.ones((16, 1))), (ValueError, "noise_variance has shape")),
+  "scorer with nonfinite='raise' inside jit": (
+    lambda: jax.jit(lambda x: curiojax.make_scorer(LINEAR, nonfinite="raise")(PARAMS, TANGENT, x))(X),
+    (ValueError, "nonfinite='exclude'"),
+  ),
+  "CSV 1e39 cell": (lambda: _csv("a,y\n1,2\n1e39,4\n"), (ValueError, "data.csv:3, column 'a': '1e39' is outside")),
+  "CSV 1e-50 cell": (lambda: _csv("a,y\n1,2\n1e-50,4\n"), (ValueError, "column 'a': '1e-50' is outside")),
+  "UCI 1e39 feature": (lambda: _uci(data="1 2 3\n4 1e39 6\n7 8 9\n"), (ValueError, "beyond-float32")),
   "top-k with k = 0": (lambda: curiojax.select_top_k(np.arange(8.0), 0), (ValueError, "k must be")),
   "top-k larger than the pool": (lambda: curiojax.select_top_k(np.arange(8.0), 9), (ValueError, "k must be")),
   "top-k with everything masked": (
     lambda: curiojax.select_top_k(np.arange(8.0), 1, mask=np.ones(8, bool)),
-    (ValueError, ""),
+    (ValueError, "only 0 of 8 points can be selected (8 masked"),
   ),
   # -- inside the user's transformations --------------------------------------------------------
   "scores inside jit, default mode": (
@@ -407,25 +458,25 @@ CASES = {
   "UCI empty index file": (lambda: _uci(features=""), (ValueError, "no column index")),
   "UCI ragged data": (lambda: _uci(data="1 2 3\n4 5\n"), (ValueError, "ragged row")),
   "UCI text in data": (lambda: _uci(data="1 2 3\n4 x 6\n"), (ValueError, "x")),
-  "UCI inf in data": (lambda: _uci(data="1 2 3\n4 5 inf\n7 8 9\n"), (ValueError, "")),
+  "UCI inf in data": (lambda: _uci(data="1 2 3\n4 5 inf\n7 8 9\n"), (ValueError, "data.txt: 1 target value(s) are NaN, infinite")),
   "UCI empty data": (lambda: _uci(data=""), (ValueError, "no data rows")),
   "UCI non-UTF-8 data": (lambda: _uci(data=b"1 2 3\n\xff\xfe 5 6\n"), (ValueError, "not a UTF-8 text file")),
   "UCI non-UTF-8 index": (lambda: _uci(features=b"\xff\n"), (ValueError, "not a UTF-8 text file")),
   "UCI missing index file": (lambda: _uci(drop=("index_target.txt",)), (ValueError, "missing file")),
   "UCI missing data file": (lambda: _uci(drop=("data.txt",)), (ValueError, "missing file")),
-  "UCI folder that does not exist": (lambda: curiojax.load_dataset("/nonexistent/folder"), (ValueError, "")),
+  "UCI folder that does not exist": (lambda: curiojax.load_dataset("/nonexistent/folder"), (ValueError, "'/nonexistent/folder' not found")),
   # -- CSV files --------------------------------------------------------------------------------
   "CSV duplicate column names": (lambda: _csv("a,a,y\n1,2,3\n4,5,6\n"), (ValueError, "a")),
   "CSV with a byte-order mark": (lambda: _csv_ok("\ufeffa,y\n1,2\n3,4\n", [[1], [3]], [2, 4]), None),
   "CSV non-UTF-8": (lambda: _csv(b"a,y\n1,2\n\xff,4\n"), (ValueError, "UTF-8")),
-  "CSV blank cell": (lambda: _csv("a,y\n1,2\n,4\n"), (ValueError, "")),
-  "CSV inf cell": (lambda: _csv("a,y\n1,2\ninf,4\n"), (ValueError, "")),
+  "CSV blank cell": (lambda: _csv("a,y\n1,2\n,4\n"), (ValueError, "data.csv:3: column 'a' is blank")),
+  "CSV inf cell": (lambda: _csv("a,y\n1,2\ninf,4\n"), (ValueError, "data.csv:3, column 'a': 'inf' is not a finite number")),
   "CSV nan target": (lambda: _csv("a,y\n1,2\n3,nan\n"), (ValueError, "nan")),
   "CSV text cell": (lambda: _csv("a,y\n1,2\nred,4\n"), (ValueError, "red")),
   "CSV missing target column": (lambda: _csv("a,b\n1,2\n3,4\n"), (ValueError, "y")),
-  "CSV header only": (lambda: _csv("a,y\n"), (ValueError, "")),
-  "CSV empty file": (lambda: _csv(""), (ValueError, "")),
-  "CSV ragged row": (lambda: _csv("a,y\n1,2\n3,4,5\n"), (ValueError, "")),
+  "CSV header only": (lambda: _csv("a,y\n"), (ValueError, "no data rows")),
+  "CSV empty file": (lambda: _csv(""), (ValueError, "the file is empty")),
+  "CSV ragged row": (lambda: _csv("a,y\n1,2\n3,4,5\n"), (ValueError, "data.csv:3: ragged row with 3 values, expected 2")),
   # -- inside the user's vmap and grad --------------------------------------------------------
   "scores under vmap over pools": (
     lambda: np.testing.assert_allclose(
@@ -449,18 +500,18 @@ CASES = {
     None,
   ),
   # -- the learner: tell, save, load ----------------------------------------------------------
-  "tell NaN label": (lambda: _tell([10], [np.nan]), (ValueError, "")),
-  "tell inf label": (lambda: _tell([10], [np.inf]), (ValueError, "")),
+  "tell NaN label": (lambda: _tell([10], [np.nan]), (ValueError, "labels have NaN or infinite values")),
+  "tell inf label": (lambda: _tell([10], [np.inf]), (ValueError, "labels have NaN or infinite values")),
   "tell index past the pool": (lambda: _tell([60], [1.0]), (ValueError, "out of range")),
   "tell negative index": (lambda: _tell([-1], [1.0]), (ValueError, "out of range")),
   "tell duplicated index": (lambda: _tell([10, 10], [1.0, 2.0]), (ValueError, "duplicated")),
   "tell float index": (lambda: _tell([1.5], [1.0]), (ValueError, "integer")),
   "tell an index labelled already": (lambda: _tell([0], [1.0]), (ValueError, "labelled already")),
-  "tell more labels than indices": (lambda: _tell([10], [1.0, 2.0]), (ValueError, "")),
-  "tell text labels": (lambda: _tell([10], ["high"]), (ValueError, "")),
+  "tell more labels than indices": (lambda: _tell([10], [1.0, 2.0]), (ValueError, "labels have shape (2,), expected (1,)")),
+  "tell text labels": (lambda: _tell([10], ["high"]), (ValueError, "labels must be numbers")),
   "tell outside rows of another width": (
     lambda: _tell([], [], x_outside=np.ones((2, 3)), y_outside=np.ones(2)),
-    (ValueError, ""),
+    (ValueError, "x_outside has 3 columns, the pool has 2"),
   ),
   "ask for more than the pool": (lambda: _learner()[0].ask(_learner()[1], 100), (ValueError, "unlabelled")),
   "ask for zero": (lambda: _learner()[0].ask(_learner()[1], 0), (ValueError, "k")),
@@ -472,7 +523,7 @@ CASES = {
     lambda: curiojax.Learner(POOL).init(jax.random.key(0), x_labelled=np.ones((3, 5)), y_labelled=np.ones(3)),
     (ValueError, "columns"),
   ),
-  "save into a file": (_save_into_a_file, (ValueError, "")),
+  "save into a file": (_save_into_a_file, (ValueError, "cannot create the folder")),
   "load a damaged learner": (_load_damaged_learner, (ValueError, "truncated or corrupted")),
   "load a folder without a learner": (lambda: curiojax.Learner.load(tempfile.mkdtemp()), (ValueError, "no state.json")),
   "learner with an unknown strategy": (
@@ -501,9 +552,9 @@ CASES = {
   ),
   "select_batch larger than the pool": (
     lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 17),
-    (ValueError, ""),
+    (ValueError, "larger than the unlabelled pool (16 points)"),
   ),
-  "select_batch k = 0": (lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 0), (ValueError, "")),
+  "select_batch k = 0": (lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 0), (ValueError, "batch size must be >= 1")),
   "select_batch unknown strategy": (
     lambda: curiojax.select_batch(LINEAR, PARAMS, TANGENT, X, 2, strategy="oracle"),
     (ValueError, "Unknown strategy"),
@@ -527,19 +578,49 @@ CASES = {
   ),
   "suggest: pool columns differ": (
     lambda: _suggest(LAB, POOLCSV.replace("id,a,b", "id,a,c"), id_column="id"),
-    (ValueError, ""),
+    (ValueError, "only in"),
   ),
-  "suggest: duplicate pool ids": (lambda: _suggest(LAB, POOLCSV.replace("p2", "p1"), id_column="id"), (ValueError, "")),
+  "suggest: duplicate pool ids": (lambda: _suggest(LAB, POOLCSV.replace("p2", "p1"), id_column="id"), (ValueError, "id 'p1' appears 2 times in column 'id'")),
   "suggest: text cell in the pool": (
     lambda: _suggest(LAB, POOLCSV.replace("3,1", "3,x"), id_column="id"),
-    (ValueError, ""),
+    (ValueError, "pool.csv:3, column 'b': non-numeric value 'x'"),
   ),
-  "suggest: blank feature": (lambda: _suggest(LAB, POOLCSV.replace("3,1", "3,"), id_column="id"), (ValueError, "")),
-  "suggest: k larger than the pool": (lambda: _suggest(LAB, POOLCSV, id_column="id", k=4), (ValueError, "")),
+  "suggest: blank feature": (lambda: _suggest(LAB, POOLCSV.replace("3,1", "3,"), id_column="id"), (ValueError, "pool.csv:3: column 'b' is blank")),
+  "suggest: k larger than the pool": (lambda: _suggest(LAB, POOLCSV, id_column="id", k=4), (ValueError, "asked for 4 rows, but only 3 pool rows are unlabelled")),
   "suggest: k = 0": (lambda: _suggest(LAB, POOLCSV, id_column="id", k=0), (ValueError, "k")),
-  "suggest: unknown strategy": (lambda: _suggest(LAB, POOLCSV, id_column="id", strategy="oracle"), (ValueError, "")),
+  "suggest: unknown strategy": (lambda: _suggest(LAB, POOLCSV, id_column="id", strategy="oracle"), (ValueError, "Unknown strategy 'oracle'")),
   "suggest: no target named": (lambda: _suggest(LAB, POOLCSV, id_column="id", target=""), (ValueError, "target")),
   "suggest: unknown id column": (lambda: _suggest(LAB, POOLCSV, id_column="key"), (ValueError, "key")),
+  "suggest: --out is the labelled file": (lambda: _suggest_out_onto("lab.csv"), (ValueError, "is the labelled file")),
+  "suggest: --out is the pool file": (lambda: _suggest_out_onto("pool.csv"), (ValueError, "is the pool file")),
+  "suggest: --out in the state folder": (
+    lambda: _suggest_out_onto("state/state.json"),
+    (ValueError, "inside the state folder"),
+  ),
+  "suggest: numeric ids without an id column": (
+    lambda: _suggest(LAB.replace("r", ""), POOLCSV.replace("p", "")),
+    (ValueError, "column 'id' looks like row ids"),
+  ),
+  "suggest: string ids without an id column": (
+    lambda: _suggest(LAB.replace("id,", "code,"), POOLCSV.replace("id,", "code,")),
+    (ValueError, "pass --id-column code"),
+  ),
+  "suggest: a typo'd id with a pool row's features": (
+    lambda: _suggest(LAB + "P2,3,1,4\n", POOLCSV, id_column="id"),
+    (ValueError, "row 'P2' matches no pool id, but its features equal those of unlabelled pool row 'p2'"),
+  ),
+  "suggest: two labelled rows on one pool row": (
+    lambda: _suggest("a,b,y\n2,2,1\n2,2,5\n0,0,1\n", "a,b\n2,2\n3,1\n1,3\n"),
+    (ValueError, "data rows 1 and 2 both have the features of pool row 1"),
+  ),
+  "suggest: a 1e39 feature": (
+    lambda: _suggest(LAB, POOLCSV.replace("3,1", "1e39,1"), id_column="id"),
+    (ValueError, "pool.csv:3, column 'a': '1e39' is outside the range"),
+  ),
+  "suggest: a 1e39 label": (
+    lambda: _suggest(LAB.replace(",3\n", ",1e39\n"), POOLCSV, id_column="id"),
+    (ValueError, "lab.csv:4, column 'y': '1e39' is outside the range"),
+  ),
   # -- work directories and disks -------------------------------------------------------------
   "work directory under a file": (lambda: _lock(_under_a_file()), (ValueError, "cannot use the folder")),
   "work directory without permission": (
@@ -562,8 +643,8 @@ CASES = {
   "loop: stop ratio 1": (lambda: curiojax.LoopOptions(stop_ratio=1.0), (ValueError, "stop_ratio")),
   # -- the learner ------------------------------------------------------------------------------
   "learner pool with NaN": (lambda: curiojax.Learner(_pool({0: np.nan})), (ValueError, "NaN or infinite")),
-  "learner with an empty pool": (lambda: curiojax.Learner(np.zeros((0, D))), (ValueError, "")),
-  "learner with a 1-D pool": (lambda: curiojax.Learner(np.zeros(5)), (ValueError, "")),
+  "learner with an empty pool": (lambda: curiojax.Learner(np.zeros((0, D))), (ValueError, "x_pool must be a non-empty (n, d) array, got shape (0, 3)")),
+  "learner with a 1-D pool": (lambda: curiojax.Learner(np.zeros(5)), (ValueError, "x_pool must be a non-empty (n, d) array, got shape (5,)")),
 }
 
 

@@ -264,7 +264,10 @@ def column_scales(x, names=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_labels(labels, n, who="labels") -> np.ndarray:
-  labels = np.asarray(labels, np.float32)
+  try:
+    labels = np.asarray(labels, np.float32)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{who} must be numbers: {e}.") from None
   if labels.shape != (n,):
     raise ValueError(f"{who} have shape {labels.shape}, expected ({n},).")
   if not np.all(np.isfinite(labels)):

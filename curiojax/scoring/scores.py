@@ -61,7 +61,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from curiojax.padding import next_pow2, pad_rows
-from curiojax.tangent.losses import Loss, gaussian_nll, get_loss, squared_error
+from curiojax.tangent.losses import Loss, check_prediction_shape, gaussian_nll, get_loss, squared_error
 from curiojax.tangent.transform import align_tangent
 
 HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
@@ -328,8 +328,13 @@ class Scorer:
         )
     else:
       y = None
-    self._check_shapes(params, x, y)
+    out_shape = self._check_shapes(params, x, y)
     sigma2 = self._sigma2_arg(noise_variance)
+    if np.ndim(sigma2) and not _broadcasts(np.shape(sigma2), out_shape):
+      raise ValueError(
+        f"noise_variance has shape {np.shape(sigma2)}; give a scalar or one value per model output (shape "
+        f"{out_shape}). A per-point σ²(x) is a function: make_scorer(..., noise_variance=fn)."
+      )
 
     padded = self._padded_size(n)
     valid = np.arange(padded) < n
@@ -423,7 +428,7 @@ class Scorer:
       tuple(tuple(np.shape(leaf)) for leaf in jax.tree.leaves(params)),
     )
     if key in self._checked:
-      return
+      return self._checked[key]
     struct = lambda a: jax.ShapeDtypeStruct((2,) + a.shape[1:], a.dtype)
     try:
       out = jax.eval_shape(self.model_fn, params, struct(x))
@@ -450,8 +455,17 @@ class Scorer:
         raise ValueError(
           f"labels of shape {y.shape[1:]} per row do not fit the loss for predictions of shape {out.shape[1:]}: {err}"
         ) from err
-    self._checked[key] = True
+      check_prediction_shape(self.loss, (x.shape[0], *out.shape[1:]), (x.shape[0], *y.shape[1:]))
+    self._checked[key] = tuple(out.shape[1:])
     self._feature_shape = x.shape[1:]
+    return self._checked[key]
+
+
+def _broadcasts(shape, target) -> bool:
+  try:
+    return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+  except ValueError:
+    return False
 
 
 def _expand(mask, like):

@@ -31,6 +31,19 @@ def _top_k(scores, mask, k):
   return idx, counts
 
 
+def _top_k_exact(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+  """Integer (or boolean) scores ranked exactly on the host: highest first, ties by lower index."""
+  selectable = np.flatnonzero(~mask)
+  if k > len(selectable):
+    raise ValueError(
+      f"k={k} but only {len(selectable)} of {len(scores)} points can be selected ({int(mask.sum())} masked); "
+      "lower k or unmask points."
+    )
+  values = scores[selectable]
+  order = np.lexsort((selectable, ~values))  # ~v: decreasing in v for every integer type, without overflow
+  return selectable[order[:k]].astype(np.int32)
+
+
 def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
   """Indices of the ``k`` highest scores, excluding masked points; a host ``np.ndarray``.
 
@@ -45,8 +58,15 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
   """
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
     raise TypeError(f"k must be an int, got {type(k).__name__}.")
+  if isinstance(scores, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    raise ValueError(
+      "select_top_k runs on the host (it checks k against the selectable points and returns a numpy array), "
+      "so it cannot be called inside jax.jit / vmap; call it outside, or use jax.lax.top_k inside."
+    )
   if not isinstance(scores, jax.Array):
     scores = np.asarray(scores)
+  if not any(jnp.issubdtype(scores.dtype, t) for t in (jnp.integer, jnp.floating, jnp.bool_)):
+    raise TypeError(f"scores must be real numbers (float, int or bool), got dtype {scores.dtype}.")
   if scores.ndim != 1:
     raise ValueError(
       f"scores must be 1-D (n,), got shape {scores.shape}; for (n, k) multi-tangent scores "
@@ -55,8 +75,6 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
   n = scores.shape[0]
   if n == 0:
     raise ValueError("scores is empty: there is nothing to select from.")
-  if not jnp.issubdtype(scores.dtype, jnp.floating):
-    scores = scores.astype(np.float32)
   if mask is None:
     mask = np.zeros(n, bool)
   else:
@@ -71,6 +89,8 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
       raise ValueError(f"mask must have shape ({n},) like the scores, got {mask.shape}.")
   if k < 1 or k > n:
     raise ValueError(f"k must be between 1 and the pool size {n}, got {k}.")
+  if not jnp.issubdtype(scores.dtype, jnp.floating):  # exact: float32 would tie integers above 2**24
+    return _top_k_exact(np.asarray(scores), np.asarray(mask), k)
   size = next_pow2(n)
   scores, mask = pad_rows(scores, size), pad_rows(mask, size, value=True)  # padding is masked
   idx, counts = jax.device_get(_top_k(scores, mask, k=int(k)))  # the one transfer
