@@ -388,6 +388,7 @@ def suggest_command(args, overrides) -> int:
   id_header = args.id_column or "pool row"
   print(f"{'rank':>4s}  {id_header:>12s}  {'score':>12s}")
   for rank, (rid, score) in enumerate(zip(result.ids, result.scores, strict=True), 1):
+    rid = rid if rid.isprintable() else ascii(rid)  # no terminal control sequences from a file
     print(f"{rank:4d}  {rid:>12s}  {'' if score != score else f'{score:12.4g}'}")
   told = f", {result.new_labels} new this session" if result.new_labels else ""
   print(
@@ -438,7 +439,7 @@ def _parser():
     "--strategy", help="selection strategy of a new state (default: the best measured, curiojax.DEFAULT_STRATEGY)"
   )
   q.add_argument("--out", help="output CSV (default: suggestions.csv in the state folder)")
-  q.add_argument("--seed", type=int, default=0, help="seed of a new state")
+  q.add_argument("--seed", type=int, help="seed of a new state (default 0)")
   q.add_argument(
     "--allow-same-features",
     action="store_true",
@@ -479,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
       raise UserError(f"unrecognised arguments: {' '.join(unknown)}")
     command = args.command
     if args.command == "suggest":
-      return suggest_command(args, overrides)
+      rc = suggest_command(args, overrides)
+      sys.stdout.flush()  # a reader that left (`| head`) is noticed here, not in the interpreter's last flush
+      return rc
     if args.command != "run":
       parser.print_help()
       return 2
@@ -488,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"curiojax: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print("curiojax: interrupted; continue with --resume <workdir>.", file=sys.stderr)
+    if command == "suggest":
+      print("curiojax: interrupted; run the same command again (a state is only ever replaced whole).", file=sys.stderr)
+    else:
+      print("curiojax: interrupted; continue with --resume <workdir>.", file=sys.stderr)
     return 130
   except BrokenPipeError:  # `curiojax suggest ... | head`: the reader left (suggest wrote everything before printing)
     _quiet_stdout()

@@ -250,14 +250,14 @@ def test_a_pool_that_lost_rows_is_refused(tmp_path):
   """Issue 21, item 3: rows deleted from the pool after the state was saved were still suggested."""
   _tiny(tmp_path, LAB_ROWS, _pool_rows())
   write_csv(tmp_path / "pool.csv", ["id", "a", "b"], _pool_rows()[:-1])
-  _refused(tmp_path, "lost 1 pool row.*'p11'.*restore them")
+  _refused(tmp_path, "lost 1 unlabelled pool row.*'p11'.*restore them")
 
 
 def test_a_pool_without_ids_that_lost_its_last_row_is_refused(tmp_path):
   rows = [r[1:] for r in _pool_rows()]
   _tiny(tmp_path, [r[1:] for r in LAB_ROWS], rows, header=("a", "b"))
   write_csv(tmp_path / "pool.csv", ["a", "b"], rows[:-1])
-  _refused(tmp_path, "lost 1 pool row.*'12'", id_column=None)
+  _refused(tmp_path, "lost 1 unlabelled pool row.*'12'", id_column=None)
 
 
 def test_huge_feature_and_target_values_keep_their_scale(tmp_path):
@@ -381,7 +381,7 @@ def test_a_forged_rechecksummed_state_is_checked_for_consistency(tmp_path, field
 
 def test_suggestions_csv_cells_that_look_like_formulas_are_text(tmp_path):
   """Issue 21, item 11: an id or header starting with = + - @ was evaluated by spreadsheets."""
-  pool = [[f"=HYPERLINK(\"x\")+{i}", i * 0.5, (i * 7) % 5] for i in range(12)]
+  pool = [[f'=HYPERLINK("x")+{i}', i * 0.5, (i * 7) % 5] for i in range(12)]
   lab = [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0]]
   out = _tiny(tmp_path, lab, pool, header=("@id", "-a", "+b"), id_column="@id")
   with open(out.path, newline="") as f:
@@ -390,3 +390,91 @@ def test_suggestions_csv_cells_that_look_like_formulas_are_text(tmp_path):
   assert all(r[1].startswith("'=HYPERLINK") for r in rows[1:])
   assert all(not r[3].startswith("'") for r in rows[1:])  # numbers stay numbers (negative ones too)
   assert out.ids[0].startswith("=")  # the ids themselves are the file's
+
+
+def test_an_infinite_strength_grid_is_one_line(files, capsys):
+  """Issue 21, item 14: '<=' not supported between 'int' and 'str'."""
+  tmp, lab, pool, x = files
+  for value, match in (("0.001,inf", "strength_grid values must be finite"), ("0.001,abc", "'strength_grid'")):
+    assert main(suggest_args(tmp, lab, pool, 8, f"--config.strength_grid={value}")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("curiojax: error:") and match in err, err
+  assert _no_output(tmp)
+
+
+def test_out_onto_the_labelled_file_is_one_line_and_keeps_it(files, capsys):
+  tmp, lab, pool, x = files
+  text = lab.read_text()
+  assert main(suggest_args(tmp, lab, pool, 8, "--out", str(lab))) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "is the labelled file" in err, err
+  assert lab.read_text() == text and _no_output(tmp)
+
+
+def test_a_reader_that_leaves_early_is_no_error(files, monkeypatch, capsys):
+  """Issue 21, item 13: `curiojax suggest ... | head` ended in a BrokenPipeError traceback."""
+
+  class Closed:
+    def write(self, text):
+      raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+      raise BrokenPipeError(32, "Broken pipe")
+
+  tmp, lab, pool, x = files
+  monkeypatch.setattr(sys, "stdout", Closed())
+  assert main(suggest_args(tmp, lab, pool, 8, "--strategy", "random")) == 0
+  monkeypatch.undo()
+  assert capsys.readouterr().err == ""
+  assert len(read_rows(tmp / "state" / "suggestions.csv")) == 8  # everything was written before printing
+
+
+def test_without_ids_a_pool_with_two_equal_rows_is_refused(tmp_path):
+  """Found in the issue-21 sweep: a label for the second of two equal pool rows went to the first one."""
+  rows = [r[1:] for r in _pool_rows()]
+  with pytest.raises(ValueError, match="data rows 1 and 12 have the same features"):
+    _tiny(tmp_path, [r[1:] for r in LAB_ROWS], [*rows[:-1], rows[0]], header=("a", "b"))
+
+
+def test_labelled_rows_may_leave_the_pool_file(tmp_path):
+  _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  write_csv(tmp_path / "pool.csv", ["id", "a", "b"], _pool_rows()[1:])  # p0 is labelled: moved out of the pool
+  out = _tiny(tmp_path, None, None)
+  assert out.labelled == 3 and "p0" not in out.ids
+
+
+def test_a_continued_state_refuses_another_seed_and_odd_arguments(tmp_path):
+  from curiojax.active.suggest_csv import suggest
+
+  _tiny(tmp_path, LAB_ROWS, _pool_rows(), seed=3)
+  _refused(tmp_path, "started with seed 3", seed=4)
+  assert _tiny(tmp_path, None, None).labelled == 3  # no seed given: the state's own
+  with pytest.raises(TypeError, match="options must be a curiojax.LearnerOptions"):
+    _tiny(tmp_path, None, None, options={"epochs": 3})
+  with pytest.raises(ValueError, match="the id column must be a column name"):
+    _tiny(tmp_path, None, None, id_column="")
+  with pytest.raises(TypeError, match="labelled must be the path of a CSV file"):
+    suggest(np.zeros((3, 2)), tmp_path / "pool.csv", target="y", k=1)
+
+
+def test_ids_are_printed_without_control_sequences(tmp_path, capsys):
+  pool = [[f"p{i}\x1b[2J", i * 0.5, (i * 7) % 5] for i in range(12)]
+  write_csv(tmp_path / "lab.csv", ["id", "a", "b", "y"], [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0]])
+  write_csv(tmp_path / "pool.csv", ["id", "a", "b"], pool)
+  args = ["suggest", "--labelled", str(tmp_path / "lab.csv"), "--target", "y", "--pool", str(tmp_path / "pool.csv")]
+  args += ["-k", "2", "--id-column", "id", "--state", str(tmp_path / "st"), "--strategy", "random", *FAST]
+  assert main(args) == 0
+  assert "\x1b" not in capsys.readouterr().out
+
+
+def test_an_interrupted_suggest_says_how_to_continue(files, capsys, monkeypatch):
+  import curiojax.active.suggest_csv as module
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  tmp, lab, pool, x = files
+  monkeypatch.setattr(module, "suggest", interrupted)
+  assert main(suggest_args(tmp, lab, pool)) == 130
+  err = capsys.readouterr().err
+  assert "run the same command again" in err and "--resume" not in err

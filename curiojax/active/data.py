@@ -125,14 +125,14 @@ def _finalise(x: np.ndarray, y: np.ndarray, name: str, source: str, feature_name
   if bad_y.any():
     row = int(np.flatnonzero(bad_y)[0])
     raise ValueError(
-      f"{source}: {int(bad_y.sum())} target value(s) are NaN, infinite or beyond float32's 3.4e38 (first at data row {row + 1}); "
-      "drop those rows first."
+      f"{source}: {int(bad_y.sum())} target value(s) are NaN or infinite (or beyond float32's 3.4e38) "
+      f"(first at data row {row + 1}); drop those rows first."
     )
   bad_x = ~np.isfinite(x)
   if bad_x.any():
     row = int(np.flatnonzero(bad_x.any(axis=1))[0])
     raise ValueError(
-      f"{source}: {int(bad_x.any(axis=1).sum())} row(s) have NaN, infinite or beyond-float32 (3.4e38) features "
+      f"{source}: {int(bad_x.any(axis=1).sum())} row(s) have NaN or infinite features (or beyond float32's 3.4e38) "
       f"(first at data row {row + 1}); impute or drop them first."
     )
   if len(y) < 2:

@@ -172,7 +172,9 @@ def workdir_lock(workdir):
   info = os.fstat(fd)
   if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a FIFO, a device, a hard link: not ours to write
     os.close(fd)
-    raise ValueError(f"{lock} is not a plain file of this folder (a hard link or a special file); remove it and run again.")
+    raise ValueError(
+      f"{lock} is not a plain file of this folder (a hard link or a special file); remove it and run again."
+    )
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

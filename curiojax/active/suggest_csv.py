@@ -217,7 +217,7 @@ def suggest(
   strategy: str | None = None,
   out=None,
   options: LearnerOptions | None = None,
-  seed: int = 0,
+  seed: int | None = None,
   allow_same_features: bool = False,
 ) -> Suggested:
   """Suggest the next ``k`` pool rows to label, and keep the state for the next session.
@@ -240,14 +240,23 @@ def suggest(
     out: the CSV file to write (default ``suggestions.csv`` in the state folder); never an
       input file or another file in the state folder.
     options: model and training settings for a new state (a continued state keeps its own).
-    seed: seed of a new state.
+    seed: seed of a new state (default 0; a continued state keeps its own).
     allow_same_features: accept labelled rows whose id matches no pool row although their
       features equal an unlabelled pool row's (refused by default: usually a typo'd id).
   """
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"k must be a positive integer, got {k!r}.")
-  if not target:
+  for what, given in (("labelled", labelled), ("pool", pool)):
+    if not isinstance(given, (str, os.PathLike)):
+      raise TypeError(
+        f"{what} must be the path of a CSV file, got {type(given).__name__}; for arrays use curiojax.Learner."
+      )
+  if not target or not isinstance(target, str):
     raise ValueError("name the target column of the labelled file.")
+  if id_column is not None and (not isinstance(id_column, str) or not id_column.strip()):
+    raise ValueError(f"the id column must be a column name, got {id_column!r}.")
+  if options is not None and not isinstance(options, LearnerOptions):
+    raise TypeError(f"options must be a curiojax.LearnerOptions, got {type(options).__name__}.")
   if strategy is not None:
     check_strategy_name(strategy)
   state_dir = Path(state) if state is not None else Path(pool).resolve().parent / "curiojax_suggest"
@@ -263,10 +272,10 @@ def suggest(
       owner.enter_context(persistence.workdir_lock(state_dir))
     saved = (state_dir / "state.json").exists()
     if saved:
-      learner, st, extra = _continue(state_dir, lab, pool_table, target, id_column, strategy, options)
+      learner, st, extra = _continue(state_dir, lab, pool_table, target, id_column, strategy, options, seed)
       learner, st, new = _tell_new(learner, st, extra, lab, allow_same_features)
     else:
-      learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed, allow_same_features)
+      learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed or 0, allow_same_features)
       new = 0
     unlabelled = len(learner.x_pool) - len(st.labelled)
     if k > unlabelled:
@@ -298,6 +307,8 @@ def suggest(
 
 def _start(lab, pool_table, target, id_column, strategy, options, seed, allow_same_features=False):
   by_id = id_column is not None
+  if not by_id:
+    _no_duplicate_rows(pool_table)
   match = _match_rows(lab, pool_table.ids, pool_table.x, by_id=by_id)
   inside = [j for j, i in enumerate(match) if i is not None]
   outside = [j for j, i in enumerate(match) if i is None]
@@ -306,7 +317,9 @@ def _start(lab, pool_table, target, id_column, strategy, options, seed, allow_sa
     free = np.setdiff1d(np.arange(len(pool_table.ids)), idx)
     _feature_twins(lab, outside, pool_table.ids, pool_table.x, free, allow_same_features)
   names = lab.feature_names
-  column_scales(np.concatenate([pool_table.x, lab.x[outside]]), [f"{lab.source} / {pool_table.source}: column {n!r}" for n in names])
+  column_scales(
+    np.concatenate([pool_table.x, lab.x[outside]]), [f"{lab.source} / {pool_table.source}: column {n!r}" for n in names]
+  )
   column_scales(lab.y[:, None], [f"{lab.source}: the target column {target!r}"])
   learner = Learner(pool_table.x, options=options, strategy=strategy or DEFAULT_STRATEGY)
   st = learner.init(
@@ -323,11 +336,24 @@ def _start(lab, pool_table, target, id_column, strategy, options, seed, allow_sa
     "feature_names": list(lab.feature_names),
     "pool_ids": list(pool_table.ids),
     "outside_ids": [lab.ids[j] for j in outside],
+    "seed": int(seed),
   }
   return learner, st, extra
 
 
-def _continue(state_dir, lab, pool_table, target, id_column, strategy, options):
+def _no_duplicate_rows(pool_table) -> None:
+  """Without ids a pool row is found by its features: two equal rows could not be told apart."""
+  first = {}
+  for pid, row in zip(pool_table.ids, np.float32(pool_table.x), strict=True):
+    other = first.setdefault(row.tobytes(), pid)
+    if other != pid:
+      raise ValueError(
+        f"{pool_table.source}: data rows {other} and {pid} have the same features; without an id column rows are "
+        "matched by their features, so give both files an id column (--id-column) or drop the duplicate."
+      )
+
+
+def _continue(state_dir, lab, pool_table, target, id_column, strategy, options, seed=None):
   learner, st = Learner.load(state_dir)
   extra = getattr(learner, "extra", {})
   if extra.get("kind") != STATE_KIND:
@@ -346,6 +372,8 @@ def _continue(state_dir, lab, pool_table, target, id_column, strategy, options):
     )
   if options is not None and options != learner.options:
     raise ValueError(f"{state_dir} was started with other model options; use a new --state to change them.")
+  if seed is not None and seed != extra.get("seed", seed):
+    raise ValueError(f"{state_dir} was started with seed {extra['seed']}; use a new --state to change it.")
   known = {pid: i for i, pid in enumerate(extra["pool_ids"])}
   unknown = [pid for pid in pool_table.ids if pid not in known]
   if unknown:
@@ -354,12 +382,13 @@ def _continue(state_dir, lab, pool_table, target, id_column, strategy, options):
       "of a state is fixed: use a new --state for a new pool."
     )
   present = set(pool_table.ids)
-  lost = [pid for pid in extra["pool_ids"] if pid not in present]
+  told = set(st.labelled.tolist()) if id_column else set()  # a labelled row may leave the pool file: it is kept
+  lost = [pid for i, pid in enumerate(extra["pool_ids"]) if pid not in present and i not in told]
   if lost:
     what = "row" if id_column else "data row"
     raise ValueError(
-      f"{pool_table.source} lost {len(lost)} pool row(s) since the saved state (e.g. {what} {lost[0]!r}); the pool "
-      "of a state is fixed: restore them (or use a new --state for a new pool)."
+      f"{pool_table.source} lost {len(lost)} unlabelled pool row(s) since the saved state (e.g. {what} "
+      f"{lost[0]!r}); the pool of a state is fixed: restore them (or use a new --state for a new pool)."
     )
   for pid, row in zip(pool_table.ids, pool_table.x, strict=True):
     if not np.array_equal(np.float32(row), learner.x_pool[known[pid]]):
@@ -384,7 +413,9 @@ def _check_saved_extra(state_dir, learner, st, extra) -> None:
   except (KeyError, TypeError):
     ok = False
   if not ok:
-    raise ValueError(f"{state_dir}: the saved suggest state is inconsistent (row ids vs rows); restore it or start a new --state.")
+    raise ValueError(
+      f"{state_dir}: the saved suggest state is inconsistent (row ids vs rows); restore it or start a new --state."
+    )
 
 
 def _tell_new(learner, st, extra, lab, allow_same_features=False):
@@ -509,7 +540,9 @@ def _write_suggestions(path: Path, ids, scores, x, feature_names, id_header: str
   writer = csv.writer(buf, lineterminator="\n")
   writer.writerow(["rank", _cell(id_header), "score", *(_cell(n) for n in feature_names)])
   for rank, (rid, score, row) in enumerate(zip(ids, scores, x, strict=True), 1):
-    writer.writerow([rank, _cell(rid), "" if np.isnan(score) else f"{float(score):.6g}", *(f"{float(v):.9g}" for v in row)])
+    writer.writerow(
+      [rank, _cell(rid), "" if np.isnan(score) else f"{float(score):.6g}", *(f"{float(v):.9g}" for v in row)]
+    )
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buf.getvalue())
