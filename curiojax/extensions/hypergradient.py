@@ -13,7 +13,8 @@ The same carried tangent tunes ``s`` while the model trains: every few steps,
 when ``s`` already is a log strength (``curiojax.l2(log_strength=True)``). The strength lives
 in ``optax.inject_hyperparams`` state (:func:`tunable_regularity_tangent`), so changing it never
 recompiles; ``θ*(s)`` and ``τ(s)`` move slowly with ``s``, so the carried tangent stays a good
-warm start.
+warm start. The strength's state handling lives in :mod:`curiojax.tangent.strength` (re-exported
+here).
 
 Example:
   >>> import jax, jax.numpy as jnp, optax, curiojax
@@ -43,25 +44,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from optax import tree_utils as otu
 
-from curiojax.tangent.regularizers import Regularizer
-from curiojax.tangent.transform import align_tangent, carried_tangent, regularity_tangent
+from curiojax.tangent.diagnostics import carried_tangent
+from curiojax.tangent.state import align_tangent
+from curiojax.tangent.strength import get_strength, set_strength, tunable_regularity_tangent
 
-_STATIC = (
-  "regularizer",
-  "curvature",
-  "tangent_learning_rate",
-  "momentum",
-  "averaging",
-  "refresh_every",
-  "power_iterations",
-  "step_size_every",
-  "tolerance",
-  "max_restarts",
-  "seed",
-)
+__all__ = ["get_strength", "hypergradient", "set_strength", "tunable_regularity_tangent", "tune_strength"]
 
 
 def hypergradient(val_value_fn: Callable, params, tangent, val_batch: Mapping[str, Any]) -> jax.Array:
@@ -86,50 +74,6 @@ def hypergradient(val_value_fn: Callable, params, tangent, val_batch: Mapping[st
   f = lambda p: val_value_fn(p, **val_batch)
   one = lambda t: jax.jvp(f, (params,), (t,))[1]
   return one(tangent) if k is None else jax.vmap(one)(tangent)
-
-
-def tunable_regularity_tangent(
-  regularizer: str | Regularizer = "l2", strength: float | jax.Array = 1e-2, **kwargs
-) -> optax.GradientTransformationExtraArgs:
-  """:func:`curiojax.regularity_tangent` with ``strength`` and ``damping`` injected as state.
-
-  ``optax.inject_hyperparams(curiojax.regularity_tangent, static_args=...)`` with the right
-  static arguments: the strength then sits in ``state.hyperparams["strength"]`` and can be
-  read and set (:func:`get_strength`, :func:`set_strength`, :func:`tune_strength`) without
-  recompiling the training step. Keyword arguments are those of ``regularity_tangent``.
-  """
-  return optax.inject_hyperparams(regularity_tangent, static_args=_STATIC)(
-    regularizer=regularizer, strength=strength, **kwargs
-  )
-
-
-def _injected(path, _) -> bool:
-  """True below an ``inject_hyperparams`` state's ``hyperparams`` (not the tangent state's own field)."""
-  return any(getattr(k, "name", None) == "hyperparams" for k in path)
-
-
-def _injected_strength(opt_state):
-  found = otu.tree_get_all_with_path(opt_state, "strength", filtering=_injected)
-  if len(found) != 1:
-    raise ValueError(
-      f"Expected one injected regularity tangent in the optimizer state, found {len(found)}: build "
-      "the optimizer with optax.chain(curiojax.tunable_regularity_tangent(...), ...)."
-    )
-  return found[0][1]
-
-
-def get_strength(opt_state) -> jax.Array:
-  """The current strength ``s`` of a :func:`tunable_regularity_tangent` in any chain state."""
-  return _injected_strength(opt_state)
-
-
-def set_strength(opt_state, strength):
-  """A copy of ``opt_state`` with the injected strength replaced (same dtype; no recompile)."""
-  old = _injected_strength(opt_state)
-  new = jnp.asarray(strength, old.dtype)
-  if new.shape != old.shape:
-    raise ValueError(f"strength has shape {new.shape}, the optimizer carries shape {old.shape}.")
-  return otu.tree_set(opt_state, _injected, strength=new)
 
 
 def tune_strength(

@@ -233,12 +233,21 @@ def divergence_message(f: DivergenceFacts) -> str:
   return f"{head} After every back-off of its step, {trigger}. {facts} Likely cause: {causes}"
 
 
-def warn_diverged(count, residual, cause, params_finite, param_scale, curvature_max, strength, damping, *,
-                  curvature: str, dtype: str):
+def warn_diverged(
+  count, residual, cause, params_finite, param_scale, curvature_max, strength, damping, *, curvature: str, dtype: str
+):
   """Host callback from the jitted update: warn with :func:`divergence_message`."""
   facts = DivergenceFacts(
-    int(count), float(residual), int(cause), bool(params_finite), float(param_scale), float(curvature_max),
-    float(np.max(strength)), float(damping), curvature, dtype,
+    int(count),
+    float(residual),
+    int(cause),
+    bool(params_finite),
+    float(param_scale),
+    float(curvature_max),
+    float(np.max(strength)),
+    float(damping),
+    curvature,
+    dtype,
   )
   warnings.warn(divergence_message(facts), TangentDivergedWarning, stacklevel=2)
 

@@ -106,6 +106,41 @@ from curiojax.tangent.state import (
   restructure,
 )
 
+__all__ = [  # the transformation, and (for existing imports) what moved to its own module
+  "DEFAULT_TOLERANCE",
+  "EVALUATE_EVERY",
+  "GROWTH_LIMIT",
+  "ITERATE_WINDOW",
+  "ONLINE_MARGIN",
+  "RESIDUAL_WINDOW",
+  "RegularityTangentState",
+  "TangentDiagnostics",
+  "TangentDivergedError",
+  "TangentDivergedWarning",
+  "TangentInaccurateError",
+  "TangentInaccurateWarning",
+  "TangentMisplacedWarning",
+  "TangentSettings",
+  "_pure",
+  "_pure_tree",
+  "_tangent_state",
+  "align_tangent",
+  "carried_tangent",
+  "check_tangent",
+  "find_tangent_state",
+  "finished_state",
+  "handed_out",
+  "power_iteration",
+  "regularity_tangent",
+  "relative_norm",
+  "replace_tangent_state",
+  "restructure",
+  "strength_of",
+  "tangent_diagnostics",
+  "tangent_of",
+  "tangent_step",
+]
+
 DEFAULT_TOLERANCE = 0.1  # relative residual above which a tangent is flagged (documented accuracy)
 EVALUATE_EVERY = 20  # refreshes between evaluations of the average's residual (one extra product)
 RESIDUAL_WINDOW = 3  # evaluations over which the residual estimate is averaged
@@ -274,7 +309,11 @@ def _residual_estimate(state: RegularityTangentState, at: _At, opts: _Options, a
 
 
 def _refresh(state: RegularityTangentState, at: _At, opts: _Options):
-  """One step of the averaged heavy-ball recursion with its stability tests: ``(∇_θF, state, cause)``."""
+  """One step of the averaged heavy-ball recursion with its stability tests.
+
+  Returns ``(∇_θF, state, (cause, λ̂_max))``: why it restarted (a :mod:`recursion` code) and the
+  ``λ̂_max`` it used, for the divergence message (a restart resets the state's).
+  """
   grad, r = at.gradient_and_product(state.iterate)
   rho = at.rho()
   dtype = state.step_size.dtype
@@ -311,7 +350,7 @@ def _refresh(state: RegularityTangentState, at: _At, opts: _Options):
     exact=jnp.asarray(False),
   )
   restart = functools.partial(_restart, start=state, rho=rho, floor=floor, opts=opts)
-  return grad, jax.lax.cond(cause != recursion.STABLE, restart, lambda st: st, fresh), cause
+  return grad, jax.lax.cond(cause != recursion.STABLE, restart, lambda st: st, fresh), (cause, lmax)
 
 
 def _restart(st, *, start: RegularityTangentState, rho, floor, opts: _Options) -> RegularityTangentState:
@@ -343,19 +382,22 @@ def carry(state: RegularityTangentState, at: _At, opts: _Options, fused: bool):
   """
 
   def refresh(_):
-    grad, new, cause = _refresh(state, at, opts)
-    return grad if fused else at.params, new, cause  # unused when the caller gave gradients: XLA drops it
+    grad, new, why = _refresh(state, at, opts)
+    return grad if fused else at.params, new, why  # unused when the caller gave gradients: XLA drops it
 
-  keep = lambda _: (at.gradient() if fused else at.params, state, jnp.asarray(recursion.STABLE, jnp.int32))
+  def keep(_):
+    why = (jnp.asarray(recursion.STABLE, jnp.int32), state.curvature_max)
+    return at.gradient() if fused else at.params, state, why
+
   if _is_concrete(opts.refresh_every) and opts.refresh_every == 1:
-    grad, new, cause = refresh(None)
+    grad, new, why = refresh(None)
   else:
-    grad, new, cause = jax.lax.cond(state.count % opts.refresh_every == 0, refresh, keep, None)
+    grad, new, why = jax.lax.cond(state.count % opts.refresh_every == 0, refresh, keep, None)
   params_finite = recursion.all_finite(at.params)
   frozen = state.diverged | ~params_finite
   new = jax.tree.map(lambda old, n: jnp.where(frozen, old, n), state, new)
   new = new._replace(diverged=new.diverged | ~params_finite)
-  _warn_if_diverged(state, new, at, cause, params_finite)
+  _warn_if_diverged(state, new, at, why, params_finite)
   new = new._replace(
     count=optax.safe_increment(state.count),
     strength=at.strength,
@@ -366,7 +408,7 @@ def carry(state: RegularityTangentState, at: _At, opts: _Options, fused: bool):
   return (grad if fused else None), new
 
 
-def _warn_if_diverged(old: RegularityTangentState, new: RegularityTangentState, at: _At, cause, params_finite):
+def _warn_if_diverged(old: RegularityTangentState, new: RegularityTangentState, at: _At, why, params_finite):
   """Warn on the step that diverges, with the facts the state shows (host callback)."""
   leaves = jax.tree.leaves(at.params)
   warn = functools.partial(
@@ -375,9 +417,7 @@ def _warn_if_diverged(old: RegularityTangentState, new: RegularityTangentState, 
 
   def callback():
     scale = jnp.max(jnp.array([jnp.max(jnp.where(jnp.isfinite(x), jnp.abs(x), 0), initial=0) for x in leaves]))
-    jax.debug.callback(
-      warn, old.count, new.residual, cause, params_finite, scale, new.curvature_max, at.strength, at.damping
-    )
+    jax.debug.callback(warn, old.count, new.residual, why[0], params_finite, scale, why[1], at.strength, at.damping)
 
   jax.lax.cond(new.diverged & ~old.diverged, callback, lambda: None)
 
