@@ -443,8 +443,8 @@ def _parser():
   q.add_argument(
     "--allow-same-features",
     action="store_true",
-    help="accept labelled rows whose id matches no pool row although their features equal an unlabelled pool "
-    "row's (refused by default: usually a typo'd id)",
+    help="accept labelled rows that match no pool row although their features equal (or round to) an unlabelled "
+    "pool row's (refused by default: usually a typo'd id or rounded features)",
   )
   return parser
 

@@ -478,3 +478,16 @@ def test_an_interrupted_suggest_says_how_to_continue(files, capsys, monkeypatch)
   assert main(suggest_args(tmp, lab, pool)) == 130
   err = capsys.readouterr().err
   assert "run the same command again" in err and "--resume" not in err
+
+
+@pytest.mark.parametrize("by_id", [True, False])
+def test_features_rounded_on_the_way_are_refused(tmp_path, by_id):
+  """Found in the issue-21 sweep: a labelled row rounded to 6 digits became a second sample outside the pool."""
+  pool = [[f"p{i}", (i + 1) / 7, 100 + i / 3] for i in range(12)]
+  lab = [["p0", *pool[0][1:], 1.0], ["p1", *pool[1][1:], 2.0], ["x", float(f"{pool[2][1]:.6g}"), pool[2][2], 3.0]]
+  header = ("id", "a", "b") if by_id else ("a", "b")
+  if not by_id:
+    pool, lab = [r[1:] for r in pool], [r[1:] for r in lab]
+  with pytest.raises(ValueError, match=r"features nearly equal \(rounded\?\) those of unlabelled pool row '(p2|3)'"):
+    _tiny(tmp_path, lab, pool, header=header, id_column="id" if by_id else None)
+  assert _tiny(tmp_path, None, None, id_column="id" if by_id else None, allow_same_features=True).labelled == 3

@@ -155,24 +155,33 @@ def _saved_id_column(state_dir: Path):
     return None
 
 
-def _feature_twins(lab: Table, rows, pool_ids, pool_x, free, allow: bool) -> None:
-  """Labelled rows whose id matches no pool row, but whose features equal an unlabelled pool row: refused.
+def _feature_twins(lab: Table, rows, pool_ids, pool_x, free, allow: bool, by_id: bool = True) -> None:
+  """New labelled rows outside the pool whose features equal (or round to) an unlabelled pool row's: refused.
 
-  Almost always a typo'd id (``H406`` for ``h406``): the row would be used as a second sample and
-  the pool row suggested again. ``allow``: the user says they really are other samples.
+  Almost always a typo'd id (``H406`` for ``h406``) or features rounded on the way (a
+  spreadsheet keeping 6 digits): the row would be used as a second sample and the pool row
+  suggested again. Close means every feature within 1e-5 of its value (and 1e-6 of the
+  pool's spread). ``allow``: the user says they really are other samples.
   """
-  if allow or not rows:
+  if allow or not len(rows) or not len(free):
     return
-  where = {}
-  for i in free:
-    where.setdefault(np.float32(pool_x[i]).tobytes(), i)
+  candidates = np.asarray(pool_x, np.float64)[free]
+  spread = np.asarray(pool_x, np.float64).std(0)
+  spread = np.where(spread > 0, spread, 1.0)
   for j in rows:
-    i = where.get(np.float32(lab.x[j]).tobytes())
-    if i is not None:
-      raise ValueError(
-        f"{lab.source}: row {lab.ids[j]!r} matches no pool id, but its features equal those of unlabelled pool "
-        f"row {pool_ids[i]!r}; correct the id (or, if it is really another sample, pass --allow-same-features)."
-      )
+    x = np.asarray(lab.x[j], np.float64)
+    close = np.abs(candidates - x) <= 1e-5 * np.maximum(np.abs(candidates), np.abs(x)) + 1e-6 * spread
+    hits = np.flatnonzero(close.all(1))
+    if not len(hits):
+      continue
+    i = int(free[hits[0]])
+    row = f"row {lab.ids[j]!r} matches no pool id, but" if by_id else f"data row {lab.ids[j]} matches no pool row, but"
+    same = "equal" if np.array_equal(np.float32(x), np.float32(pool_x[i])) else "nearly equal (rounded?)"
+    fix = "correct the id" if by_id else "copy the features exactly from the pool file (or use --id-column)"
+    raise ValueError(
+      f"{lab.source}: {row} its features {same} those of unlabelled pool row {pool_ids[i]!r}; {fix}, or, if it "
+      "is really another sample, pass --allow-same-features."
+    )
 
 
 def _match_rows(lab: Table, pool_ids, pool_x, by_id: bool) -> list[int | None]:
@@ -186,7 +195,10 @@ def _match_rows(lab: Table, pool_ids, pool_x, by_id: bool) -> list[int | None]:
     for rid, row in zip(lab.ids, lab.x, strict=True):
       i = where.get(rid)
       if i is not None and not np.array_equal(np.float32(row), np.float32(pool_x[i])):
-        raise ValueError(f"{lab.source}: row with id {rid!r} has other feature values than pool row {rid!r}.")
+        raise ValueError(
+          f"{lab.source}: row with id {rid!r} has other feature values than pool row {rid!r} "
+          f"({_values(row)} here, {_values(pool_x[i])} in the pool); copy them exactly from the pool file."
+        )
       out.append(i)
     return out
   where = {}
@@ -313,9 +325,8 @@ def _start(lab, pool_table, target, id_column, strategy, options, seed, allow_sa
   inside = [j for j, i in enumerate(match) if i is not None]
   outside = [j for j, i in enumerate(match) if i is None]
   idx = np.asarray([match[j] for j in inside], np.int64)
-  if by_id:
-    free = np.setdiff1d(np.arange(len(pool_table.ids)), idx)
-    _feature_twins(lab, outside, pool_table.ids, pool_table.x, free, allow_same_features)
+  free = np.setdiff1d(np.arange(len(pool_table.ids)), idx)
+  _feature_twins(lab, outside, pool_table.ids, pool_table.x, free, allow_same_features, by_id)
   names = lab.feature_names
   column_scales(
     np.concatenate([pool_table.x, lab.x[outside]]), [f"{lab.source} / {pool_table.source}: column {n!r}" for n in names]
@@ -446,10 +457,10 @@ def _tell_new(learner, st, extra, lab, allow_same_features=False):
     raise _removed_row(lab.source, what, known_labels[i], len(missing))
   if by_id:
     new_out = _outside_by_id(lab, outside_rows, extra["outside_ids"], st)
-    free = np.setdiff1d(np.arange(len(pool_ids)), np.asarray(st.labelled.tolist() + new_idx, np.int64))
-    _feature_twins(lab, new_out, pool_ids, learner.x_pool, free, allow_same_features)
   else:
     new_out = _outside_by_features(lab, outside_rows, st)
+  free = np.setdiff1d(np.arange(len(pool_ids)), np.asarray(st.labelled.tolist() + new_idx, np.int64))
+  _feature_twins(lab, new_out, pool_ids, learner.x_pool, free, allow_same_features, by_id)
   if not new_idx and not new_out:
     return learner, st, 0
   st = learner.tell(
@@ -507,6 +518,10 @@ def _outside_by_features(lab, rows, st) -> list[int]:
       raise _changed_label(lab.source, lab.ids[j], lab.y[j], st.y_extra[n], data_row=True)
   features = ", ".join(f"{v:.6g}" for v in st.x_extra[n])
   raise _removed_row(lab.source, f"the row outside the pool with features ({features})", st.y_extra[n], len(lost))
+
+
+def _values(row) -> str:
+  return "(" + ", ".join(f"{float(v):.9g}" for v in row) + ")"
 
 
 def _changed_label(source, rid, now, then, data_row=False) -> ValueError:
