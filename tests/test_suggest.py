@@ -349,7 +349,10 @@ def test_ids_without_id_column(tmp_path):
   with pytest.raises(ValueError, match="non-numeric value 'p0'.*If column 'code' holds row ids, pass --id-column code"):
     _tiny(tmp_path, [r for r in LAB_ROWS], _pool_rows(), header=("code", "a", "b"), id_column=None)
   _tiny(tmp_path, LAB_ROWS, _pool_rows())
-  _refused(tmp_path, "was started with --id-column id; pass it again", id_column=None)
+  _refused(tmp_path, "was started with --id-column id; run it the same way", id_column=None)
+  _refused(tmp_path, "was started with --id-column id; run it the same way", id_column="a")
+  with pytest.raises(ValueError, match="--out .*/ names a folder"):
+    _tiny(tmp_path, None, None, out=f"{tmp_path}/new/")
 
 
 @pytest.mark.parametrize(

@@ -144,15 +144,19 @@ def _check_paths(labelled, pool, state_dir: Path, out: Path) -> None:
     )
 
 
+_NO_STATE = object()
+
+
 def _saved_id_column(state_dir: Path):
-  """The id column the saved state names (read without checks: only for a hint), or None."""
+  """The id column the saved state names (read without checks: only for a hint), or ``_NO_STATE``."""
   import json
 
   try:
     meta = json.loads((state_dir / persistence.STATE_FILE).read_text())
-    return meta["extra"]["id_column"]
+    saved = meta["extra"]["id_column"]
   except (OSError, ValueError, KeyError, TypeError):
-    return None
+    return _NO_STATE
+  return saved if saved is None or isinstance(saved, str) else _NO_STATE
 
 
 def _feature_twins(lab: Table, rows, pool_ids, pool_x, free, allow: bool, by_id: bool = True) -> None:
@@ -272,11 +276,14 @@ def suggest(
   if strategy is not None:
     check_strategy_name(strategy)
   state_dir = Path(state) if state is not None else Path(pool).resolve().parent / "curiojax_suggest"
+  if out is not None and str(out).endswith(("/", os.sep)):
+    raise ValueError(f"--out {out} names a folder; give a file name.")
   out = Path(out) if out is not None else state_dir / "suggestions.csv"
   _check_paths(labelled, pool, state_dir, out)
   saved_id = _saved_id_column(state_dir)
-  if id_column is None and saved_id is not None:
-    raise ValueError(f"{state_dir} was started with --id-column {saved_id}; pass it again.")
+  if saved_id is not _NO_STATE and id_column != saved_id:  # before the files are read with the wrong columns
+    given = "without --id-column" if saved_id is None else f"with --id-column {saved_id}"
+    raise ValueError(f"{state_dir} was started {given}; run it the same way (or use a new --state).")
   lab, pool_table = _read_inputs(labelled, pool, target, id_column)
   with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
     locked = state_dir.is_dir()
