@@ -494,3 +494,21 @@ def test_features_rounded_on_the_way_are_refused(tmp_path, by_id):
   with pytest.raises(ValueError, match=r"features nearly equal \(rounded\?\) those of unlabelled pool row '(p2|3)'"):
     _tiny(tmp_path, lab, pool, header=header, id_column="id" if by_id else None)
   assert _tiny(tmp_path, None, None, id_column="id" if by_id else None, allow_same_features=True).labelled == 3
+
+
+def test_a_new_state_is_not_started_in_a_folder_of_other_files(tmp_path):
+  """Found in the issue-21 sweep: --state . started a state among the user's files (and cleared arrays-*.npz)."""
+  (tmp_path / "st").mkdir()
+  (tmp_path / "st" / "arrays-final.npz").write_bytes(b"mine")
+  with pytest.raises(ValueError, match="holds no curiojax state but other files \\(e.g. 'arrays-final.npz'\\)"):
+    _tiny(tmp_path, LAB_ROWS, _pool_rows())
+  assert (tmp_path / "st" / "arrays-final.npz").read_bytes() == b"mine"
+
+
+def test_saving_never_deletes_a_users_arrays_file(tmp_path):
+  from curiojax.active import persistence
+
+  (tmp_path / "arrays-final.npz").write_bytes(b"mine")
+  persistence.save_state(tmp_path, {"unit": 1}, {"a": np.arange(3)}, tag=1)
+  persistence.save_state(tmp_path, {"unit": 2}, {"a": np.arange(3)}, tag=2)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays-000002.npz", "arrays-final.npz", "state.json"]

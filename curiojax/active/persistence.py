@@ -71,6 +71,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode())
 
 
+def is_state_file(name: str) -> bool:
+  """Whether a file name in a work directory is one the state writes (or a writer left)."""
+  return (
+    name in (STATE_FILE, LOCK_FILE)
+    or bool(_ARRAYS_NAME.fullmatch(name))
+    or (name.startswith((f".{STATE_FILE}.", ".arrays-")) and name.endswith(".tmp"))
+  )
+
+
 def _sha256(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
@@ -95,7 +104,7 @@ def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) 
   meta["checksum"] = _meta_checksum(meta)
   atomic_write_text(workdir / STATE_FILE, json.dumps(meta, indent=1))
   for old in workdir.glob("arrays-*.npz"):
-    if old.name != name:
+    if old.name != name and _ARRAYS_NAME.fullmatch(old.name):  # ours only: never a user's arrays-final.npz
       old.unlink(missing_ok=True)
   for pattern in (f".{STATE_FILE}.*.tmp", ".arrays-*.npz.*.tmp"):  # ours, left by a killed writer
     for stale in workdir.glob(pattern):

@@ -125,6 +125,14 @@ def _check_paths(labelled, pool, state_dir: Path, out: Path) -> None:
   """``--out`` never overwrites an input or the state's own files; the state folder is a folder."""
   if state_dir.exists() and not state_dir.is_dir():
     raise ValueError(f"--state {state_dir} is a file, not a folder; give a folder name.")
+  if state_dir.is_dir() and not (state_dir / persistence.STATE_FILE).exists():  # a new state: in a folder of its own
+    others = sorted(p.name for p in state_dir.iterdir() if not persistence.is_state_file(p.name))
+    others = [n for n in others if n != "suggestions.csv"]
+    if others:
+      raise ValueError(
+        f"--state {state_dir} holds no curiojax state but other files (e.g. {others[0]!r}); a new state needs a "
+        "folder of its own: give a new or empty folder."
+      )
   if out.is_dir():
     raise ValueError(f"--out {out} is a directory; give a file name.")
   state_res = state_dir.resolve()
