@@ -454,6 +454,8 @@ def test_a_continued_state_refuses_another_seed_and_odd_arguments(tmp_path):
   assert _tiny(tmp_path, None, None).labelled == 3  # no seed given: the state's own
   with pytest.raises(TypeError, match="options must be a curiojax.LearnerOptions"):
     _tiny(tmp_path, None, None, options={"epochs": 3})
+  with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+    _tiny(tmp_path, None, None, seed=1.5)
   with pytest.raises(ValueError, match="the id column must be a column name"):
     _tiny(tmp_path, None, None, id_column="")
   with pytest.raises(TypeError, match="labelled must be the path of a CSV file"):

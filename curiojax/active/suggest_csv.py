@@ -42,6 +42,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from curiojax._checks import check_bool, check_int
 from curiojax.active import persistence
 from curiojax.active.data import Table, read_table
 from curiojax.active.learner import Learner, LearnerOptions, column_scales
@@ -279,6 +280,9 @@ def suggest(
     raise ValueError("name the target column of the labelled file.")
   if id_column is not None and (not isinstance(id_column, str) or not id_column.strip()):
     raise ValueError(f"the id column must be a column name, got {id_column!r}.")
+  if seed is not None:
+    seed = check_int("seed", seed, 0)
+  check_bool("allow_same_features", allow_same_features)
   if options is not None and not isinstance(options, LearnerOptions):
     raise TypeError(f"options must be a curiojax.LearnerOptions, got {type(options).__name__}.")
   if strategy is not None:
