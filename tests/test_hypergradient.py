@@ -245,3 +245,14 @@ def test_bad_inputs():
     curiojax.set_strength(tunable, jnp.ones(2))
   with pytest.raises(ValueError, match="learning_rate"):
     curiojax.tune_strength(tunable, params, LINEAR, dict(x=jnp.ones((2, 3)), y=jnp.ones(2)), learning_rate=-1.0)
+
+
+def test_strength_handling_lives_in_the_tangent_package():
+  """One implementation, re-exported: extensions/ and the top level hand out the tangent package's functions."""
+  import importlib
+
+  ext = importlib.import_module("curiojax.extensions.hypergradient")  # the module, not its function
+  strength = importlib.import_module("curiojax.tangent.strength")
+
+  for name in ("get_strength", "set_strength", "tunable_regularity_tangent"):
+    assert getattr(ext, name) is getattr(strength, name) is getattr(curiojax, name)

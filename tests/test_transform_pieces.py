@@ -69,7 +69,9 @@ def test_find_and_replace_in_a_chain_under_inject_hyperparams_and_jit():
 def test_replace_updates_an_nnx_optimizer_in_place():
   model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.chain(curiojax.regularity_tangent("l2", 0.1), optax.sgd(0.1)), wrt=nnx.Param)
-  state = jax.tree.map(lambda v: v.get_value(), find_tangent_state(optimizer), is_leaf=lambda v: hasattr(v, "get_value"))
+  state = jax.tree.map(
+    lambda v: v.get_value(), find_tangent_state(optimizer), is_leaf=lambda v: hasattr(v, "get_value")
+  )
   done = finished_state(state, jax.tree.map(jnp.ones_like, state.tangent), jnp.float32(1e-4))
   assert replace_tangent_state(optimizer, done) is optimizer
   assert bool(find_tangent_state(optimizer).exact.get_value())
@@ -163,9 +165,9 @@ def test_mlp_minibatch_adamw_keeps_the_tangent_within_its_bound():
   )
   tx = optax.chain(tangent, optax.adamw(1e-2))
   worst_iterate = worst_tangent = 0.0
-  for params, state in _minibatch_run(tx, loss, params, x, y, 1500):
+  for theta, state in _minibatch_run(tx, loss, params, x, y, 1500):
     st = find_tangent_state(state)
-    bound = _norm(params) / mu
+    bound = _norm(theta) / mu
     worst_iterate = max(worst_iterate, _norm(st.iterate) / bound)
     worst_tangent = max(worst_tangent, _norm(st.tangent) / bound)
   assert worst_tangent <= recursion.BOUND_MARGIN * 1.01, worst_tangent
@@ -205,12 +207,14 @@ def test_gauss_newton_on_unscaled_inputs_diverges_with_the_true_facts():
   x = jnp.asarray(rng.uniform(0, 1e3, size=(200, 5)), jnp.float32)  # unscaled inputs, values up to 1e3
   y = x @ jnp.ones(5) / 1e3
   mlp = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
-  params = {"w1": jax.random.normal(jax.random.key(1), (5, 16)) / 3, "w2": jax.random.normal(jax.random.key(2), (16,)) / 4}
+  params = {
+    "w1": jax.random.normal(jax.random.key(1), (5, 16)) / 3,
+    "w2": jax.random.normal(jax.random.key(2), (16,)) / 4,
+  }
   tx = optax.chain(curiojax.regularity_tangent("l2", 1e-3, curvature="gauss_newton", damping=1e-3), optax.adam(1e-3))
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    for _, state in _minibatch_run(tx, curiojax.prediction_loss(mlp), params, x, y, 600, seed=0):
-      pass
+    *_, (_, state) = _minibatch_run(tx, curiojax.prediction_loss(mlp), params, x, y, 600, seed=0)
     jax.effects_barrier()
   diverged = [str(w.message) for w in caught if issubclass(w.category, curiojax.TangentDivergedWarning)]
   assert curiojax.tangent_diagnostics(state).diverged and len(diverged) == 1, diverged
@@ -235,7 +239,7 @@ def test_half_precision_parameters_that_go_nan_are_flagged_at_once(dtype, optimi
   params, state = {"w": jnp.zeros(3, dtype)}, tx.init({"w": jnp.zeros(3, dtype)})
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    for update in range(40):
+    for update in range(40):  # noqa: B007 (named in the failure message)
       finite = bool(np.isfinite(np.asarray(params["w"], np.float32)).all())
       updates, state = step(params, state)
       params = optax.apply_updates(params, updates)
