@@ -32,7 +32,7 @@ from curiojax.scoring.features import gradient_sketch, sketch_and_jvp
 from curiojax.strategies import get_strategy
 from curiojax.strategies.kernels import LABELLED_BUCKET, POOL_BUCKET, SKETCH_DIM, lcmd, pad_rows_to
 from curiojax.tangent.curvature import TangentSystem
-from curiojax.tangent.solvers import TangentProblem
+from curiojax.tangent.operator import TangentOperator
 
 TANGENT_STRATEGIES = (
   "curiosity",
@@ -137,7 +137,7 @@ def main(argv=None):
   )
 
   print(f"\n{'whole step (tangent + select_batch)':44s} {'median s':>9s} {'first call s':>13s}  target 0.3")
-  problem = TangentProblem(
+  problem = TangentOperator(
     TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, 1e-3, 0.0, dict(x=batch["x"], y=batch["y"])
   )
   validation = (x_lab[:256], y_lab[:256])  # the benchmark holds out 256 rows

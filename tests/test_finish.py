@@ -70,10 +70,10 @@ def test_conjugate_gradients_reaches_its_tolerance_and_counts_products():
   b = jnp.asarray(rng.normal(size=40), jnp.float32)
   calls = []
   matvec = lambda v: (calls.append(1), a @ v)[1]
-  x, used = jax.jit(lambda b: conjugate_gradients(matvec, b, jnp.zeros(40), tol=1e-4, maxiter=500))(b)
+  x, used, _ = jax.jit(lambda b: conjugate_gradients(matvec, b, jnp.zeros(40), tol=1e-4, maxiter=500))(b)
   assert float(jnp.linalg.norm(a @ x - b) / jnp.linalg.norm(b)) <= 1e-4
   assert 1 < int(used) <= 500
-  _, few = conjugate_gradients(lambda v: a @ v, b, jnp.zeros(40), tol=1e-12, maxiter=7)
+  _, few, _ = conjugate_gradients(lambda v: a @ v, b, jnp.zeros(40), tol=1e-12, maxiter=7)
   assert int(few) <= 7 + 3  # the budget, plus one starting residual per restart
 
 
@@ -184,7 +184,10 @@ def test_check_tangent_tolerance_argument():
   state = curiojax.finish_tangent(tx.init(params), params, LINEAR, dict(x=x, y=y), solver="cg", maxiter=3, tol=1e-9)
   residual = curiojax.tangent_diagnostics(state).residual
   assert 1e-6 < residual < 0.1
-  curiojax.check_tangent(state)  # within the default tolerance 0.1
+  # a finish certifies against its own tolerance: three products did not reach 1e-9, and it says so
+  with pytest.raises(curiojax.TangentInaccurateError, match="above the tolerance 1e-09"):
+    curiojax.check_tangent(state)
+  curiojax.check_tangent(state, tol=0.1)  # a looser tolerance, asked for explicitly
   with pytest.raises(curiojax.TangentInaccurateError, match="above the tolerance"):
     curiojax.check_tangent(state, tol=residual / 2)
   with pytest.raises(ValueError, match="tol must be positive"):

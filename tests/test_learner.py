@@ -255,7 +255,10 @@ def test_the_learner_hands_its_strategy_the_fits_system_and_validation_set(tmp_p
   spy.select(spy_state, spy_fit, 3)
   problem = seen["problem"]
   assert seen["validation"] is None  # this learner holds none
-  tangent, residual = problem.solve(jax.tree.map(lambda r: -r[None], problem.rho()), tol=1e-5, maxiter=500)
+  tangent, info = curiojax.solve(
+    problem, jax.tree.map(lambda r: -r[None], problem.rho()), tol=1e-5, maxiter=500, stacked=True
+  )
+  residual = info.residual
   flat = lambda t: np.asarray(jax.flatten_util.ravel_pytree(t)[0])
   want = flat(spy_fit.result.tangent)
   assert float(residual) < 1e-3

@@ -17,7 +17,8 @@ from curiojax.scoring.features import gradient_kernel, gradient_sketch, sketch_a
 from curiojax.strategies import SelectionContext, get_strategy, kernels, select_batch
 from curiojax.strategies.directions import normalised_sum, selection_directions
 from curiojax.tangent.curvature import TangentSystem
-from curiojax.tangent.solvers import TangentProblem
+from curiojax.tangent.operator import TangentOperator
+from curiojax.tangent.solvers import solve
 
 STRENGTH = 1e-2
 NEW = ["tangent_coverage", "validation_diverse", "validation_coverage", "validation_influence", "group_curiosity"]
@@ -47,7 +48,7 @@ def fitted():
   kw = dict(regularizer=curiojax.l2(), strength=STRENGTH, curvature="gauss_newton")
   tangent = curiojax.exact_tangent(loss, params, batch, solver="dense", **kw)
   matrix = np.asarray(curiojax.dense_curvature(loss, params, batch, **kw), np.float64)
-  problem = TangentProblem(TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, STRENGTH, 0.0, batch)
+  problem = TangentOperator(TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, STRENGTH, 0.0, batch)
   return dict(
     model=model,
     params=params,
@@ -146,13 +147,16 @@ def test_problem_solve_matches_the_dense_solve(fitted):
   flat, unravel = jax.flatten_util.ravel_pytree(f["params"])
   b = rng.normal(size=(2, flat.size)).astype(np.float32)
   rhs = jax.vmap(unravel)(jnp.asarray(b))
-  x, residual = f["problem"].solve(rhs)
+  x, info = solve(f["problem"], rhs, stacked=True)
+  residual = info.residual
   want = np.linalg.solve(f["matrix"], b.T.astype(np.float64)).T
   got = np.stack([_ravel(jax.tree.map(lambda t, k=k: t[k], x)) for k in range(2)])
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-4 * np.abs(want).max())
   assert 0 <= float(residual) < 1e-3
   with pytest.raises(ValueError, match="leading axis"):
-    f["problem"].solve(f["params"])  # no leading axis
+    solve(f["problem"], f["params"], stacked=True)  # no leading axis
+  with pytest.raises(ValueError, match="shaped like the parameters"):
+    solve(f["problem"], rhs)  # a leading axis without stacked
   grad = _ravel(f["problem"].loss_gradient(*f["validation"]))
   np.testing.assert_allclose(grad, _ravel(jax.grad(f["loss"])(f["params"], *f["validation"])), rtol=1e-5, atol=1e-7)
 
@@ -187,17 +191,16 @@ def test_an_inaccurate_direction_warns_and_records_its_residual(fitted, monkeypa
   from curiojax.strategies import directions
 
   f = fitted
-  model = NTKMLP(hidden=(32, 32))  # 1217 parameters: solved by CG, not densely
+  model = NTKMLP(hidden=(32, 32))
   params = model.init(jax.random.key(1), 3)
   system = TangentSystem(curiojax.prediction_loss(model), curiojax.l2(), "gauss_newton")
-  problem = TangentProblem(system, params, STRENGTH, 0.0, f["problem"].batch)
-  monkeypatch.setattr(directions, "DIRECTION_MAXITER", 1)  # one CG product: a residual of a few percent
-  monkeypatch.setattr(directions, "DEFAULT_TOLERANCE", 1e-3)
+  problem = TangentOperator(system, params, STRENGTH, 0.0, f["problem"].batch)
+  monkeypatch.setattr(directions, "FINISH_TOLERANCE", 1e-12)  # beyond float32: the solve stops short
   ctx = _ctx(f, model=None, params=params, problem=problem)
   with pytest.warns(curiojax.TangentInaccurateWarning, match="validation direction's relative residual"):
     selection_directions(ctx, "validation")
-  assert ctx.info["direction_residual"] > 1e-3
-  monkeypatch.setattr(directions, "DIRECTION_MAXITER", 50)
+  assert ctx.info["direction_residual"] > 1e-12
+  monkeypatch.setattr(directions, "FINISH_TOLERANCE", 1e-3)
   selection_directions(ctx, "validation")  # certified: no warning (warnings are errors in the suite)
   assert ctx.info["direction_residual"] < 1e-3
 
@@ -343,7 +346,7 @@ def test_next_round_does_not_recompile(fitted, name, compilations):
   options = {} if "influence" in name or "group" in name else {"dim": 16}
   get_strategy(name, **options).select(_ctx(f), 4)
   moved = jax.tree.map(lambda p: p * 1.01, f["params"])  # the next round's fit
-  problem = TangentProblem(f["problem"].system, moved, STRENGTH, 0.0, f["problem"].batch)
+  problem = TangentOperator(f["problem"].system, moved, STRENGTH, 0.0, f["problem"].batch)
   with compilations() as names:
     get_strategy(name, **options).select(_ctx(f, pool=f["x_pool"][:-4], params=moved, problem=problem), 4)
   assert names == []

@@ -67,7 +67,7 @@ from curiojax.strategies import (
   select_checked,
 )
 from curiojax.tangent.curvature import TangentSystem
-from curiojax.tangent.solvers import TangentProblem
+from curiojax.tangent.operator import TangentOperator
 from curiojax.tangent.transform import tangent_diagnostics
 
 FORMAT_VERSION = 1
@@ -432,12 +432,12 @@ class Learner:
       return None
     return self.xs_valid, (self.validation[1] - np.float32(state.y_mean)) / np.float32(state.y_std)
 
-  def problem(self, fit: Fit, xs, ys) -> TangentProblem:
+  def problem(self, fit: Fit, xs, ys) -> TangentOperator:
     """The fit's linear system ``C + λI`` on its training set ``(xs, ys)`` (padded as in the fit)."""
     x, y, mask = self._padded(xs, ys, self.padded_size(len(xs)))
     trainer, options = self.trainer, self.options
     system = TangentSystem(trainer.loss, trainer.regularizer, options.curvature)
-    return TangentProblem(system, fit.result.params, fit.strength, options.damping, dict(x=x, y=y, weights=mask))
+    return TangentOperator(system, fit.result.params, fit.strength, options.damping, dict(x=x, y=y, weights=mask))
 
   def choose_strength(self, state, xs, ys, key) -> float:
     """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""

@@ -1,10 +1,11 @@
-"""Training a model while carrying its regularity tangent: the loop's inner solver.
+"""Training a model and solving its regularity tangent: the loop's inner solver.
 
 Minimises ``F(θ, s) = Σᵢ mᵢ ℓ(f(θ, xᵢ), yᵢ) / Σᵢ mᵢ + s·½‖θ‖²`` (``m`` a 0/1 mask over a
-padded labelled set) with ``optax.chain(regularity_tangent(...), adam)`` on the fused path
-``tx.update(None, state, params, value_fn=loss, x=…, y=…, weights=…)``: each minibatch step
-returns ``∇F`` and advances the tangent ``v ← v − η_τ((G + λI)v + ρ)`` in one pass (Gauss-Newton
-curvature ``G`` and a small damping ``λ`` by default, since an MLP's Hessian is indefinite).
+padded labelled set) with Adam, then solves ``τ = −(G + λI)⁻¹ρ`` on the labelled set to a
+certified tolerance (:func:`curiojax.finish_tangent`; Gauss-Newton curvature ``G`` and a small
+damping ``λ`` by default, since an MLP's Hessian is indefinite). Optionally
+(``carry_tangent``) the tangent transformation carries ``τ`` online over the last part of the
+training, in the same pass as ``∇F`` (``tx.update(None, state, params, value_fn=loss, ...)``).
 
 Shapes are fixed: the labelled set is padded to a ``capacity`` and masked, each epoch is a
 ``lax.scan`` over ``⌈capacity / minibatch⌉`` minibatches of a random order that puts the real
@@ -38,13 +39,14 @@ import numpy as np
 import optax
 
 from curiojax._checks import check_bool, check_int
-from curiojax.extensions.hypergradient import set_strength, tunable_regularity_tangent
 from curiojax.padding import next_pow2
+from curiojax.tangent.access import find_tangent_state
 from curiojax.tangent.curvature import check_curvature
+from curiojax.tangent.diagnostics import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
 from curiojax.tangent.losses import get_loss, prediction_loss
 from curiojax.tangent.regularizers import get_regularizer
 from curiojax.tangent.solvers import FINISH_MAXITER, FINISH_TOLERANCE, finish_tangent
-from curiojax.tangent.transform import TangentInaccurateWarning, carried_tangent, tangent_diagnostics
+from curiojax.tangent.strength import get_strength, set_strength, tunable_regularity_tangent
 
 LEARNING_RATE_SCHEDULES = ("constant", "linear_decay")
 
@@ -63,7 +65,12 @@ class TrainOptions:
     loss: per-example loss name or callable (see :mod:`curiojax.tangent.losses`).
     finish_tolerance: relative residual the tangent is solved to on the labelled set after
       training (:func:`curiojax.finish_tangent`).
-    finish_maxiter: products the finishing solve may spend (conjugate gradients).
+    finish_maxiter: products the finishing solve may spend.
+    carry_tangent: the final share of the training steps over which the tangent is carried
+      online (``0``, the default: plain training, the tangent solved after it; ``1``: carried
+      throughout). Carrying costs a Gauss-Newton product per step and measured no saving in
+      the finish (``benchmarks/bench_certified.py``); it is there for online uses, e.g.
+      tuning ``s`` during training.
     learning_rate_schedule: ``"constant"`` or ``"linear_decay"`` (``η·(1 − t/T)`` over the fit's
       ``T`` steps, restarting at every fit).
     drop_last: minibatches of ``min(minibatch_size, n)`` rows with the incomplete last one dropped
@@ -88,6 +95,7 @@ class TrainOptions:
   drop_last: bool = False
   regularised_training: bool = True
   restore_best: bool = False
+  carry_tangent: float = 0.0
 
   def __post_init__(self):
     for name in ("epochs", "minibatch_size", "finish_maxiter"):
@@ -96,6 +104,8 @@ class TrainOptions:
       raise ValueError(f"learning_rate must be positive and finite, got {self.learning_rate!r}.")
     if not 0 <= self.damping < np.inf:
       raise ValueError(f"damping must be finite and >= 0, got {self.damping!r}.")
+    if not 0 <= self.carry_tangent <= 1:
+      raise ValueError(f"carry_tangent must be in [0, 1] (a share of the training steps), got {self.carry_tangent!r}.")
     if not 0 < self.finish_tolerance < 1:
       raise ValueError(f"finish_tolerance must be in (0, 1), got {self.finish_tolerance!r}.")
     check_curvature(self.curvature)  # unknown names raise here, not at the first fit
@@ -123,7 +133,9 @@ class TrainResult(NamedTuple):
     tangent_residual: the tangent's full-data relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖`` (NaN
       when not solved).
     online_residual: the residual estimate the online recursion reached before finishing (NaN
-      when training is unregularised: nothing is carried online).
+      when nothing is carried online: ``carry_tangent=0`` or unregularised training).
+    tangent_products: products (and preconditioner applications, each about one product) the
+      tangent's solve used (0 when not solved).
   """
 
   params: Any
@@ -133,17 +145,29 @@ class TrainResult(NamedTuple):
   loss: jax.Array
   tangent_residual: jax.Array
   online_residual: jax.Array
+  tangent_products: jax.Array
+
+
+class TrainState(NamedTuple):
+  """The :class:`Trainer`'s optimizer state: the tangent's transformation and Adam's, by name.
+
+  ``tangent`` is a :func:`curiojax.tunable_regularity_tangent` state (the strength ``s`` and the
+  tangent); ``adam`` the optimizer's. :func:`curiojax.tangent_of`, :func:`curiojax.finish_tangent`
+  and :func:`curiojax.set_strength` find what they need in it, as in any optax chain state.
+  """
+
+  tangent: Any
+  adam: Any
 
 
 def make_optimizer(options: TrainOptions, strength: float = 1e-3) -> optax.GradientTransformationExtraArgs:
-  """``chain(tunable_regularity_tangent(...), adam)``: the tangent first, its strength in the state."""
-  tangent = tunable_regularity_tangent(
+  """``tunable_regularity_tangent(...)``: the tangent transformation, its strength in the state."""
+  return tunable_regularity_tangent(
     get_regularizer(options.regularizer),
     float(strength),
     curvature=options.curvature,
     damping=float(options.damping),
   )
-  return optax.chain(tangent, _adam(options))
 
 
 def _adam(options: TrainOptions) -> optax.GradientTransformation:
@@ -158,6 +182,12 @@ def capacity_for(n: int, minibatch_size: int) -> int:
 class Trainer:
   """A model and an optimizer, with the whole multi-epoch fit compiled once.
 
+  Each step is Adam on ``∇F`` (``F`` the regularised loss, or the plain loss with
+  ``regularised_training=False``); over the last ``carry_tangent`` share of the steps the tangent
+  transformation carries ``τ`` online in the same pass. After training the tangent is solved
+  to ``finish_tolerance`` on the labelled set (:func:`curiojax.finish_tangent`, the method
+  chosen by shape), starting from the carried one.
+
   Args:
     model_fn: batched ``model_fn(params, x) -> (n,)``.
     options: :class:`TrainOptions`.
@@ -169,17 +199,42 @@ class Trainer:
     self.loss = prediction_loss(model_fn, options.loss)
     self.regularizer = get_regularizer(options.regularizer)
     self.tx = make_optimizer(options)
-    self._adam = _adam(options)  # the chain's second part, for unregularised training
+    self._adam = _adam(options)
     self._fit = jax.jit(self._fit_impl, static_argnames=("epochs", "solve_tangent"))
     self._predict = jax.jit(model_fn)
 
-  def init(self, params, strength) -> Any:
+  def init(self, params, strength) -> TrainState:
     """A fresh optimizer state (zero tangent, zero Adam moments) at strength ``s``."""
-    return set_strength(self.tx.init(params), strength)
+    return set_strength(TrainState(self.tx.init(params), self._adam.init(params)), strength)
 
   def predict(self, params, x) -> jax.Array:
     """Jitted ``model_fn(params, x)``."""
     return self._predict(params, x)
+
+  def _step(self, params, state: TrainState, batch, carry):
+    """One Adam step on ``∇F`` (or the plain loss's gradient); with ``carry``, the tangent advances too."""
+    options, loss = self.options, self.loss
+
+    def carried(state):
+      grads, tangent = self.tx.update(None, state.tangent, params, value_fn=loss, **batch)
+      return grads, state._replace(tangent=tangent)
+
+    def plain(state):
+      if options.regularised_training:
+        strength = get_strength(state)
+        grads = jax.grad(lambda p: loss(p, **batch) + self.regularizer(p, strength))(params)
+      else:
+        grads = jax.grad(loss)(params, **batch)
+      return grads, state
+
+    if not options.regularised_training or options.carry_tangent == 0:
+      grads, state = plain(state)
+    elif options.carry_tangent == 1:
+      grads, state = carried(state)
+    else:
+      grads, state = jax.lax.cond(carry, carried, plain, state)
+    updates, adam = self._adam.update(grads, state.adam, params)
+    return updates, state._replace(adam=adam)
 
   def _fit_impl(self, params, opt_state, x, y, mask, key, validation, *, epochs, solve_tangent):
     options, loss = self.options, self.loss
@@ -202,12 +257,8 @@ class Trainer:
 
       def do(carry):
         params, opt_state, count = carry
-        if options.regularised_training:  # ∇F and one tangent step in one pass
-          updates, opt_state = self.tx.update(None, opt_state, params, value_fn=loss, x=xb, y=yb, weights=wb)
-        else:  # the unregularised loss; the tangent is solved after training
-          grads = jax.grad(loss)(params, xb, yb, wb)
-          updates, adam_state = self._adam.update(grads, opt_state[1], params)
-          opt_state = (opt_state[0], adam_state)
+        carrying = count >= (1.0 - options.carry_tangent) * epochs * n_batches
+        updates, opt_state = self._step(params, opt_state, dict(x=xb, y=yb, weights=wb), carrying)
         if options.learning_rate_schedule == "linear_decay":
           updates = jax.tree.map(lambda u: u * (1.0 - count / decay_steps), updates)
         return optax.apply_updates(params, updates), opt_state, count + 1
@@ -236,19 +287,23 @@ class Trainer:
     (params, opt_state, _, best, _), _ = jax.lax.scan(epoch, carry, jax.random.split(key, epochs))
     if options.restore_best:
       params = best
-    online_residual = opt_state[0].inner_state.residual if options.regularised_training else jnp.float32(jnp.nan)
-    tangent, residual = None, jnp.float32(jnp.nan)
+    carried = options.regularised_training and options.carry_tangent > 0
+    online_residual = find_tangent_state(opt_state).residual if carried else jnp.float32(jnp.nan)
+    tangent, residual, products = None, jnp.float32(jnp.nan), jnp.int32(0)
     if solve_tangent:
       batch = dict(x=x, y=y, weights=mask)
-      opt_state = finish_tangent(
-        opt_state, params, loss, batch, tol=options.finish_tolerance, maxiter=options.finish_maxiter
+      opt_state, info = finish_tangent(
+        opt_state, params, loss, batch, tol=options.finish_tolerance, maxiter=options.finish_maxiter, return_info=True
       )
-      tangent, residual = carried_tangent(opt_state), opt_state[0].inner_state.residual
+      tangent, residual, products = (
+        carried_tangent(opt_state),
+        info.residual,
+        info.products + info.preconditioner_products,
+      )
     preds = self.model_fn(params, x)
     sq = jnp.sum(mask * jnp.square(preds - y)) / jnp.maximum(jnp.sum(mask), 1.0)
-    strength = opt_state[0].hyperparams["strength"]
-    objective = loss.mean_on_predictions(preds, y, mask) + self.regularizer(params, strength)
-    return TrainResult(params, opt_state, tangent, sq, objective, residual, online_residual)
+    objective = loss.mean_on_predictions(preds, y, mask) + self.regularizer(params, get_strength(opt_state))
+    return TrainResult(params, opt_state, tangent, sq, objective, residual, online_residual, products)
 
   def fit(
     self,

@@ -38,11 +38,12 @@ from jax.flatten_util import ravel_pytree
 
 from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.losses import PredictionLoss, check_prediction_loss, check_xy
+from curiojax.tangent.operator import TangentOperator
 from curiojax.tangent.regularizers import Regularizer, get_regularizer
-from curiojax.tangent.solvers import _check_batch, solve_curvature
+from curiojax.tangent.solvers import _check_batch, solve
 from curiojax.tangent.transform import align_tangent
 
-ADJOINT_SOLVERS = ("dense", "cg")
+ADJOINT_SOLVERS = ("dense", "data_space", "cg")
 
 
 def layer_groups(params) -> dict[str, int]:
@@ -146,19 +147,9 @@ def _adjoint(loss, regularizer, curvature, solver, tol, maxiter, params, batch, 
   grads = per_example_gradients(loss, params, x, y)
   ravel = lambda t: ravel_pytree(t)[0]
   r_mat = jax.vmap(ravel)(rho) if many else ravel(rho)[None]  # (k, d)
-  # λ(zᵢ) = (C + λI)⁻¹∇ℓ(zᵢ): one factorisation (dense) or one CG per query, in sequence
-  lam = solve_curvature(
-    system,
-    params,
-    strength,
-    damping,
-    batch,
-    grads,
-    stacked=True,
-    solver=solver,
-    tol=tol,
-    maxiter=maxiter,
-    sequential=True,
-  )
+  # λ(zᵢ) = (C + λI)⁻¹∇ℓ(zᵢ): one preconditioner (a factorisation) for all queries, CG per query
+  op = TangentOperator(system, params, strength, damping, batch)
+  maxiter = 10 * op.size if maxiter is None else maxiter
+  lam, _ = solve(op, grads, method=solver, tol=tol, maxiter=maxiter, stacked=True)
   c = -jax.vmap(ravel)(lam) @ r_mat.T  # (n, k)
   return c if many else c[:, 0]

@@ -12,19 +12,20 @@
   ``ρ`` in group ``k``: the tangents of per-group strengths (``curiojax.group_l2``), which sum
   to ``τ``. Needs ``ctx.problem``.
 
-Solved directions are certified like the tangent: their relative residual is recorded in
+Solved directions are certified like the tangent (:func:`curiojax.tangent.solvers.solve` to
+the finishing tolerance, 1e-3): their relative residual is recorded in
 ``ctx.info["direction_residual"]``, a :class:`curiojax.TangentInaccurateWarning` is issued above
-the tangent's tolerance (0.1), and a non-finite solve is a ``ValueError``.
+it, and a non-finite solve is a ``ValueError``.
 
 Example:
   >>> import numpy as np, jax, jax.numpy as jnp, curiojax
   >>> from curiojax.strategies import SelectionContext
   >>> from curiojax.tangent.curvature import TangentSystem
-  >>> from curiojax.tangent.solvers import TangentProblem
+  >>> from curiojax.tangent.operator import TangentOperator
   >>> f = lambda p, x: x @ p[0]["w"] + p[0]["b"] + p[1]["b"]
   >>> params = [{"b": jnp.ones(()), "w": jnp.ones(2)}, {"b": jnp.ones(())}]
   >>> x = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32); y = x.sum(1)
-  >>> problem = TangentProblem(TangentSystem(curiojax.prediction_loss(f), curiojax.l2()), params, 0.1, 0.0,
+  >>> problem = TangentOperator(TangentSystem(curiojax.prediction_loss(f), curiojax.l2()), params, 0.1, 0.0,
   ...                          dict(x=x, y=y))
   >>> ctx = SelectionContext(f, params, None, x, y, x, jax.random.key(0), problem=problem, validation=(x, y))
   >>> [v[0]["w"].shape for v in (selection_directions(ctx, "validation"), selection_directions(ctx, "groups"))]
@@ -40,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.strategies.base import SelectionContext
-from curiojax.tangent.transform import DEFAULT_TOLERANCE, TangentInaccurateWarning
+from curiojax.tangent.solvers import DIRECTION_MAXITER, FINISH_TOLERANCE, solve
+from curiojax.tangent.transform import TangentInaccurateWarning
 
 DIRECTIONS = ("tangent", "validation", "groups")
-DIRECTION_MAXITER = 50  # CG products per solved direction, as the benchmark's tangent
 
 
 def check_direction(direction: str) -> str:
@@ -79,15 +80,15 @@ def _group_masks(tree) -> list:
 
 
 def _solved(ctx: SelectionContext, rhs, kind: str):
-  solution, residual = ctx.problem.solve(rhs, maxiter=DIRECTION_MAXITER)
-  residual = float(residual)
+  solution, info = solve(ctx.problem, rhs, tol=FINISH_TOLERANCE, maxiter=DIRECTION_MAXITER, stacked=True)
+  residual = float(info.residual)
   ctx.info["direction_residual"] = residual
   if not np.isfinite(residual):
     raise ValueError(f"the {kind} direction's solve diverged (residual {residual}); check the fit.")
-  if residual > DEFAULT_TOLERANCE:
+  if residual > FINISH_TOLERANCE:
     warnings.warn(
-      f"the {kind} direction's relative residual {residual:.3g} exceeds {DEFAULT_TOLERANCE} after "
-      f"{DIRECTION_MAXITER} CG products: its scores are approximate.",
+      f"the {kind} direction's relative residual {residual:.3g} exceeds {FINISH_TOLERANCE} after "
+      f"{int(info.products)} products ({info.method}): its scores are approximate.",
       TangentInaccurateWarning,
       stacklevel=3,
     )
@@ -108,7 +109,7 @@ def selection_directions(ctx: SelectionContext, direction: str):
   if ctx.problem is None:
     raise ValueError(
       f"direction {direction!r} needs ctx.problem, the fit's linear system (curiojax.Learner provides it; "
-      "or build a curiojax.tangent.solvers.TangentProblem)."
+      "or build a curiojax.tangent.operator.TangentOperator)."
     )
   if direction == "validation":
     if ctx.validation is None:

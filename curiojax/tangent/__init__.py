@@ -1,22 +1,26 @@
 """The regularity tangent and its solvers.
 
 ``transform``: the optax transformation carrying ``τ = dθ*/ds`` and its certification;
-``curvature``: the linear system ``(C + λI)τ = −ρ``; ``solvers``: dense, CG, LiSSA and the
-finishing step; ``regularizers`` and ``losses``: what defines the system; ``nnx_adapter``: flax
+``curvature``: the products of ``(C + λI)τ = −ρ``; ``operator``: that system at given parameters
+on a batch, the one operator every solve takes; ``solvers``: solving it by shape (dense,
+data-space preconditioned CG, CG), finishing, LiSSA; ``dataspace``: the Gauss-Newton inverse in
+data space; ``regularizers`` and ``losses``: what defines the system; ``nnx_adapter``: flax
 NNX modules as pure functions.
 """
 
 from curiojax.tangent.curvature import CURVATURES, TangentSystem
 from curiojax.tangent.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.tangent.nnx_adapter import nnx_model_fn
+from curiojax.tangent.operator import TangentOperator
 from curiojax.tangent.regularizers import L2, get_regularizer, group_l2, l2
 from curiojax.tangent.solvers import (
-  TangentProblem,
+  SolveInfo,
   dense_curvature,
   exact_tangent,
   finish_tangent,
   lissa,
   relative_residual,
+  solve,
 )
 from curiojax.tangent.transform import (
   RegularityTangentState,
@@ -45,7 +49,8 @@ __all__ = [
   "TangentMisplacedWarning",
   "TangentInaccurateError",
   "TangentInaccurateWarning",
-  "TangentProblem",
+  "SolveInfo",
+  "TangentOperator",
   "TangentSystem",
   "align_tangent",
   "check_tangent",
@@ -62,6 +67,7 @@ __all__ = [
   "prediction_loss",
   "regularity_tangent",
   "relative_residual",
+  "solve",
   "squared_error",
   "tangent_diagnostics",
   "tangent_of",

@@ -1,11 +1,12 @@
-"""Solvers for ``τ = −(C + λI)⁻¹ρ``: dense, conjugate gradients, LiSSA; finishing; diagnostics.
+"""Solving ``(C + λI)x = b`` for the tangent and its kin, to a tolerance, with the cost reported.
 
-These are post-hoc counterparts of the carried tangent: oracles in tests, a check on a
-tangent's accuracy (:func:`relative_residual`), and the finishing step
-(:func:`finish_tangent`): after training, the carried tangent is solved to a tolerance on the
-training set, by a dense factorisation for small models or by conjugate gradients started
-from the carried tangent. For Gauss-Newton on ``n`` points ``C + λI`` is ``λ``-shifted rank
-``≤ n`` (times the outputs), so CG needs at most about ``n`` products.
+One entry point, :func:`solve`, takes a :class:`~curiojax.tangent.operator.TangentOperator`
+and chooses the method by shape (:func:`choose_method`): a factorised matrix for small models,
+conjugate gradients preconditioned by the Gauss-Newton matrix's data-space inverse
+(:mod:`~curiojax.tangent.dataspace`) for scalar-output networks, plain CG otherwise. Every
+solve returns the residual it reached and the products it used (:class:`SolveInfo`).
+:func:`finish_tangent` certifies the tangent in an optimizer state; :func:`exact_tangent`,
+:func:`relative_residual` and :func:`lissa` are the oracles and diagnostics of tests.
 
 Example:
   >>> import jax, jax.numpy as jnp, curiojax
@@ -20,33 +21,31 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import optax
 from jax.flatten_util import ravel_pytree
 
+from curiojax.tangent import dataspace
+from curiojax.tangent.access import find_tangent_state, finished_state, replace_tangent_state
 from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.operator import HALF_PRECISION, TangentOperator, relative_norms
+from curiojax.tangent.recursion import tangent_step
 from curiojax.tangent.regularizers import Regularizer, get_regularizer
-from curiojax.tangent.transform import (
-  RegularityTangentState,
-  _pure,
-  _tangent_state,
-  handed_out,
-  relative_norm,
-  restructure,
-  tangent_step,
-)
+from curiojax.tangent.state import _pure, handed_out, restructure
 
-SOLVERS = ("auto", "dense", "cg")
-DENSE_LIMIT = 4096  # parameters; above this exact_tangent's "auto" uses conjugate gradients
-FINISH_DENSE_LIMIT = 1024  # parameters; finish_tangent factorises up to here (p products, batched)
+SOLVERS = ("auto", "dense", "data_space", "cg")
+DENSE_LIMIT = 1024  # parameters; "auto" factorises the d × d matrix up to here
 FINISH_TOLERANCE = 1e-3  # relative residual finish_tangent solves to (well inside the tolerance)
-FINISH_MAXITER = 1000  # CG products finish_tangent may spend
+FINISH_MAXITER = 1000  # products finish_tangent may spend
+DIRECTION_MAXITER = 200  # products a strategy's solve of further directions may spend
+STALL_LIMIT = 100  # CG stops after this many products without the residual falling by a tenth
 
 
 def _system(value_fn, regularizer, curvature) -> TangentSystem:
@@ -67,6 +66,10 @@ def _check_solver(solver: str) -> str:
   return solver
 
 
+def _operator(value_fn, params, batch, regularizer, strength, curvature, damping) -> TangentOperator:
+  return TangentOperator(_system(value_fn, regularizer, curvature), params, strength, damping, _check_batch(batch))
+
+
 def dense_curvature(
   value_fn: Callable,
   params,
@@ -79,174 +82,210 @@ def dense_curvature(
   chunk_size: int = 256,
 ) -> jax.Array:
   """The matrix ``C + λI`` (``d × d`` over the ravelled params), column by column from HVPs."""
-  system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
-  return _dense_matrix(system, params, strength, damping, batch, chunk_size)
+  return _operator(value_fn, params, batch, regularizer, strength, curvature, damping).dense(chunk_size)
 
 
-def _dense_matrix(system: TangentSystem, params, strength, damping, batch, chunk_size: int = 256) -> jax.Array:
-  return system.dense(params, strength, damping, batch, chunk_size)
-
-
-def conjugate_gradients(matvec, b, x0, *, tol: float, maxiter: int, restarts: int = 2):
-  """CG on ``A x = b`` (``A`` symmetric positive definite) to ``‖b − Ax‖ ≤ tol‖b‖``.
-
-  Restarts from the true residual ``b − Ax`` (``restarts`` times) when the recursive one has
-  drifted below the tolerance in floating point. On an indefinite ``A`` it runs on without
-  guarantees (it stops only on ``pᵀAp = 0``); check the residual. Returns ``(x, products)``.
-  """
-  vdot = lambda u, v: optax.tree.vdot(u, v).real
-  goal = jnp.square(tol) * vdot(b, b)
-
-  def run(x, budget):
-    r = optax.tree.sub(b, matvec(x))
-    rs = vdot(r, r)
-
-    def cond(c):
-      _, _, _, rs, k, ok = c
-      return (rs > goal) & (k < budget) & ok
-
-    def body(c):
-      x, r, p, rs, k, _ = c
-      ap = matvec(p)
-      curv = vdot(p, ap)
-      ok = curv != 0
-      a = jnp.where(ok, rs / jnp.where(ok, curv, 1.0), 0.0)
-      x = optax.tree.add_scale(x, a, p)
-      r = optax.tree.add_scale(r, -a, ap)
-      rs_new = vdot(r, r)
-      p = optax.tree.add_scale(r, rs_new / jnp.maximum(rs, jnp.finfo(rs.dtype).tiny), p)
-      return x, r, p, rs_new, k + 1, ok
-
-    x, *_, k, _ = jax.lax.while_loop(cond, body, (x, r, r, rs, jnp.zeros([], jnp.int32), jnp.asarray(True)))
-    return x, k + 1  # + the product for the starting residual
-
-  x, used = run(x0, maxiter)
-  for _ in range(restarts):
-    x, more = run(x, jnp.maximum(maxiter - used, 0))
-    used = used + more
-  return x, used
-
-
-def solve_curvature(
-  system: TangentSystem,
-  params,
-  strength,
-  damping,
-  batch,
-  rhs,
-  *,
-  stacked: bool,
-  solver: str,
-  x0=None,
-  tol: float = 1e-6,
-  maxiter: int | None = None,
-  sequential: bool = False,
-):
-  """``(C + λI)⁻¹b`` for ``rhs`` shaped like params, or a stack of them (``stacked``, leading axis).
-
-  ``solver="dense"`` factorises the matrix once for every right-hand side (and refines the
-  solution once against the matrix-free product); ``"cg"`` runs :func:`conjugate_gradients`
-  per right-hand side, vmapped, or one after another with ``sequential``.
-  """
-  ravel = lambda t: ravel_pytree(t)[0]
-  flat, unravel = ravel_pytree(params)
-  matvec = lambda v: system.curvature_product(params, strength, damping, v, batch)
-  if solver == "dense":
-    lu = jax.scipy.linalg.lu_factor(_dense_matrix(system, params, strength, damping, batch))
-    solve = lambda b: unravel(jax.scipy.linalg.lu_solve(lu, ravel(b)))
-
-    def refined(b):
-      x = solve(b)
-      return optax.tree.add(x, solve(optax.tree.sub(b, matvec(x))))
-
-    return jax.vmap(refined)(rhs) if stacked else refined(rhs)
-  maxiter = 10 * flat.size if maxiter is None else int(maxiter)
-  one = lambda b, start: conjugate_gradients(matvec, b, start, tol=tol, maxiter=maxiter)[0]
-  if x0 is None:
-    x0 = jax.tree.map(jnp.zeros_like, rhs)
-  if not stacked:
-    return one(rhs, x0)
-  return jax.lax.map(lambda pair: one(*pair), (rhs, x0)) if sequential else jax.vmap(one)(rhs, x0)
-
-
-@dataclasses.dataclass(frozen=True)
-class TangentProblem:
-  """A fit's linear system ``C + λI`` at ``θ*`` on its training set, to solve for any direction.
-
-  The regularity tangent is one solve, ``τ = −(C + λI)⁻¹ρ``; selection strategies solve the
-  same system for other right-hand sides: the validation adjoint ``a = −(C + λI)⁻¹∇_θL_val``
-  (``dL_val/dε`` for a point added with weight ``ε`` is ``(f − y)·J_xa``), or the tangents of
-  several strengths at once. :class:`curiojax.Learner` hands one to its strategy in
-  :class:`curiojax.strategies.SelectionContext`.
+class SolveInfo(eqx.Module):
+  """What a solve of :class:`~curiojax.tangent.operator.TangentOperator` reached and cost.
 
   Attributes:
-    system: the loss, regularizer and curvature (:class:`~curiojax.tangent.curvature.TangentSystem`).
-    params: the trained parameters ``θ*``.
-    strength, damping: ``s`` and ``λ`` of the fit.
-    batch: the training set as the loss's keyword arguments (``weights`` marks padding rows).
+    residual: ``max_k ‖A x_k − b_k‖ / ‖b_k‖``, from a final product (float32 scalar).
+    products: products ``A v`` used, the final check included (int32 scalar; per right-hand
+      side, the largest).
+    preconditioner_products: applications of the preconditioner (each about one product).
+    method: ``"dense"``, ``"data_space"`` or ``"cg"`` (static).
+    rows: rows the data-space preconditioner was built on (0 for the others; static).
+  """
+
+  residual: jax.Array
+  products: jax.Array
+  preconditioner_products: jax.Array
+  method: str = eqx.field(static=True)
+  rows: int = eqx.field(static=True)
+
+
+def conjugate_gradients(matvec, b, x0, *, tol: float, maxiter: int, precondition=None, restarts: int = 2):
+  """Preconditioned CG on ``A x = b`` (``A`` symmetric positive definite) to ``‖b − Ax‖ ≤ tol‖b‖``.
+
+  When the recursive residual meets the tolerance, the true one ``b − Ax`` is computed (one
+  product) and the iteration restarts from it if it does not (``restarts`` times: in floating
+  point the recursive residual drifts below the true one). A start ``x0`` whose residual exceeds
+  ``‖b‖`` (worse than zero) is dropped for zero. It stops early when the residual has not
+  fallen by a tenth in ``STALL_LIMIT`` products (float32 cannot measure a residual below about
+  ``κ(A)·eps``; the caller reports the one reached). On an indefinite ``A`` it runs on without
+  guarantees (it stops on ``pᵀAp = 0``); check the residual.
+
+  Hand-written rather than ``lineax.CG``: lineax stops on an elementwise test in both the
+  residual and the iterate's step (``|Δx| ≤ atol + rtol|x|``), which, for ``‖b − Ax‖ ≤ tol‖b‖``
+  with ``x ~ b/(s + λ)``, asks for ``s + λ`` times the accuracy and so many more products.
+
+  Returns:
+    ``(x, products, preconditioner applications)``.
+  """
+  vdot = lambda u, v: optax.tree.vdot(u, v).real
+  precondition = precondition or (lambda r: r)
+  bb = vdot(b, b)
+  goal = jnp.square(tol) * bb
+  r = optax.tree.sub(b, matvec(x0))
+  rr = vdot(r, r)
+  worse = rr > bb  # a warm start worse than zero is dropped
+  x = jax.tree.map(lambda u: jnp.where(worse, jnp.zeros_like(u), u), x0)
+  r = jax.tree.map(lambda u, v: jnp.where(worse, u, v), b, r)
+  rr = jnp.where(worse, bb, rr)
+  z = precondition(r)
+  zero = jnp.zeros([], jnp.int32)
+
+  def cond(c):
+    _, _, _, _, rr, k, ok, _, stall, left, true = c
+    unverified = (rr <= goal) & ~true & (left >= 0)
+    return ((rr > goal) | unverified) & (k < maxiter) & ok & (stall < STALL_LIMIT)
+
+  def body(c):
+    x, r, p, rz, rr, k, ok, best, stall, left, _ = c
+
+    def step(_):
+      ap = matvec(p)
+      curv = vdot(p, ap)
+      fine = (curv != 0) & jnp.isfinite(curv)
+      a = jnp.where(fine, rz / jnp.where(fine, curv, 1.0), 0.0)
+      return optax.tree.add_scale(x, a, p), optax.tree.add_scale(r, -a, ap), fine, jnp.asarray(False)
+
+    def true_residual(_):  # the recursive residual met the goal: check it, restart from the true one
+      return x, optax.tree.sub(b, matvec(x)), jnp.asarray(True), jnp.asarray(True)
+
+    check = (rr <= goal) & (left >= 0)
+    x, r, fine, true = jax.lax.cond(check, true_residual, step, None)
+    z = precondition(r)
+    rz_new = vdot(r, z)
+    beta = jnp.where(check, 0.0, rz_new / jnp.where(rz != 0, rz, jnp.finfo(rz.dtype).tiny))
+    p = optax.tree.add_scale(z, beta, p)
+    rr = vdot(r, r)
+    better = rr < 0.9 * best  # progress: the residual fell by a tenth since the last best
+    best, stall = jnp.where(better, rr, best), jnp.where(better, 0, stall + 1)
+    return x, r, p, rz_new, rr, k + 1, ok & fine, best, stall, left - check, true
+
+  start = (x, r, z, vdot(r, z), rr, zero, jnp.asarray(True), rr, zero, jnp.int32(restarts), jnp.asarray(True))
+  x, *_, k, _, _, _, _, _ = jax.lax.while_loop(cond, body, start)
+  return x, k + 1, k + 1  # + the product for the starting residual
+
+
+def choose_method(op: TangentOperator, method: str = "auto") -> tuple[str, int]:
+  """``(method, rows)`` for ``op`` by shape: the data-space preconditioner where it applies
+  (Gauss-Newton, one output per row; on all rows or as many as its setup budget allows,
+  :func:`~curiojax.tangent.dataspace.default_rows`); else the dense matrix up to 1024
+  parameters (a Hessian); else plain CG."""
+  _check_solver(method)
+  if method == "auto":
+    method = "data_space" if dataspace.applies(op) else "dense" if op.size <= DENSE_LIMIT else "cg"
+  if method == "data_space":
+    if not dataspace.applies(op):
+      raise ValueError(
+        "solver='data_space' needs curvature='gauss_newton', a curiojax.prediction_loss and a model with one "
+        "output per row; use solver='cg'."
+      )
+    return method, dataspace.default_rows(op)
+  return method, 0
+
+
+def solve(
+  op: TangentOperator,
+  rhs,
+  *,
+  method: str = "auto",
+  tol: float = FINISH_TOLERANCE,
+  maxiter: int = 1000,
+  x0=None,
+  stacked: bool = False,
+):
+  """``x = A⁻¹b`` for ``A = op`` to ``‖Ax − b‖ ≤ tol‖b‖``, by the method its shape calls for.
+
+  Every method is conjugate gradients with a preconditioner: ``"dense"`` the factorised matrix
+  (lineax LU; the first product gives the solution, a second refines it), ``"data_space"`` the
+  Woodbury inverse of the Gauss-Newton matrix on the batch's rows (:mod:`~curiojax.tangent.dataspace`),
+  ``"cg"`` none. Half-precision operators are solved in float32 and cast back.
+
+  Args:
+    op: the operator.
+    rhs: shaped like the parameters, or with a leading axis of right-hand sides (``stacked``).
+    method: ``"auto"`` (:func:`choose_method`), ``"dense"``, ``"data_space"`` or ``"cg"``.
+    tol: relative residual to reach.
+    maxiter: products allowed per right-hand side.
+    x0: a start (e.g. a carried tangent), shaped like ``rhs``; dropped if worse than zero.
+    stacked: ``rhs`` carries a leading axis.
+
+  Returns:
+    ``(x, info)``: the solution shaped like ``rhs`` and a :class:`SolveInfo`.
 
   Example:
     >>> import jax, jax.numpy as jnp, curiojax
+    >>> from curiojax.tangent.operator import TangentOperator
     >>> from curiojax.tangent.curvature import TangentSystem
     >>> x = jax.random.normal(jax.random.key(0), (40, 3)); y = x.sum(1)
-    >>> loss = curiojax.prediction_loss(lambda p, x: x @ p)
-    >>> problem = TangentProblem(TangentSystem(loss, curiojax.l2()), jnp.ones(3), 0.1, 0.0, dict(x=x, y=y))
-    >>> tau, residual = problem.solve(jax.tree.map(jnp.negative, problem.rho())[None])
-    >>> exact = curiojax.exact_tangent(loss, jnp.ones(3), dict(x=x, y=y), regularizer=curiojax.l2(), strength=0.1)
-    >>> bool(jnp.allclose(tau[0], exact, rtol=1e-3)), bool(residual < 1e-3)
-    (True, True)
+    >>> op = TangentOperator(TangentSystem(curiojax.prediction_loss(lambda p, x: x @ p), curiojax.l2()),
+    ...                      jnp.ones(3), 0.1, 0.0, dict(x=x, y=y))
+    >>> tau, info = solve(op, -op.rho())
+    >>> info.method, bool(info.residual < 1e-3)
+    ('dense', True)
   """
+  method, rows = choose_method(op, method)
+  _check_rhs(op, rhs, stacked, "rhs")
+  if x0 is not None:
+    _check_rhs(op, x0, stacked, "x0")
+  dtypes = [jnp.result_type(x) for x in jax.tree.leaves(op.params)]
+  half = any(d in HALF_PRECISION for d in dtypes)
+  if half:
+    op = op.in_float32()
+    up = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t)
+    rhs, x0 = up(rhs), (None if x0 is None else up(x0))
+  x, residual, products, applied = _solve(op, rhs, x0, method, rows, float(tol), int(maxiter), bool(stacked))
+  if half:  # back to the parameters' dtypes, leaf by leaf
+    x = jax.tree.unflatten(
+      jax.tree.structure(x), [a.astype(d) for a, d in zip(jax.tree.leaves(x), dtypes, strict=True)]
+    )
+  return x, SolveInfo(residual, products, applied, method, rows)
 
-  system: TangentSystem
-  params: Any
-  strength: Any
-  damping: Any
-  batch: Mapping[str, Any]
 
-  def rho(self):
-    """``ρ = ∂_s∇_θR`` at ``θ*``."""
-    return self.system.rho(self.params, self.strength)
-
-  def loss_gradient(self, x, y):
-    """``∇_θ`` of the fit's data loss (its mean) on another set ``(x, y)``, e.g. a validation set."""
-    return _loss_gradient(self.system.value_fn, self.params, jnp.asarray(x), jnp.asarray(y))
-
-  def solve(self, rhs, *, tol: float = FINISH_TOLERANCE, maxiter: int = 50):
-    """``(C + λI)⁻¹b`` for right-hand sides stacked on a leading axis, and the largest relative residual.
-
-    Conjugate gradients per right-hand side (at most ``maxiter`` products each, as the
-    benchmark's tangent), or a dense factorisation up to 1024 parameters.
-
-    Returns:
-      ``(x, residual)``: solutions shaped like ``rhs`` and ``max_k ‖(C + λI)x_k − b_k‖/‖b_k‖``.
-    """
-    want = jax.tree.structure(self.params)
-    if jax.tree.structure(rhs) != want or any(
-      jnp.ndim(b) != jnp.ndim(p) + 1 or jnp.shape(b)[1:] != jnp.shape(p)
-      for b, p in zip(jax.tree.leaves(rhs), jax.tree.leaves(self.params), strict=True)
-    ):
-      raise ValueError(
-        "rhs must be shaped like the parameters with a leading axis (one right-hand side per row), got "
-        f"{jax.tree.map(jnp.shape, rhs)} for parameters {jax.tree.map(jnp.shape, self.params)}."
-      )
-    return _solve_problem(
-      self.system, self.params, self.strength, self.damping, dict(self.batch), rhs, float(tol), int(maxiter)
+def _check_rhs(op: TangentOperator, rhs, stacked: bool, name: str) -> None:
+  """``ValueError`` unless ``rhs`` has the parameters' tree and shapes (plus one leading axis if stacked)."""
+  params = op.params
+  lead = 1 if stacked else 0
+  same_tree = jax.tree.structure(rhs) == jax.tree.structure(params)
+  if not same_tree or any(
+    jnp.ndim(b) != jnp.ndim(p) + lead or jnp.shape(b)[lead:] != jnp.shape(p)
+    for b, p in zip(jax.tree.leaves(rhs), jax.tree.leaves(params), strict=True)
+  ):
+    want = "with a leading axis (one right-hand side per row)" if stacked else "exactly (stacked=True for several)"
+    raise ValueError(
+      f"{name} must be shaped like the parameters {want}; got {jax.tree.map(jnp.shape, rhs)} for parameters "
+      f"{jax.tree.map(jnp.shape, params)}."
     )
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _loss_gradient(value_fn, params, x, y):
-  return jax.grad(value_fn)(params, x=x, y=y)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 6, 7))
-def _solve_problem(system, params, strength, damping, batch, rhs, tol, maxiter):
-  solver = "dense" if ravel_pytree(params)[0].size <= FINISH_DENSE_LIMIT else "cg"
-  x = solve_curvature(
-    system, params, strength, damping, batch, rhs, stacked=True, solver=solver, tol=tol, maxiter=maxiter
-  )
-  product = jax.vmap(lambda v: system.curvature_product(params, strength, damping, v, batch))(x)
-  return x, relative_norm(optax.tree.sub(product, rhs), rhs, stacked=True)
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _solve(op, rhs, x0, method, rows, tol, maxiter, stacked):
+  if method == "dense":
+    flat, unravel = ravel_pytree(op.params)
+    matrix = lx.MatrixLinearOperator(op.dense())
+    state = lx.LU().init(matrix, {})
+    precondition = lambda r: unravel(
+      lx.linear_solve(matrix, ravel_pytree(r)[0], lx.LU(), state=state, throw=False).value
+    )
+  elif method == "data_space":
+    precondition = dataspace.data_space_inverse(op, rows)
+  else:
+    precondition = None
+  x0 = jax.tree.map(jnp.zeros_like, rhs) if x0 is None else x0
+  one = lambda b, start: conjugate_gradients(op.mv, b, start, tol=tol, maxiter=maxiter, precondition=precondition)
+  if stacked:
+    x, used, applied = jax.vmap(one)(rhs, x0)
+    product = jax.vmap(op.mv)(x)
+    used, applied = jnp.max(used), jnp.max(applied)
+  else:
+    x, used, applied = one(rhs, x0)
+    product = op.mv(x)
+  residual = relative_norms(optax.tree.sub(product, rhs), rhs, stacked).astype(jnp.float32)
+  applied = applied if precondition is not None else jnp.zeros_like(applied)
+  return x, residual, used + 1, applied
 
 
 def exact_tangent(
@@ -263,38 +302,23 @@ def exact_tangent(
   tol: float = 1e-6,
   maxiter: int | None = None,
 ):
-  """``τ = −(C + λI)⁻¹ρ`` at ``params`` on the full ``batch``, by dense solve or CG.
+  """``τ = −(C + λI)⁻¹ρ`` at ``params`` on the full ``batch`` (:func:`solve`).
 
   Args:
     value_fn: mean data loss ``value_fn(params, **batch)``.
     params: where to linearise (normally trained parameters ``θ*``).
     batch: the whole training set as ``value_fn``'s keyword arguments.
     regularizer, strength, curvature, damping: as in :func:`curiojax.regularity_tangent`.
-    solver: ``"dense"`` (forms the matrix; small models), ``"cg"`` (matrix-free), or
-      ``"auto"`` (dense up to 4096 parameters).
-    x0, tol, maxiter: CG start (e.g. a carried tangent), relative tolerance, products.
+    solver: ``"auto"``, ``"dense"``, ``"data_space"`` or ``"cg"`` (:func:`choose_method`).
+    x0, tol, maxiter: start (e.g. a carried tangent), relative tolerance, products (default ``10 d``).
 
   Returns:
     The tangent, shaped like params (leading axis ``k`` for ``k`` strengths).
   """
-  _check_solver(solver)
-  system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
-  if solver == "auto":
-    solver = "dense" if ravel_pytree(params)[0].size <= DENSE_LIMIT else "cg"
-  minus_rho = jax.tree.map(jnp.negative, system.rho(params, strength))
-  return solve_curvature(
-    system,
-    params,
-    strength,
-    damping,
-    batch,
-    minus_rho,
-    stacked=jnp.ndim(strength) == 1,
-    solver=solver,
-    x0=x0,
-    tol=tol,
-    maxiter=maxiter,
-  )
+  op = _operator(value_fn, params, batch, regularizer, strength, curvature, damping)
+  maxiter = 10 * op.size if maxiter is None else maxiter
+  minus_rho = jax.tree.map(jnp.negative, op.rho())
+  return solve(op, minus_rho, method=solver, tol=tol, maxiter=maxiter, x0=x0, stacked=op.stacked)[0]
 
 
 def relative_residual(
@@ -309,22 +333,7 @@ def relative_residual(
   damping=0.0,
 ) -> jax.Array:
   """``‖(C + λI)v + ρ‖ / ‖ρ‖`` (the largest over ``k`` tangents): zero for the exact tangent."""
-  system, batch = _system(value_fn, regularizer, curvature), _check_batch(batch)
-  product = system.product(params, strength, damping, tangent, batch)
-  return relative_norm(product, system.rho(params, strength), jnp.ndim(strength) == 1)
-
-
-def _finish(system, params, strength, damping, batch, x0, tol, maxiter, solver):
-  """``(τ, ‖(C + λI)τ + ρ‖/‖ρ‖)``: the tangent solved on ``batch`` and its full-data residual."""
-  stacked = jnp.ndim(strength) == 1
-  if solver == "auto":
-    solver = "dense" if ravel_pytree(params)[0].size <= FINISH_DENSE_LIMIT else "cg"
-  rho = system.rho(params, strength)
-  minus_rho = jax.tree.map(jnp.negative, rho)
-  tangent = solve_curvature(
-    system, params, strength, damping, batch, minus_rho, stacked=stacked, solver=solver, x0=x0, tol=tol, maxiter=maxiter
-  )
-  return tangent, relative_norm(system.product(params, strength, damping, tangent, batch), rho, stacked)
+  return _operator(value_fn, params, batch, regularizer, strength, curvature, damping).relative_residual(tangent)
 
 
 def finish_tangent(
@@ -336,18 +345,19 @@ def finish_tangent(
   tol: float = FINISH_TOLERANCE,
   maxiter: int = FINISH_MAXITER,
   solver: str = "auto",
+  return_info: bool = False,
 ):
-  """Solve the carried tangent to ``tol`` on the training set; the state then certifies it.
+  """Solve the tangent to ``tol`` on the training set; the state then certifies it against ``tol``.
 
   Solves ``(C + λI)τ = −ρ`` at ``params`` on ``batch`` with the system the transformation
   carried (its regularizer, curvature, strength and damping, read from the state, so the
-  finishing step cannot disagree with training): by a dense factorisation with one
-  refinement step (``solver="dense"``; ``"auto"`` up to 1024 parameters) or by conjugate
-  gradients started from the carried tangent (``"cg"``; at most ``maxiter`` products). The
-  state's tangent, iterate and averages are replaced by the solution, and its residual by
-  the full-data relative residual reached (``tangent_diagnostics(state).exact`` is True), so
-  :func:`curiojax.check_tangent` certifies it and training can continue from it. Pure and
-  jit-safe for optax states.
+  finishing step cannot disagree with training), by :func:`solve` started from the carried
+  tangent (dropped if worse than zero): the dense matrix up to 1024 parameters, the data-space
+  inverse of the Gauss-Newton matrix for scalar-output models, else conjugate gradients. The
+  state's tangent is replaced by the solution, its residual by the full-data relative residual
+  reached (``tangent_diagnostics(state).exact``) and its tolerance by ``tol``: so
+  :func:`curiojax.check_tangent` certifies the tangent only if the solve met its own
+  tolerance, and training can continue from it. Pure and jit-safe for optax states.
 
   Args:
     opt_state: an optimizer state containing a :func:`curiojax.regularity_tangent` (a chain,
@@ -357,11 +367,13 @@ def finish_tangent(
     batch: the whole training set as ``value_fn``'s keyword arguments (e.g. ``dict(x=x, y=y)``,
       with ``weights`` for a padded set).
     tol: relative residual ``‖(C + λI)τ + ρ‖/‖ρ‖`` to reach.
-    maxiter: CG products allowed.
-    solver: ``"auto"``, ``"dense"`` or ``"cg"``.
+    maxiter: products allowed.
+    solver: ``"auto"``, ``"dense"``, ``"data_space"`` or ``"cg"``.
+    return_info: also return the :class:`SolveInfo` (residual, products, method).
 
   Returns:
-    The optimizer state with the finished tangent (for an ``nnx.Optimizer``, the optimizer).
+    The optimizer state with the finished tangent (for an ``nnx.Optimizer``, the optimizer), and
+    the :class:`SolveInfo` with ``return_info``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, curiojax
@@ -374,55 +386,22 @@ def finish_tangent(
     True
   """
   _check_solver(solver)
-  if not tol > 0:
-    raise ValueError(f"tol must be positive, got {tol!r}.")
+  if not 0 < tol < jnp.inf:
+    raise ValueError(f"tol must be positive and finite, got {tol!r}.")
   if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
     raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}.")
-  batch = _check_batch(batch)
-  old = _tangent_state(opt_state)
+  old = find_tangent_state(opt_state)
   state = jax.tree.map(_pure, old, is_leaf=lambda x: hasattr(x, "get_value"))
   params = jax.tree.map(_pure, params, is_leaf=lambda x: hasattr(x, "get_value"))
   settings = state.settings
-  system = _system(value_fn, settings.regularizer, settings.curvature)
-  start = restructure(handed_out(state), params, stacked=jnp.ndim(state.strength) == 1)
-  tangent, residual = _finish(system, params, state.strength, state.damping, batch, start, tol, maxiter, solver)
-  dtype = state.residual.dtype
+  op = _operator(value_fn, params, batch, settings.regularizer, state.strength, settings.curvature, state.damping)
+  start = restructure(handed_out(state), params, stacked=op.stacked)
+  minus_rho = jax.tree.map(jnp.negative, op.rho())
+  tangent, info = solve(op, minus_rho, method=solver, tol=tol, maxiter=maxiter, x0=start, stacked=op.stacked)
   solution = restructure(tangent, state.tangent, stacked=False)
-  finished = state._replace(
-    tangent=solution,
-    iterate=solution,
-    velocity=jax.tree.map(jnp.zeros_like, solution),
-    refreshes=state.averaging,  # the next refreshes average into the solution with weight 1/W
-    residual=residual.astype(dtype),
-    exact=jnp.asarray(True),
-    restarts=jnp.zeros_like(state.restarts),
-    follow_iterate=jnp.zeros_like(state.follow_iterate),
-    diverged=~jnp.isfinite(residual),
-  )
-  finished = optax.tree.cast_like(finished, other_tree=state)
-  return _put_tangent_state(opt_state, old, finished)
-
-
-def _put_tangent_state(opt_state, old: RegularityTangentState, new: RegularityTangentState):
-  """``opt_state`` with ``old`` replaced by ``new``: rebuilt for optax states, in place for NNX."""
-  is_variable = lambda x: hasattr(x, "get_value")
-  if any(is_variable(x) for x in jax.tree.leaves(old, is_leaf=is_variable)):  # nnx.Optimizer
-    for var, value in zip(jax.tree.leaves(old, is_leaf=is_variable), jax.tree.leaves(new), strict=True):
-      var.set_value(value)
-    return opt_state
-
-  def rebuild(node):
-    if isinstance(node, RegularityTangentState):  # there is exactly one
-      return new
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-      return type(node)(*(rebuild(c) for c in node))
-    if isinstance(node, (tuple, list)):
-      return type(node)(rebuild(c) for c in node)
-    if isinstance(node, dict):
-      return type(node)({k: rebuild(v) for k, v in node.items()})
-    return node
-
-  return rebuild(opt_state)
+  finished = finished_state(state, solution, info.residual)._replace(tolerance=jnp.asarray(tol, state.tolerance.dtype))
+  new_state = replace_tangent_state(opt_state, finished)
+  return (new_state, info) if return_info else new_state
 
 
 def lissa(
@@ -454,11 +433,11 @@ def lissa(
   if not scale > 0:
     raise ValueError(f"scale must be positive, got {scale!r}.")
   if init is None:
-    rho = system.rho(params, strength)
-    init = jax.tree.map(jnp.zeros_like, rho)
+    init = jax.tree.map(jnp.zeros_like, system.rho(params, strength))
 
   def step(v, batch):
-    v = tangent_step(v, system.product(params, strength, damping, v, batch), 1.0 / scale)
+    residual = TangentOperator(system, params, strength, damping, batch).residual(v)
+    v = tangent_step(v, residual, 1.0 / scale)
     return v, (v if return_iterates else None)
 
   final, iterates = jax.lax.scan(step, init, batches)
