@@ -319,6 +319,7 @@ CASES = {
   # -- batch names ------------------------------------------------------------------------------
   "weight= for weights=": (lambda: _step(x=X, y=Y, weight=jnp.ones(16)), (TypeError, "did you mean weights=")),
   "ys= for y=": (lambda: _step(x=X, ys=Y), (TypeError, "did you mean y=")),
+  "X= for x=": (lambda: _step(X=X, y=Y), (TypeError, "did you mean x=")),
   "unrelated extra name is ignored": (lambda: _step(x=X, y=Y, epoch=3), None),
   # -- pool contents ----------------------------------------------------------------------------
   "NaN pool row": (lambda: _scores(x=_pool({2: np.nan})), (ValueError, "1 pool rows with NaN/Inf")),

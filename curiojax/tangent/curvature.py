@@ -49,7 +49,8 @@ def split_value_fn_kwargs(value_fn: Callable, extra_args: Mapping[str, Any]) -> 
   names = [p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
   missing = [n for n in names if n not in extra_args]
   for k in extra_args:
-    close = difflib.get_close_matches(k, missing, n=1, cutoff=0.6) if k not in names else []
+    same_but_case = [n for n in missing if n.lower() == k.lower()]
+    close = (same_but_case or difflib.get_close_matches(k, missing, n=1, cutoff=0.6)) if k not in names else []
     if close:
       raise TypeError(
         f"the batch has {k}=, which the loss does not take; did you mean {close[0]}=? (the loss takes "

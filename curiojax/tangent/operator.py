@@ -96,6 +96,14 @@ class TangentOperator(eqx.Module):
     """``(C + λI)v`` for one direction shaped like params."""
     return self.system.curvature_product(self.params, self.strength, self.damping, v, self.batch)
 
+  def gradient(self):
+    """``∇_θF`` on the batch (the steps between the carrier's refreshes)."""
+    return self.system.gradient(self.params, self.strength, self.batch)
+
+  def gradient_and_residual(self, tangent):
+    """``(∇_θF, (C + λI)τ + ρ)`` from one forward-over-reverse pass (the carrier's fused step)."""
+    return self.system.gradient_and_product(self.params, self.strength, self.damping, tangent, self.batch)
+
   def rho(self):
     """``ρ = ∂_s∇_θR`` (leading axis ``k`` for a strength vector)."""
     return self.system.rho(self.params, self.strength)

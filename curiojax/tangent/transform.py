@@ -54,7 +54,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 from typing import Any, NamedTuple
@@ -88,6 +87,7 @@ from curiojax.tangent.diagnostics import (
   warn_diverged,
   warn_misplaced,
 )
+from curiojax.tangent.operator import TangentOperator
 from curiojax.tangent.recursion import (
   GROWTH_LIMIT,
   ITERATE_WINDOW,
@@ -160,29 +160,6 @@ class _Options(NamedTuple):
   tolerance: Any
   max_restarts: Any
   seed: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class _At:
-  """The tangent's system at the current parameters, strength, damping and batch."""
-
-  system: TangentSystem
-  params: Any
-  strength: jax.Array
-  damping: jax.Array
-  batch: dict
-
-  def gradient_and_product(self, v):
-    return self.system.gradient_and_product(self.params, self.strength, self.damping, v, self.batch)
-
-  def curvature_product(self, v):
-    return self.system.curvature_product(self.params, self.strength, self.damping, v, self.batch)
-
-  def rho(self):
-    return self.system.rho(self.params, self.strength)
-
-  def gradient(self):
-    return self.system.gradient(self.params, self.strength, self.batch)
 
 
 def _is_concrete(x) -> bool:
@@ -266,7 +243,7 @@ def _init(params, strength, damping, opts: _Options) -> RegularityTangentState:
   )
 
 
-def _step_size(state: RegularityTangentState, at: _At, opts: _Options):
+def _step_size(state: RegularityTangentState, at: TangentOperator, opts: _Options):
   """``(λ̂_max, α, β)``: ``α = 2^−restarts/λ̂_max``, ``λ̂_max`` re-estimated when due (or a fixed ``α``)."""
   dtype = state.step_size.dtype
   scale, beta = recursion.backoff(state.restarts, opts.momentum, dtype)
@@ -277,14 +254,14 @@ def _step_size(state: RegularityTangentState, at: _At, opts: _Options):
 
   def estimate(_):  # one minibatch's λ_max varies: keep the larger of a fresh estimate and half the last one
     key = jax.random.fold_in(jax.random.key(opts.seed), state.count)
-    fresh = power_iteration(at.curvature_product, at.params, key, opts.power_iterations).astype(dtype)
+    fresh = power_iteration(at.mv, at.params, key, opts.power_iterations).astype(dtype)
     return jnp.maximum(fresh, 0.5 * state.curvature_max)
 
   lmax = jax.lax.cond(due, estimate, lambda _: state.curvature_max, None)
   return lmax, scale / jnp.maximum(lmax, jnp.finfo(dtype).tiny), beta
 
 
-def _residual_estimate(state: RegularityTangentState, at: _At, opts: _Options, average, rho, psi2):
+def _residual_estimate(state: RegularityTangentState, at: TangentOperator, opts: _Options, average, rho, psi2):
   """``(follow_iterate, estimate)``: the handed-out tangent's relative residual, a running mean.
 
   Every few refreshes one extra product measures the average's ψ̄² on this minibatch, paired with
@@ -296,7 +273,7 @@ def _residual_estimate(state: RegularityTangentState, at: _At, opts: _Options, a
   due = (state.count // opts.refresh_every) % EVALUATE_EVERY == 0
 
   def evaluate(_):
-    product = jax.vmap(at.curvature_product)(average) if opts.stacked else at.curvature_product(average)
+    product = jax.vmap(at.mv)(average) if opts.stacked else at.mv(average)
     psi_bar2 = jnp.square(relative_norm(jax.tree.map(jnp.add, product, rho), rho, opts.stacked))
     follow = psi2 < 0.5 * psi_bar2
     return follow, jnp.where(follow, psi2, psi_bar2)
@@ -308,13 +285,13 @@ def _residual_estimate(state: RegularityTangentState, at: _At, opts: _Options, a
   return follow, jnp.sqrt(jnp.where(due | follow, updated, old)).astype(dtype)
 
 
-def _refresh(state: RegularityTangentState, at: _At, opts: _Options):
+def _refresh(state: RegularityTangentState, at: TangentOperator, opts: _Options):
   """One step of the averaged heavy-ball recursion with its stability tests.
 
   Returns ``(∇_θF, state, (cause, λ̂_max))``: why it restarted (a :mod:`recursion` code) and the
   ``λ̂_max`` it used, for the divergence message (a restart resets the state's).
   """
-  grad, r = at.gradient_and_product(state.iterate)
+  grad, r = at.gradient_and_residual(state.iterate)
   rho = at.rho()
   dtype = state.step_size.dtype
   lmax, alpha, beta = _step_size(state, at, opts)
@@ -371,7 +348,7 @@ def _restart(st, *, start: RegularityTangentState, rho, floor, opts: _Options) -
   )
 
 
-def carry(state: RegularityTangentState, at: _At, opts: _Options, fused: bool):
+def carry(state: RegularityTangentState, at: TangentOperator, opts: _Options, fused: bool):
   """The tangent carrier: ``(∇_θF or None, new state)``.
 
   Refreshes the tangent every ``refresh_every`` steps (the others cost a plain gradient, or
@@ -408,7 +385,9 @@ def carry(state: RegularityTangentState, at: _At, opts: _Options, fused: bool):
   return (grad if fused else None), new
 
 
-def _warn_if_diverged(old: RegularityTangentState, new: RegularityTangentState, at: _At, why, params_finite):
+def _warn_if_diverged(
+  old: RegularityTangentState, new: RegularityTangentState, at: TangentOperator, why, params_finite
+):
   """Warn on the step that diverges, with the facts the state shows (host callback)."""
   leaves = jax.tree.leaves(at.params)
   warn = functools.partial(
@@ -422,7 +401,7 @@ def _warn_if_diverged(old: RegularityTangentState, new: RegularityTangentState, 
   jax.lax.cond(new.diverged & ~old.diverged, callback, lambda: None)
 
 
-def add_regularizer_gradient(updates, state: RegularityTangentState, at: _At):
+def add_regularizer_gradient(updates, state: RegularityTangentState, at: TangentOperator):
   """``updates + ∇_θR(θ, s)``; on the first update, warn if the updates are not gradients (misplaced)."""
 
   def check_order():
@@ -551,7 +530,7 @@ def regularity_tangent(
     dtype = state.step_size.dtype
     batch = split_value_fn_kwargs(value_fn, extra_args)
     system = TangentSystem(value_fn, regularizer, curvature)
-    at = _At(system, params, jnp.asarray(strength, dtype), jnp.asarray(damping, dtype), batch)
+    at = TangentOperator(system, params, jnp.asarray(strength, dtype), jnp.asarray(damping, dtype), batch)
     grad, new_state = carry(state, at, opts, fused=updates is None)
     new_updates = grad if updates is None else add_regularizer_gradient(updates, state, at)
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
