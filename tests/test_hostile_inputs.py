@@ -363,6 +363,12 @@ CASES = {
     lambda: jax.jit(lambda s: curiojax.select_top_k(s, 2))(jnp.arange(5.0)),
     (ValueError, "cannot be called inside jax.jit"),
   ),
+  "select_batch inside jit": (
+    lambda: jax.jit(lambda pool: curiojax.select_batch(LINEAR, PARAMS, TANGENT, pool, 2, strategy="random"))(
+      jnp.asarray(X)
+    ),
+    (TypeError, "select_batch is host-side"),
+  ),
   "signed scores: two outputs vs 1-D labels": (
     lambda: _scores(x=X[:5], y=Y[:5], heuristic="signed", model_fn=lambda p, x: jnp.stack([x @ p["w"]] * 2, -1)),
     (ValueError, "the model's output has shape (5, 2) but the labels have shape (5,)"),

@@ -103,10 +103,21 @@ def select_batch(
     x_labelled, y_labelled: the labelled set (the diversity strategies avoid its neighbourhood).
     noise_variance: ``σ²`` (scales the reported curiosity scores; default 1).
     key: PRNG key (default ``jax.random.key(0)``).
-    problem, validation: the fit's linear system (:class:`curiojax.tangent.solvers.TangentProblem`)
+    problem, validation: the fit's linear system (:class:`curiojax.TangentOperator`)
       and a held-out labelled set ``(x_valid, y_valid)``, for the strategies that solve for
       other directions than the tangent (:mod:`curiojax.strategies.directions`).
   """
+  traced = [
+    name
+    for name, v in (("x_pool", x_pool), ("x_labelled", x_labelled), ("y_labelled", y_labelled))
+    if isinstance(v, jax.core.Tracer)
+  ]
+  if traced or any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, tangent))):
+    raise TypeError(
+      "select_batch is host-side (a batch of indices chosen greedily, with checks on concrete values) and "
+      f"cannot run inside jax.jit or vmap ({', '.join(traced) or 'params or tangent'} traced): call it outside; "
+      "its heavy parts (the sketch, the scores) are jitted inside."
+    )
   strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
   x_pool = np.asarray(x_pool, np.float32)
   d = x_pool.shape[-1] if x_pool.ndim == 2 else 0

@@ -31,7 +31,7 @@ class SelectionContext:
     x_pool: unlabelled candidates (host array); indices returned refer to its rows.
     key: a JAX PRNG key for this round's randomness.
     noise_variance: ``σ²`` estimate (mean squared training residual), or None.
-    problem: the fit's linear system ``C + λI`` (:class:`curiojax.tangent.solvers.TangentProblem`),
+    problem: the fit's linear system ``C + λI`` (:class:`curiojax.TangentOperator`),
       for strategies that solve it for other directions than the tangent; or None.
     validation: a held-out labelled set ``(x_valid, y_valid)`` in the model's units, or None.
     info: filled by the strategy: ``"scores"`` (one per chosen point, in the order returned),

@@ -1,7 +1,7 @@
 """Solving ``(C + λI)x = b`` for the tangent and its kin, to a tolerance, with the cost reported.
 
 One entry point, :func:`solve`, takes a :class:`~curiojax.tangent.operator.TangentOperator`
-and chooses the method by shape (:func:`choose_method`): a factorised matrix for small models,
+and chooses the method by shape (``choose_method``): a factorised matrix for small models,
 conjugate gradients preconditioned by the Gauss-Newton matrix's data-space inverse
 (:mod:`~curiojax.tangent.dataspace`) for scalar-output networks, plain CG otherwise. Every
 solve returns the residual it reached and the products it used (:class:`SolveInfo`).
@@ -207,7 +207,7 @@ def solve(
   Args:
     op: the operator.
     rhs: shaped like the parameters, or with a leading axis of right-hand sides (``stacked``).
-    method: ``"auto"`` (:func:`choose_method`), ``"dense"``, ``"data_space"`` or ``"cg"``.
+    method: ``"auto"`` (``choose_method``), ``"dense"``, ``"data_space"`` or ``"cg"``.
     tol: relative residual to reach.
     maxiter: products allowed per right-hand side.
     x0: a start (e.g. a carried tangent), shaped like ``rhs``; dropped if worse than zero.
@@ -309,7 +309,7 @@ def exact_tangent(
     params: where to linearise (normally trained parameters ``θ*``).
     batch: the whole training set as ``value_fn``'s keyword arguments.
     regularizer, strength, curvature, damping: as in :func:`curiojax.regularity_tangent`.
-    solver: ``"auto"``, ``"dense"``, ``"data_space"`` or ``"cg"`` (:func:`choose_method`).
+    solver: ``"auto"``, ``"dense"``, ``"data_space"`` or ``"cg"`` (``choose_method``).
     x0, tol, maxiter: start (e.g. a carried tangent), relative tolerance, products (default ``10 d``).
 
   Returns:
