@@ -43,6 +43,9 @@ from curiojax.active.data import load_dataset
 from curiojax.active.loop import LoopOptions
 from curiojax.active.models import make_model
 from curiojax.active.training import Trainer
+from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.operator import TangentOperator
+from curiojax.tangent.solvers import choose_method
 
 TOLERANCE = 1e-3
 HEADER = ("training", "path", "total/plain", "solve/plain", "products", "method", "residual")
@@ -82,8 +85,10 @@ def trainer_rows(name, model_fn, params, x, y, options, repeats, strength):
   plain = fitter(0.0)
   t_plain, result = best_time(plain(False), repeats)
   t_default, full = best_time(plain(True), repeats)
-  loss, batch = Trainer(model_fn, options).loss, dict(x=jnp.asarray(x), y=jnp.asarray(y))
-  method = finisher(loss, batch, "auto")(result.opt_state, result.params)[1].method  # the one fit(True) chose
+  trainer = Trainer(model_fn, options)
+  loss, batch = trainer.loss, dict(x=jnp.asarray(x), y=jnp.asarray(y))
+  system = TangentSystem(loss, trainer.regularizer, options.curvature)
+  method = choose_method(TangentOperator(system, result.params, strength, options.damping, batch))[0]  # fit's choice
   yield (
     name,
     "default",

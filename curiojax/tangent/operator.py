@@ -36,20 +36,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.recursion import relative_norm
 
 HALF_PRECISION = (jnp.float16, jnp.bfloat16)
-
-
-def _tree_norms(tree, stacked: bool) -> jax.Array:
-  """``‖·‖`` of one tree (scalar), or of each of ``k`` stacked trees (shape ``(k,)``)."""
-  axis = (lambda x: x.reshape(x.shape[0], -1).sum(1)) if stacked else jnp.sum
-  return jnp.sqrt(sum(axis(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def relative_norms(num, den, stacked: bool) -> jax.Array:
-  """``max_k ‖num_k‖/‖den_k‖``, with ``0/0 = 0`` and ``x/0 = inf``."""
-  a, b = _tree_norms(num, stacked), _tree_norms(den, stacked)
-  return jnp.max(jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), jnp.where(a > 0, jnp.inf, 0.0)))
 
 
 class TangentOperator(eqx.Module):
@@ -114,7 +103,7 @@ class TangentOperator(eqx.Module):
 
   def relative_residual(self, tangent) -> jax.Array:
     """``max_k ‖(C + λI)τ_k + ρ_k‖ / ‖ρ_k‖``: zero for the exact tangent."""
-    return relative_norms(self.residual(tangent), self.rho(), self.stacked)
+    return relative_norm(self.residual(tangent), self.rho(), self.stacked)
 
   def loss_gradient(self, x, y):
     """``∇_θ`` of the data loss (its mean) on another set ``(x, y)``, e.g. a validation set."""

@@ -35,10 +35,10 @@ from jax.flatten_util import ravel_pytree
 from curiojax.tangent import dataspace
 from curiojax.tangent.access import find_tangent_state, finished_state, replace_tangent_state
 from curiojax.tangent.curvature import TangentSystem
-from curiojax.tangent.operator import HALF_PRECISION, TangentOperator, relative_norms
-from curiojax.tangent.recursion import tangent_step
+from curiojax.tangent.operator import HALF_PRECISION, TangentOperator
+from curiojax.tangent.recursion import relative_norm, tangent_step
 from curiojax.tangent.regularizers import Regularizer, get_regularizer
-from curiojax.tangent.state import _pure, handed_out, restructure
+from curiojax.tangent.state import _pure_tree, handed_out, restructure
 
 SOLVERS = ("auto", "dense", "data_space", "cg")
 DENSE_LIMIT = 1024  # parameters; "auto" factorises the d × d matrix up to here
@@ -283,7 +283,7 @@ def _solve(op, rhs, x0, method, rows, tol, maxiter, stacked):
   else:
     x, used, applied = one(rhs, x0)
     product = op.mv(x)
-  residual = relative_norms(optax.tree.sub(product, rhs), rhs, stacked).astype(jnp.float32)
+  residual = relative_norm(optax.tree.sub(product, rhs), rhs, stacked).astype(jnp.float32)
   applied = applied if precondition is not None else jnp.zeros_like(applied)
   return x, residual, used + 1, applied
 
@@ -391,8 +391,7 @@ def finish_tangent(
   if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
     raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}.")
   old = find_tangent_state(opt_state)
-  state = jax.tree.map(_pure, old, is_leaf=lambda x: hasattr(x, "get_value"))
-  params = jax.tree.map(_pure, params, is_leaf=lambda x: hasattr(x, "get_value"))
+  state, params = _pure_tree(old), _pure_tree(params)
   settings = state.settings
   op = _operator(value_fn, params, batch, settings.regularizer, state.strength, settings.curvature, state.damping)
   start = restructure(handed_out(state), params, stacked=op.stacked)
