@@ -117,7 +117,7 @@ def test_factored_gram_equals_the_generic_one():
   x, _ = data(30, 4)
   generic = lambda p, x: model(p, x)  # the same function without gradient_factors
   np.testing.assert_allclose(
-    dataspace._gram(model, params, x), dataspace._gram(generic, params, x), rtol=1e-4, atol=1e-5
+    dataspace.cross_gram(model, params, x), dataspace.cross_gram(generic, params, x), rtol=1e-4, atol=1e-5
   )
 
 

@@ -56,6 +56,7 @@ from curiojax.active.training import (
   check_validation,
 )
 from curiojax.padding import pad_rows
+from curiojax.scoring.uncertainty import LaplacePosterior, laplace_posterior
 from curiojax.strategies import (
   DEFAULT_STRATEGY,
   SelectionContext,
@@ -219,6 +220,8 @@ class Suggestion:
     fit: the :class:`Fit` (parameters, tangent) for callers that evaluate it.
     direction_residual: the relative residual of the directions the strategy solved (the
       validation adjoint, the per-layer tangents); NaN when it solved none.
+    prediction, std: the fit's prediction for each chosen row and the predictive standard
+      deviation of a measurement there, in the target's units (:meth:`Learner.predict`).
   """
 
   indices: np.ndarray
@@ -230,6 +233,13 @@ class Suggestion:
   top_score: float | None
   fit: Fit
   direction_residual: float = float("nan")
+  prediction: np.ndarray | None = None
+  std: np.ndarray | None = None
+
+
+def _is_frame(x) -> bool:
+  """A pandas DataFrame (without importing pandas)."""
+  return hasattr(x, "columns") and hasattr(x, "iloc")
 
 
 def _check_x(x, name) -> np.ndarray:
@@ -432,11 +442,14 @@ class Learner:
       return None
     return self.xs_valid, (self.validation[1] - np.float32(state.y_mean)) / np.float32(state.y_std)
 
-  def problem(self, fit: Fit, xs, ys) -> TangentOperator:
-    """The fit's linear system ``C + λI`` on its training set ``(xs, ys)`` (padded as in the fit)."""
+  def problem(self, fit: Fit, xs, ys, curvature: str | None = None) -> TangentOperator:
+    """The fit's linear system ``C + λI`` on its training set ``(xs, ys)`` (padded as in the fit).
+
+    ``curvature`` overrides the options' (the posterior is Gauss-Newton whatever the tangent's).
+    """
     x, y, mask = self._padded(xs, ys, self.padded_size(len(xs)))
     trainer, options = self.trainer, self.options
-    system = TangentSystem(trainer.loss, trainer.regularizer, options.curvature)
+    system = TangentSystem(trainer.loss, trainer.regularizer, curvature or options.curvature)
     return TangentOperator(system, fit.result.params, fit.strength, options.damping, dict(x=x, y=y, weights=mask))
 
   def choose_strength(self, state, xs, ys, key) -> float:
@@ -463,15 +476,46 @@ class Learner:
     result = self._train(state, xs, ys, strength, key, params, opt_state)
     return dataclasses.replace(state, params=result.params, opt_state=result.opt_state), Fit(result, float(strength))
 
-  def predict(self, state: LearnerState, fit: Fit, x) -> np.ndarray:
-    """Predictions of a fit at ``x`` (original units in, original units out)."""
-    xs = self.standardise(_check_x(x, "x"))
+  def predict(self, state: LearnerState, fit: Fit, x, *, return_std: bool = False):
+    """Predictions of a fit at rows ``x`` (original units in and out), and their standard deviations.
+
+    Args:
+      state, fit: the state and the fit (``suggestion.fit``) to predict with.
+      x: rows ``(m, d)`` in the pool's units (a pandas DataFrame's values work too).
+      return_std: also return the predictive standard deviation of a measurement at each row
+        (the calibrated linearised Laplace posterior, :mod:`curiojax.scoring.uncertainty`: the
+        model's uncertainty plus the noise), in the target's units.
+
+    Returns:
+      ``mean`` (float32 ``(m,)``), or ``(mean, std)`` with ``return_std``. ``mean ± std`` is
+      a central 68% interval, ``mean ± 1.96·std`` a 95% one (coverage measured by
+      ``benchmarks/bench_calibration.py``).
+
+    Example:
+      >>> import jax, numpy as np
+      >>> x_pool = np.random.default_rng(0).normal(size=(100, 2))
+      >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)), strategy="random")
+      >>> state = learner.init(jax.random.key(0), labelled=np.arange(10), labels=x_pool[:10, 0])
+      >>> state, batch = learner.ask(state, 3)
+      >>> mean, std = learner.predict(state, batch.fit, x_pool[:4], return_std=True)
+      >>> mean.shape, bool(np.all(std > 0))
+      ((4,), True)
+    """
+    xs = self.standardise(_check_x(np.asarray(x, np.float32) if _is_frame(x) else x, "x"))
     capacity = self.padded_size(len(xs))
     if len(xs) <= capacity:  # one compilation for every call of this size class
       out = np.asarray(self.trainer.predict(fit.result.params, pad_rows(xs, capacity)))[: len(xs)]
     else:
       out = np.asarray(self.trainer.predict(fit.result.params, xs))
-    return out * np.float32(state.y_std) + np.float32(state.y_mean)
+    mean = out * np.float32(state.y_std) + np.float32(state.y_mean)
+    if not check_bool("return_std", return_std):
+      return mean
+    return mean, self.posterior(state, fit).std(xs) * np.float32(state.y_std)
+
+  def posterior(self, state: LearnerState, fit: Fit) -> LaplacePosterior:
+    """The fit's calibrated linearised Laplace posterior (standardised units; :meth:`predict` uses it)."""
+    xs, ys = self.training_set(state)
+    return laplace_posterior(self.problem(fit, xs, ys, curvature="gauss_newton"))  # GN: the Laplace curvature
 
   # -- ask / tell ----------------------------------------------------------------------------
   def ask(self, state: LearnerState, k: int) -> tuple[LearnerState, Suggestion]:
@@ -504,8 +548,10 @@ class Learner:
     scores = ctx.info.get("scores")
     scores = np.full(k, np.nan, np.float32) if scores is None else np.asarray(scores, np.float32)
     top = ctx.info.get("top_score")
+    indices = unlabelled[picked].astype(np.int64)
+    prediction, std = self.predict(state, fit, self.x_pool[indices], return_std=True)
     return Suggestion(
-      indices=unlabelled[picked].astype(np.int64),
+      indices=indices,
       scores=scores,
       criterion=getattr(self.strategy, "criterion", self.strategy_name),
       strength=fit.strength,
@@ -514,6 +560,8 @@ class Learner:
       top_score=None if top is None else float(top),
       fit=fit,
       direction_residual=float(ctx.info.get("direction_residual", np.nan)),
+      prediction=prediction,
+      std=std,
     )
 
   def tell(self, state: LearnerState, indices=(), labels=(), *, x_outside=None, y_outside=None) -> LearnerState:

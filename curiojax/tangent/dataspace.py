@@ -89,15 +89,33 @@ def default_rows(op: TangentOperator) -> int:
   return max(1, min(m, n, limit))
 
 
-def _gram(model_fn: Callable, params, x) -> jax.Array:
-  """``JJᵀ`` over the rows of ``x``: from per-layer factors, or from per-example gradients."""
-  if hasattr(model_fn, "gradient_factors"):
-    factors = model_fn.gradient_factors(params, x, jnp.float32)
-    return sum((u @ u.T) * (d @ d.T) for u, d in factors)
+def _jacobian(model_fn: Callable, params, x) -> jax.Array:
+  """Per-example gradients ``J`` of a scalar-output model, ``(n, d)``."""
   single = lambda p, xi: model_fn(p, xi[None])[0]
   grads = jax.vmap(jax.grad(single), in_axes=(None, 0))(params, x)
-  jac = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
-  return jac @ jac.T
+  return jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
+
+
+def cross_gram(model_fn: Callable, params, x_a, x_b=None) -> jax.Array:
+  """``J_a J_bᵀ`` (the empirical NTK between the rows of ``x_a`` and ``x_b``; ``x_b=None``: ``x_a``).
+
+  From per-layer factors when the model has ``gradient_factors``
+  (``Σ_l (U_aU_bᵀ) ⊙ (Δ_aΔ_bᵀ)``), otherwise from per-example gradients.
+  """
+  if hasattr(model_fn, "gradient_factors"):
+    fa = model_fn.gradient_factors(params, x_a, jnp.float32)
+    fb = fa if x_b is None else model_fn.gradient_factors(params, x_b, jnp.float32)
+    return sum((ua @ ub.T) * (da @ db.T) for (ua, da), (ub, db) in zip(fa, fb, strict=True))
+  ja = _jacobian(model_fn, params, x_a)
+  return ja @ (ja if x_b is None else _jacobian(model_fn, params, x_b)).T
+
+
+def gram_diagonal(model_fn: Callable, params, x) -> jax.Array:
+  """``‖∇_θf(xᵢ)‖²`` per row (the diagonal of :func:`cross_gram`) without the ``n × n`` matrix."""
+  if hasattr(model_fn, "gradient_factors"):
+    factors = model_fn.gradient_factors(params, x, jnp.float32)
+    return sum(jnp.sum(u * u, 1) * jnp.sum(d * d, 1) for u, d in factors)
+  return jnp.sum(_jacobian(model_fn, params, x) ** 2, 1)
 
 
 class DataSpaceInverse(eqx.Module):
@@ -140,7 +158,7 @@ def data_space_inverse(op: TangentOperator, rows: int | None = None, seed: int =
   b = w * jnp.maximum(curvature, 0.0) / jnp.maximum(jnp.sum(w), 1e-12)
   sqrt_b = jnp.sqrt(b)
   mu = jnp.maximum(op.regularizer_scale().astype(jnp.float32), jnp.finfo(jnp.float32).tiny)
-  gram = sqrt_b[:, None] * _gram(loss.model_fn, op.params, x).astype(jnp.float32) * sqrt_b[None, :]
+  gram = sqrt_b[:, None] * cross_gram(loss.model_fn, op.params, x).astype(jnp.float32) * sqrt_b[None, :]
   # the factor's shift stays above float32 rounding of the Gram matrix; any shift ≥ μ keeps it SPD
   shift = jnp.maximum(mu, 1e-6 * jnp.max(jnp.diag(gram)))
   cholesky = jnp.linalg.cholesky(gram + shift * jnp.eye(m, dtype=jnp.float32))

@@ -1,0 +1,186 @@
+"""Predictive uncertainty of a fit: the linearised Laplace posterior in data space, calibrated by leave-one-out.
+
+Linearise the model at the fit, ``f(x; θ) ≈ f(x; θ̂) + J_x(θ − θ̂)``, and take the fit's own
+system as the posterior precision: with ``C + λI = ĴᵀĴ + μI`` (``Ĵ = diag(√b)J``,
+``bᵢ = wᵢℓ''ᵢ/N``, ``N = Σw`` real rows, ``μ = s + λ``; :mod:`curiojax.tangent.dataspace`) the
+posterior covariance is ``σ²/N · (ĴᵀĴ + μI)⁻¹``, so the variance of ``f(x)`` is ``σ²·e(x)`` with
+
+    e(x) = J_x(ĴᵀĴ + μI)⁻¹J_xᵀ / N = (k(x, x) − k̂ᵀ(ĴĴᵀ + μI)⁻¹k̂) / (μN),   k̂ = Ĵ J_xᵀ,
+
+one Cholesky factorisation of the ``n × n`` Gram matrix of the labelled rows (the empirical NTK,
+from per-layer factors where the model has them) and one cross-Gram per pool row.
+
+**Calibration.** A network's training residuals underestimate its error, and an ``L2`` prior of
+strength ``s`` is not a calibrated prior. So the predictive variance of an observation is
+``a + b·e(x)`` with ``(a, b)`` fitted by maximum likelihood on the exact leave-one-out
+residuals of the linearised fit: the hat matrix ``H = K̂(K̂ + μI)⁻¹`` gives
+``rᵢ = (yᵢ − f(xᵢ))/(1 − Hᵢᵢ)`` and the left-out variance ``e₋ᵢ(xᵢ) = e(xᵢ)/(1 − Hᵢᵢ)``
+(Sherman–Morrison), so ``rᵢ ~ N(0, a + b·e₋ᵢ(xᵢ))``. ``a`` is the noise (what a measurement
+adds), ``b/a`` how far the linearised posterior's shape is trusted; the ratio is chosen on a
+grid, ``a`` in closed form. The linear algebra runs in float64 on the host (``k(x, x)`` and
+``k̂ᵀ(…)⁻¹k̂`` nearly cancel near the data).
+
+Coverage of the central 68% and 95% intervals on held-out UCI rows:
+``benchmarks/bench_calibration.py`` (docs/benchmark.md, "Calibration").
+
+Example:
+  >>> import jax, jax.numpy as jnp, curiojax
+  >>> from curiojax.tangent.curvature import TangentSystem
+  >>> from curiojax.tangent.operator import TangentOperator
+  >>> x = jax.random.normal(jax.random.key(0), (40, 3)); y = jnp.sin(x[:, 0])
+  >>> model = lambda p, x: jnp.tanh(x @ p["w"]) @ p["v"]
+  >>> params = {"w": jax.random.normal(jax.random.key(1), (3, 16)), "v": jnp.zeros(16)}
+  >>> op = TangentOperator(TangentSystem(curiojax.prediction_loss(model), curiojax.l2(), "gauss_newton"),
+  ...                      params, 1e-3, 1e-3, dict(x=x, y=y))
+  >>> posterior = laplace_posterior(op)
+  >>> std = posterior.std(jnp.array([[0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]))
+  >>> std.shape, bool(std[1] > std[0] > 0)
+  ((2,), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from curiojax.padding import next_pow2, pad_rows
+from curiojax.tangent.dataspace import applies, cross_gram, gram_diagonal
+from curiojax.tangent.losses import PredictionLoss
+from curiojax.tangent.operator import TangentOperator
+
+CHUNK = 1024  # pool rows per kernel evaluation (one compilation per padded chunk size)
+MAX_ROWS = 4096  # labelled rows in the posterior (an n × n factorisation); beyond, a random subset
+RATIOS = np.logspace(-3, 3, 61)  # the grid of b/a, the trust in the linearised posterior's shape
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _weights(model_fn, loss, params, x, y, w):
+  """Predictions, ``bᵢ = wᵢℓ''ᵢ/N`` and the Gram matrix of the rows (float32)."""
+  pred = model_fn(params, x)
+  curvature = jax.vmap(jax.grad(jax.grad(loss)))(pred, y)
+  b = w * jnp.maximum(curvature, 0.0) / jnp.maximum(jnp.sum(w), 1e-12)
+  return pred, b, cross_gram(model_fn, params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pool_kernels(model_fn, params, x, x_train):
+  return cross_gram(model_fn, params, x, x_train), gram_diagonal(model_fn, params, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaplacePosterior:
+  """The calibrated linearised posterior of one fit (module docstring); :meth:`std` at any rows.
+
+  Attributes:
+    model_fn, params: the fitted model.
+    x_train: the labelled rows it was built on (padded rows dropped).
+    sqrt_b: ``√bᵢ`` of those rows.
+    mu, rows: ``μ = s + λ`` and ``N = Σw``.
+    cholesky: lower factor of ``K̂ + μI`` (float64).
+    noise, scale: the calibrated ``a`` and ``b`` (observation variance ``a + b·e(x)``, model units).
+    loo_residuals: the leave-one-out residuals ``rᵢ`` the calibration was fitted on.
+  """
+
+  model_fn: Callable
+  params: Any
+  x_train: jax.Array
+  sqrt_b: np.ndarray
+  mu: float
+  rows: float
+  cholesky: np.ndarray
+  noise: float
+  scale: float
+  loo_residuals: np.ndarray
+
+  def epistemic(self, x) -> np.ndarray:
+    """``e(x)``: the linearised posterior variance of ``f(x)`` in units of ``σ²`` (float64, ≥ 0)."""
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim < 2 or len(x) == 0:
+      raise ValueError(f"x must be a non-empty batch of rows, got shape {x.shape}.")
+    out = []
+    for start in range(0, len(x), CHUNK):
+      chunk = x[start : start + CHUNK]
+      size = min(next_pow2(len(chunk)), CHUNK)
+      k_cross, k_diag = _pool_kernels(self.model_fn, self.params, pad_rows(chunk, size), self.x_train)
+      k_hat = np.asarray(k_cross, np.float64)[: len(chunk)] * self.sqrt_b[None, :]
+      solved = scipy.linalg.solve_triangular(self.cholesky, k_hat.T, lower=True)
+      explained = np.sum(solved**2, 0)
+      out.append(np.maximum(np.asarray(k_diag, np.float64)[: len(chunk)] - explained, 0.0) / (self.mu * self.rows))
+    return np.concatenate(out)
+
+  def variance(self, x) -> np.ndarray:
+    """Predictive variance of an observation at each row of ``x`` (model units): ``a + b·e(x)``."""
+    return self.noise + self.scale * self.epistemic(x)
+
+  def std(self, x) -> np.ndarray:
+    """Predictive standard deviation of an observation at each row of ``x`` (model units, float32)."""
+    return np.sqrt(self.variance(x)).astype(np.float32)
+
+
+def calibrate(residuals, spread) -> tuple[float, float]:
+  """``(a, b)`` maximising the likelihood of ``rᵢ ~ N(0, a + b·gᵢ)`` (``gᵢ`` = ``spread``), ``b/a`` on :data:`RATIOS`.
+
+  Example:
+    >>> rng = np.random.default_rng(0); g = rng.uniform(0, 4, 4000)
+    >>> a, b = calibrate(rng.normal(size=4000) * np.sqrt(0.5 + 2.0 * g), g)
+    >>> bool(abs(a - 0.5) < 0.15 and abs(b - 2.0) < 0.4)
+    True
+  """
+  r2, g = np.asarray(residuals, np.float64) ** 2, np.asarray(spread, np.float64)
+  if r2.size == 0:
+    raise ValueError("calibrate needs at least one residual.")
+  shape = 1.0 + RATIOS[:, None] * g[None, :]  # (ratios, rows)
+  a = np.maximum(np.mean(r2[None, :] / shape, 1), 1e-12)  # the closed-form a for each ratio
+  loglik = -np.sum(np.log(a[:, None] * shape), 1)
+  best = int(np.argmax(loglik))
+  return float(a[best]), float(a[best] * RATIOS[best])
+
+
+def laplace_posterior(op: TangentOperator, *, seed: int = 0) -> LaplacePosterior:
+  """The calibrated linearised posterior of the fit behind ``op`` (its parameters, rows and ``μ``).
+
+  Args:
+    op: a Gauss-Newton :class:`~curiojax.tangent.operator.TangentOperator` of a scalar-output
+      model (as :meth:`curiojax.Learner.problem` gives); padded rows (weight 0) are dropped.
+    seed: which rows are kept when there are more than :data:`MAX_ROWS`.
+
+  Raises:
+    ValueError: a Hessian system or a model with several outputs per row (the data-space form
+      needs Gauss-Newton curvature and one output), or fewer than 3 labelled rows.
+  """
+  if not applies(op):
+    raise ValueError(
+      "laplace_posterior needs Gauss-Newton curvature and a model with one output per row "
+      f"(got curvature {op.system.curvature!r})."
+    )
+  loss: PredictionLoss = op.system.value_fn
+  w = op.batch.get("weights")
+  w = np.ones(op.rows, np.float32) if w is None else np.asarray(w, np.float32)
+  keep = np.flatnonzero(w > 0)
+  if len(keep) < 3:
+    raise ValueError(f"laplace_posterior needs at least 3 labelled rows, got {len(keep)}.")
+  if len(keep) > MAX_ROWS:
+    keep = np.sort(np.random.default_rng(seed).choice(keep, MAX_ROWS, replace=False))
+  x, y = jnp.asarray(op.batch["x"])[keep], jnp.asarray(op.batch["y"])[keep]
+  w_all = float(np.sum(w))
+  pred, b, gram = _weights(loss.model_fn, loss.loss, op.params, x, y, jnp.asarray(w[keep]))
+  b = np.asarray(b, np.float64) * float(np.sum(w[keep])) / w_all  # N is every real row
+  sqrt_b = np.sqrt(b)
+  mu = max(float(op.regularizer_scale()), np.finfo(np.float32).tiny)
+  k_hat = sqrt_b[:, None] * np.asarray(gram, np.float64) * sqrt_b[None, :]
+  shift = max(mu, 1e-12 * float(np.max(np.diag(k_hat), initial=0.0)))
+  cholesky = np.linalg.cholesky(k_hat + shift * np.eye(len(keep)))
+  inverse_diagonal = np.sum(scipy.linalg.solve_triangular(cholesky, np.eye(len(keep)), lower=True) ** 2, 0)
+  one_minus_h = np.clip(shift * inverse_diagonal, 1e-6, 1.0)  # I − H = μ(K̂ + μI)⁻¹
+  loo = (np.asarray(y, np.float64) - np.asarray(pred, np.float64)) / one_minus_h
+  posterior = LaplacePosterior(loss.model_fn, op.params, x, sqrt_b, mu, w_all, cholesky, 1.0, 0.0, loo)
+  spread = posterior.epistemic(x) / one_minus_h
+  noise, scale = calibrate(loo, spread)
+  return dataclasses.replace(posterior, noise=noise, scale=scale)
