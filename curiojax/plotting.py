@@ -68,7 +68,7 @@ def plot_curves(
   ylabel: str = "",
   title: str = "",
 ):
-  """Several named curves over ``x`` (``normalize``: each divided by its max |value|)."""
+  """Several named curves over ``x`` (``normalize``: each divided by its largest absolute value)."""
   styles = styles or {}
   for label, y in curves.items():
     y = np.asarray(y, float)
@@ -83,6 +83,7 @@ def plot_curves(
 
 
 def plot_points(ax, x, y, *, label: str = "data", color: str = "k", marker: str = "o", size: float = 18):
+  """Points ``(x, y)`` drawn over the curves (e.g. the labelled data), with a legend entry."""
   ax.scatter(np.asarray(x), np.asarray(y), s=size, c=color, marker=marker, label=label, zorder=3)
   ax.legend(fontsize=8)
   return ax

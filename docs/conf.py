@@ -1,8 +1,11 @@
 """Sphinx configuration: ``sphinx-build -W -b html docs docs/_build/html`` (see README.md).
 
 The API reference is generated from the docstrings of the names in ``curiojax.__all__``
-(``docs/api/``); guides are Markdown (MyST); the notebooks are copied from ``notebooks/`` and
-rendered without executing them (the test suite executes them).
+(``docs/api/``), with a summary table per page and ``[source]`` links; guides are Markdown
+(MyST); the notebooks are copied from ``notebooks/`` (where they are committed without outputs)
+and executed at build time in their fast mode (``CURIOJAX_FAST=1``, unless already set), so the
+site shows their printed results and figures. ``tests/test_docs.py`` builds the site once with
+``-W`` and checks the executed notebooks' figures and printed accuracies.
 """
 
 import importlib
@@ -20,7 +23,14 @@ author = "the curiojax authors"
 copyright = "2026, the curiojax authors"
 version = release = curiojax.__version__  # the one definition of the version
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax", "myst_nb"]
+extensions = [
+  "sphinx.ext.autodoc",
+  "sphinx.ext.autosummary",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.mathjax",
+  "sphinx.ext.viewcode",
+  "myst_nb",
+]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 root_doc = "index"
@@ -31,6 +41,7 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
+autosummary_generate = False  # the summary tables link to the entries on the same page (no stub pages)
 
 # Every cross-reference must resolve (with -W a broken one fails the build).
 nitpicky = True
@@ -41,11 +52,19 @@ suppress_warnings = ["misc.highlighting_failure"]  # the notebooks' "!pip instal
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
-nb_execution_mode = "off"  # committed notebooks carry no outputs; tests/test_notebooks.py runs them
+# The notebooks are executed at every build, in fast mode (the kernel inherits this environment);
+# a failing cell fails the build. Cells tagged "skip-execution" (the Colab install line) are not run.
+os.environ.setdefault("CURIOJAX_FAST", "1")
+nb_execution_mode = "force"
+nb_execution_timeout = 300  # seconds per cell
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
 
 html_theme = "sphinx_book_theme"
 html_title = f"curiojax {release}"
 html_theme_options = {"show_toc_level": 2}
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # long code lines scroll instead of being cut off
 
 # The notebooks live in notebooks/ (where users open them); the site renders copies.
 _NOTEBOOKS = os.path.join(os.path.dirname(__file__), "_notebooks")
