@@ -6,8 +6,9 @@
     curiojax run --resume DIR
 
 ``suggest`` fits the model on the labelled file, writes the ``k`` pool rows to label next
-(their ids, features and scores) and keeps its state; run it again after adding labels to
-the labelled file and it continues (:mod:`curiojax.active.suggest_csv`). ``--config.<field>=value``
+(their ids, scores, predictions and standard deviations, features) to ``suggestions.csv``,
+appends them to the state folder's ``history.csv`` and keeps its state; run it again after
+adding labels to the labelled file and it continues (:mod:`curiojax.active.suggest_csv`). ``--config.<field>=value``
 sets a :class:`curiojax.active.learner.LearnerOptions` field of a new state.
 
 ``--config`` is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``
@@ -356,11 +357,36 @@ def run(args, overrides) -> int:
   return 0
 
 
+def _sentence(text: str) -> str:
+  return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _printable(text: str) -> str:
+  return text if text.isprintable() else ascii(text)  # no terminal control sequences from a file
+
+
+def _suggestions_table(result) -> str:
+  """The terminal table of a :class:`curiojax.active.suggest_csv.Suggested`: rank, id, score, prediction, std."""
+  ids = [_printable(rid) for rid in result.ids]
+  id_header = _printable(result.id_header or "id")
+  predicted = _printable(f"predicted {result.target}")
+  widths = (4, max(12, len(id_header), *map(len, ids)), 10, max(12, len(predicted)), 10)
+  cells = [("rank", id_header, "score", predicted, "std")]
+
+  def number(v) -> str:
+    return "" if v != v else f"{float(v):.4g}"
+
+  rows = zip(ids, result.scores, result.predictions, result.stds, strict=True)
+  for rank, (rid, score, mean, sd) in enumerate(rows, 1):
+    cells.append((str(rank), rid, number(score), number(mean), number(sd)))
+  return "\n".join("  ".join(f"{c:>{w}s}" for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
 def suggest_command(args, overrides) -> int:
   import ml_collections
 
   from curiojax.active.learner import LearnerOptions
-  from curiojax.active.suggest_csv import suggest
+  from curiojax.active.suggest_csv import RANK_MEANING, suggest
 
   options = None
   if overrides:
@@ -385,15 +411,16 @@ def suggest_command(args, overrides) -> int:
     )
   except ValueError as e:
     raise UserError(str(e)) from None
-  id_header = args.id_column or "pool row"
-  print(f"{'rank':>4s}  {id_header:>12s}  {'score':>12s}")
-  for rank, (rid, score) in enumerate(zip(result.ids, result.scores, strict=True), 1):
-    rid = rid if rid.isprintable() else ascii(rid)  # no terminal control sequences from a file
-    print(f"{rank:4d}  {rid:>12s}  {'' if score != score else f'{score:12.4g}'}")
+  print(_suggestions_table(result))
   told = f", {result.new_labels} new this session" if result.new_labels else ""
   print(
-    f"\n{len(result.ids)} rows to label next ({result.criterion}); fitted on {result.labelled} labelled rows{told}.\n"
-    f"wrote {result.path}; state in {result.state}.\n"
+    f"\n{len(result.ids)} rows to label next (round {result.round}, strategy {result.strategy}); fitted on "
+    f"{result.labelled} labelled rows{told}.\n"
+    f"{_sentence(RANK_MEANING)}\n"
+    f"{_sentence(result.score_meaning)}\n"
+    f"Predicted {_printable(result.target)}, std: what the model expects the measurement to be, and its standard "
+    "deviation (about 2 in 3 measurements fall within 1 std of the prediction, 19 in 20 within 2 std).\n"
+    f"wrote {result.path}; every batch so far in {result.history}; state in {result.state}.\n"
     "Label them, add them to the labelled file, and run the same command again."
   )
   if not result.tangent_accurate:

@@ -112,3 +112,54 @@ def test_csv_byte_order_mark_and_encoding(tmp_path):
   latin.write_bytes("a,y,caf\xe9\n1,2,3\n".encode("latin-1"))
   with pytest.raises(ValueError, match="latin.csv: not UTF-8"):
     load_dataset(latin, target="y")
+
+
+def test_read_table_keeps_each_feature_cells_text(tmp_path):
+  """Issue 22: suggestions.csv wrote 6.40999985 where the pool has 6.4; the reader keeps the cell's own text."""
+  from curiojax.active.data import read_table
+
+  p = tmp_path / "pool.csv"
+  p.write_text("id,a,b,y\nr1, 6.4 ,1e-3,2\nr2,-0.10,3,\n")
+  table = read_table(p, target="y", id_column="id", blank_target="allow")
+  assert table.text == (("6.4", "1e-3"), ("-0.10", "3"))
+  assert table.x[0, 0] == 6.4 and table.feature_names == ("a", "b")
+
+
+def test_read_frame_by_name_with_ids_from_the_index_or_a_column():
+  pd = pytest.importorskip("pandas")
+  from curiojax.active.data import is_plain_index, read_frame
+
+  frame = pd.DataFrame(
+    {"a": [6.4, 0.1], "n": [3, 4], "flag": [True, False], "y": [1.0, 2.0]}, index=pd.Index(["u", "v"], name="sid")
+  )
+  table = read_frame(frame, target="y", index_ids=True)
+  assert table.ids == ("u", "v") and table.feature_names == ("a", "n", "flag")
+  assert table.text == (("6.4", "3", "1"), ("0.1", "4", "0"))
+  np.testing.assert_array_equal(table.y, [1, 2])
+  assert read_frame(frame, target="y", id_column="sid").ids == ("u", "v")  # id_column may name the index
+  plain = frame.reset_index()
+  assert is_plain_index(plain) and not is_plain_index(frame) and not is_plain_index(plain.iloc[1:])
+  assert read_frame(plain, target="y", id_column="sid").ids == ("u", "v")
+  assert read_frame(plain.drop(columns="sid"), target="y").ids == ("1", "2")  # no ids: data row numbers
+
+
+@pytest.mark.parametrize(
+  "edit, kwargs, match",
+  [
+    (lambda f: f.drop(columns="y"), {}, "no target column named 'y'"),
+    (lambda f: f.assign(a=["x", "1"]), {}, "feature column 'a' is not numeric.*'x'"),
+    (lambda f: f.assign(y=["1", "2"]), {}, "target column 'y' is not numeric"),
+    (lambda f: f.set_axis(["u", "u"]), {}, "id 'u' appears 2 times in the index"),
+    (lambda f: f, {"id_column": "key"}, "no id column named 'key'"),
+    (lambda f: f.assign(a=[1.0, float("nan")]), {}, "row 'v', column 'a' is blank"),
+    (lambda f: f.assign(a=[1.0, 1e39]), {}, "column 'a': 1e\\+39 is outside the range"),
+    (lambda f: f.set_axis(["a", "a", "y"], axis=1), {}, "names column 'a' twice"),
+  ],
+)
+def test_read_frame_bad_input_names_the_column(edit, kwargs, match):
+  pd = pytest.importorskip("pandas")
+  from curiojax.active.data import read_frame
+
+  frame = pd.DataFrame({"a": [6.4, 0.1], "b": [3, 4], "y": [1.0, 2.0]}, index=pd.Index(["u", "v"]))
+  with pytest.raises(ValueError, match=match):
+    read_frame(edit(frame), target="y", index_ids=True, **kwargs)

@@ -385,13 +385,15 @@ def test_a_forged_rechecksummed_state_is_checked_for_consistency(tmp_path, field
 def test_suggestions_csv_cells_that_look_like_formulas_are_text(tmp_path):
   """Issue 21, item 11: an id or header starting with = + - @ was evaluated by spreadsheets."""
   pool = [[f'=HYPERLINK("x")+{i}', i * 0.5, (i * 7) % 5] for i in range(12)]
-  lab = [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0]]
+  lab = [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0], [pool[2][0], 1.0, 4, -1.0]]
   out = _tiny(tmp_path, lab, pool, header=("@id", "-a", "+b"), id_column="@id")
   with open(out.path, newline="") as f:
     rows = list(csv.reader(f))
-  assert rows[0] == ["rank", "'@id", "score", "'-a", "'+b"]
+  assert rows[0] == ["rank", "'@id", "score", "predicted_y", "std_y", "'-a", "'+b"]
   assert all(r[1].startswith("'=HYPERLINK") for r in rows[1:])
-  assert all(not r[3].startswith("'") for r in rows[1:])  # numbers stay numbers (negative ones too)
+  assert all(not c.startswith("'") for r in rows[1:] for c in r[3:])  # numbers stay numbers (negative ones too)
+  with open(out.history, newline="") as f:
+    assert all(r[2].startswith("'=HYPERLINK") for r in list(csv.reader(f))[1:])  # the history's ids too
   assert out.ids[0].startswith("=")  # the ids themselves are the file's
 
 
@@ -464,12 +466,21 @@ def test_a_continued_state_refuses_another_seed_and_odd_arguments(tmp_path):
 
 def test_ids_are_printed_without_control_sequences(tmp_path, capsys):
   pool = [[f"p{i}\x1b[2J", i * 0.5, (i * 7) % 5] for i in range(12)]
-  write_csv(tmp_path / "lab.csv", ["id", "a", "b", "y"], [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0]])
+  lab = [[pool[0][0], 0.0, 0, 1.0], [pool[1][0], 0.5, 2, 2.0], [pool[2][0], 1.0, 4, -1.0]]
+  write_csv(tmp_path / "lab.csv", ["id", "a", "b", "y"], lab)
   write_csv(tmp_path / "pool.csv", ["id", "a", "b"], pool)
   args = ["suggest", "--labelled", str(tmp_path / "lab.csv"), "--target", "y", "--pool", str(tmp_path / "pool.csv")]
   args += ["-k", "2", "--id-column", "id", "--state", str(tmp_path / "st"), "--strategy", "random", *FAST]
   assert main(args) == 0
   assert "\x1b" not in capsys.readouterr().out
+
+
+@pytest.mark.xfail(
+  strict=True, raises=ValueError, reason="Learner.ask needs 3 labelled rows for the std since 67d6ee8 (learner.py)"
+)
+def test_two_labelled_rows_get_a_batch(tmp_path):
+  out = _tiny(tmp_path, [["p0", 0.0, 0, 1.0], ["p1", 0.5, 2, 2.0]], _pool_rows())
+  assert len(out.ids) == 2 and np.all(np.isfinite(out.predictions))
 
 
 def test_an_interrupted_suggest_says_how_to_continue(files, capsys, monkeypatch):

@@ -179,6 +179,9 @@ class Table:
     ids: row identifiers (the id column's text, or the 1-based data row number), unique.
     feature_names: the feature columns, in file order.
     source: the file, for messages.
+    text: each row's feature cells as written in the file (stripped of surrounding blanks), so
+      that they can be written back verbatim (``6.4`` stays ``6.4``, not float32's
+      ``6.40000010``); for a DataFrame, the shortest text of each value.
   """
 
   x: np.ndarray
@@ -186,6 +189,7 @@ class Table:
   ids: tuple[str, ...]
   feature_names: tuple[str, ...]
   source: str
+  text: tuple[tuple[str, ...], ...] = ()
 
 
 def _read_text(path: Path) -> str:
@@ -243,7 +247,7 @@ def read_table(
   if not names:
     raise ValueError(f"{path}: no feature columns (the columns are {header}).")
   cols = [header.index(n) for n in names]
-  xs, ys, ids = [], [], []
+  xs, ys, ids, texts = [], [], [], []
   t = header.index(target) if target and blank_target != "ignore" else None
   i = header.index(id_column) if id_column else None
   for lineno, row in enumerate(rows[1:], 2):
@@ -251,13 +255,15 @@ def read_table(
       continue
     if len(row) != len(header):
       raise ValueError(f"{path}:{lineno}: ragged row with {len(row)} values, expected {len(header)} like the header.")
-    values = []
+    values, cells = [], []
     for c in cols:
       cell = row[c].strip()
       if not cell:
         raise ValueError(f"{path}:{lineno}: column {header[c]!r} is blank; every feature needs a value.")
       values.append(_parse_finite(cell, f"{path}:{lineno}, column {header[c]!r}"))
+      cells.append(cell)
     xs.append(values)
+    texts.append(tuple(cells))
     if t is not None:
       cell = row[t].strip()
       if not cell and blank_target == "allow":
@@ -281,7 +287,146 @@ def read_table(
       )
   x = np.asarray(xs, np.float64).reshape(len(xs), len(cols))
   y = np.asarray(ys, np.float64) if t is not None else None
-  return Table(x, y, tuple(ids), tuple(names), str(path))
+  return Table(x, y, tuple(ids), tuple(names), str(path), tuple(texts))
+
+
+def is_frame(obj) -> bool:
+  """A pandas DataFrame (checked without importing pandas, which stays optional)."""
+  return hasattr(obj, "columns") and hasattr(obj, "iloc") and hasattr(obj, "index")
+
+
+def is_plain_index(frame) -> bool:
+  """Whether a DataFrame's index is pandas' default ``0, 1, …, n-1`` (positions, not ids)."""
+  index = frame.index
+  if type(index).__name__ != "RangeIndex" or index.name is not None:
+    return False
+  return index.start == 0 and index.step == 1
+
+
+def _value_text(value) -> str:
+  """The shortest text of a DataFrame cell that reads back as the same number (bools as 1/0)."""
+  if isinstance(value, (bool, np.bool_)):
+    return "1" if value else "0"
+  return str(value)
+
+
+def read_frame(
+  frame,
+  *,
+  target: str | None = None,
+  id_column: str | None = None,
+  index_ids: bool = False,
+  blank_target: str = "error",
+  source: str = "the DataFrame",
+) -> Table:
+  """A pandas DataFrame as a :class:`Table`, checked like :func:`read_table`; errors name the column.
+
+  Columns are found by name (the names as text); the features are every column but the target
+  and the id column, in frame order, and must be numeric (int, float or bool dtype).
+
+  Args:
+    frame: the DataFrame.
+    target, blank_target: as for :func:`read_table`.
+    id_column: a column of unique row ids, or the name of the frame's index (its values as text).
+    index_ids: take the ids from the index (its values as text) when ``id_column`` is None.
+    source: the frame's name in messages.
+  """
+  columns = frame.columns
+  if getattr(columns, "nlevels", 1) > 1:
+    raise ValueError(f"{source} has several header levels (a MultiIndex); flatten the column names first.")
+  header = [str(c) for c in columns]
+  if any(not h.strip() for h in header):
+    raise ValueError(f"{source}: column {[h.strip() for h in header].index('') + 1} has no name.")
+  seen = set()
+  for h in header:
+    if h in seen:
+      raise ValueError(f"{source} names column {h!r} twice; give every column its own name.")
+    seen.add(h)
+  n = len(frame)
+  if target and blank_target != "ignore" and target not in header:
+    raise ValueError(f"{source}: no target column named {target!r}; columns are {header}.")
+  if target and target == id_column:
+    raise ValueError(f"{source}: the target and the id column are both {target!r}.")
+  id_from_index = False
+  if id_column is not None and id_column not in header:
+    if frame.index.name is not None and str(frame.index.name) == id_column:
+      id_from_index = True
+    else:
+      raise ValueError(
+        f"{source}: no id column named {id_column!r} (and the index is "
+        f"{'unnamed' if frame.index.name is None else f'named {str(frame.index.name)!r}'}); columns are {header}."
+      )
+  elif id_column is None and index_ids:
+    id_from_index = True
+  exclude = {target, id_column} - {None, ""}
+  names = [h for h in header if h not in exclude]
+  if not names:
+    raise ValueError(f"{source}: no feature columns (the columns are {header}).")
+  if n == 0:
+    raise ValueError(f"{source}: no data rows.")
+  where_ids = "the index" if id_from_index else f"column {id_column!r}"
+  if id_from_index or id_column is not None:
+    values = frame.index if id_from_index else frame.iloc[:, header.index(id_column)]
+    blank = np.flatnonzero(np.asarray(values.isna()))
+    ids = [str(v).strip() for v in values.tolist()]
+    blank = [int(b) for b in blank] + [j for j, v in enumerate(ids) if not v]
+    if blank:
+      raise ValueError(f"{source}: data row {min(blank) + 1} has a blank id in {where_ids}.")
+    counts = collections.Counter(ids)
+    dup = [v for v, c in counts.items() if c > 1]
+    if dup:
+      raise ValueError(f"{source}: id {dup[0]!r} appears {counts[dup[0]]} times in {where_ids}; ids must be unique.")
+  else:
+    ids = [str(j) for j in range(1, n + 1)]
+
+  def row_name(j: int) -> str:
+    return f"row {ids[j]!r}" if (id_from_index or id_column is not None) else f"data row {j + 1}"
+
+  def numbers(name: str, what: str) -> np.ndarray:
+    column = frame.iloc[:, header.index(name)]
+    kind = getattr(column.dtype, "kind", "O")
+    if kind not in "biuf":
+      sample = next((v for v in column.tolist() if not isinstance(v, (int, float, np.number))), None)
+      example = f", e.g. {sample!r}" if sample is not None else ""
+      hint = f", or pass id_column={name!r} if it holds row ids" if what == "feature" and id_column is None else ""
+      raise ValueError(
+        f"{source}: {what} column {name!r} is not numeric (dtype {column.dtype}{example}); every {what} must be "
+        f"a number: convert the column or drop it{hint}."
+      )
+    try:
+      return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{source}: {what} column {name!r} is not numeric ({e}).") from None
+
+  def check(values: np.ndarray, name: str, allow_nan: bool) -> None:
+    bad = ~np.isfinite(values) & ~(np.isnan(values) if allow_nan else False)
+    with np.errstate(over="ignore", under="ignore"):
+      small = (values != 0) & (np.float32(values) == 0)
+    outside = np.isfinite(values) & ((np.abs(values) > _FLOAT32_MAX) | small)
+    if bad.any():
+      j = int(np.flatnonzero(bad)[0])
+      fix = "label the row or remove it" if name == target else "every feature needs a finite value"
+      what = "blank (NaN)" if np.isnan(values[j]) else f"{float(values[j])!r}"
+      raise ValueError(f"{source}: {row_name(j)}, column {name!r} is {what}; {fix}.")
+    if outside.any():
+      j = int(np.flatnonzero(outside)[0])
+      raise ValueError(
+        f"{source}: {row_name(j)}, column {name!r}: {float(values[j])!r} is outside the range curiojax computes in "
+        "(float32: about 1e-45 to 3.4e38 in magnitude); rescale the column (e.g. other units)."
+      )
+
+  x = np.empty((n, len(names)), np.float64)
+  text_columns = []
+  for c, name in enumerate(names):
+    x[:, c] = numbers(name, "feature")
+    check(x[:, c], name, allow_nan=False)
+    text_columns.append([_value_text(v) for v in frame.iloc[:, header.index(name)].to_numpy()])
+  y = None
+  if target and blank_target != "ignore":
+    y = numbers(target, "target")
+    check(y, target, allow_nan=blank_target == "allow")
+  texts = tuple(zip(*text_columns, strict=True))
+  return Table(x, y, tuple(ids), tuple(names), source, texts)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -1,10 +1,12 @@
-"""Which rows to label next, from two CSV files, across labelling sessions (``curiojax suggest``).
+"""Which rows to label next, from two CSV files (or DataFrames), across labelling sessions (``curiojax suggest``).
 
 A practitioner has a labelled CSV (features and a target column) and a pool CSV of
-candidates (the same feature columns; a target column, if any, is ignored). :func:`suggest`
-reads both, fits the model (with its certified tangent when the strategy reads one), and
-writes the ``k`` pool rows to label next (their ids, rank, score and features) to a CSV file;
-it keeps everything in a state folder. After the labels come back (days later), add the
+candidates (the same feature columns; a target column, if any, is ignored), or two pandas
+DataFrames. :func:`suggest` reads both, fits the model (with its certified tangent when the
+strategy reads one), and writes the ``k`` pool rows to label next (their rank, ids, score,
+the model's prediction and its standard deviation, and the features as the pool writes them)
+to a CSV file, appends them to ``history.csv`` (every batch so far); it keeps everything in a
+state folder. After the labels come back (days later), add the
 labelled rows to the labelled file and call it again: it reads the new labels from the file,
 tells the learner, and suggests the next batch. Rows are identified by ``id_column``
 (recommended), or else by their 1-based row number in the pool file, a labelled row matching
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime
 import io
 import os
 import re
@@ -44,11 +47,46 @@ import numpy as np
 
 from curiojax._checks import check_bool, check_int
 from curiojax.active import persistence
-from curiojax.active.data import Table, read_table
+from curiojax.active.data import Table, is_frame, is_plain_index, read_frame, read_table
 from curiojax.active.learner import Learner, LearnerOptions, column_scales
 from curiojax.strategies import DEFAULT_STRATEGY, check_strategy_name
 
 STATE_KIND = "suggest"
+SUGGESTIONS_FILE = "suggestions.csv"
+HISTORY_FILE = "history.csv"
+HISTORY_COLUMNS = ("round", "rank", "id", "score", "prediction", "std", "strategy", "time")
+INDEX_IDS = "(index)"  # the saved id column of a state whose ids are its DataFrames' index values
+RANK_MEANING = "rank is the order in which the strategy chose the rows (1 = chosen first), not a sort by score"
+
+# What each strategy's score means, for a lab user (the strategy's ``criterion`` says it for an expert).
+_SPREAD = "; each pick covers another region, so the scores need not fall with the rank"
+SCORE_MEANINGS = {
+  "random": "no score: the rows are drawn at random",
+  "lcmd": "score = how unlike every labelled or already chosen row this row is, as the model sees them "
+  "(larger = newer to the model)" + _SPREAD,
+  "tangent_coverage": "score = how unlike every labelled or already chosen row this row is, as the model sees "
+  "them (larger = newer to the model)" + _SPREAD,
+  "validation_coverage": "score = how unlike every labelled or already chosen row this row is, as the model sees "
+  "them, counting most where it would improve the predictions on held-out labelled rows" + _SPREAD,
+  "curiosity": "score = how much measuring this row is expected to change the fitted model (larger = more)",
+  "group_curiosity": "score = how much measuring this row is expected to change the fitted model, summed over its "
+  "layers (larger = more)",
+  "curiosity_diverse": "score = how much measuring this row is expected to change the fitted model (larger = more)"
+  + _SPREAD,
+  "validation_influence": "score = how much measuring this row is expected to change the error on held-out "
+  "labelled rows (larger = more)",
+  "validation_diverse": "score = how much measuring this row is expected to change the error on held-out labelled "
+  "rows (larger = more)" + _SPREAD,
+  "variance": "score = how unsure the model is about this row (its predictive variance, in standardised units; "
+  "larger = less sure)",
+  "emcm": "score = how much measuring this row is expected to change the model's predictions (larger = more)",
+  "badge": "no score: the rows are sampled to differ from each other, as the model sees them",
+}
+
+
+def score_meaning(strategy: str, criterion: str) -> str:
+  """One plain sentence on what a strategy's score says (its ``criterion`` for an unknown strategy)."""
+  return SCORE_MEANINGS.get(strategy, f"score = {criterion}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +94,21 @@ class Suggested:
   """What :func:`suggest` wrote.
 
   Attributes:
-    ids: the pool rows to label next, best first (the id column's values or pool row numbers).
-    scores: the strategy's score of each (NaN where it has none).
-    x: their features (original units), columns ``feature_names``.
-    criterion: what the scores measure.
-    path: the CSV file written (``rank``, the id column (or ``pool_row``), ``score``, features…).
+    ids: the pool rows to label next, in the order the strategy chose them (the id column's
+      values, the DataFrames' index values, or pool row numbers).
+    scores: the strategy's score of each (NaN where it has none); in the order of choice, not
+      sorted (see ``score_meaning``).
+    predictions: the fitted model's prediction of the target at each row (float32, the target's units).
+    stds: the predictive standard deviation of a measurement at each row (float32, the target's
+      units): about 68% of measurements fall within ``prediction ± std``, 95% within ``± 1.96·std``.
+    x: their features (original units, float32), columns ``feature_names``.
+    criterion: what the scores measure (the strategy's technical description).
+    score_meaning: the same in one plain sentence.
+    strategy: the strategy's name.
+    round: the labelling round of this batch (1 for the first), as in the history.
+    path: the CSV file written (``rank``, the id column, ``score``, ``predicted_<target>``,
+      ``std_<target>``, the features as the pool writes them).
+    history: the history file, ``history.csv`` in the state folder (every batch so far).
     state: the state folder.
     labelled: labelled rows the model was fitted on.
     new_labels: labels read from the labelled file this session (0 on the first run).
@@ -79,6 +127,14 @@ class Suggested:
   new_labels: int
   tangent_residual: float
   tangent_accurate: bool
+  predictions: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+  stds: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+  score_meaning: str = ""
+  strategy: str = ""
+  round: int = 0
+  history: str = ""
+  target: str = ""
+  id_header: str = ""
 
 
 _ID_LIKE = {"id", "ids", "identifier", "index", "idx", "key", "name", "uid", "uuid", "sample", "row", "no", "number"}
@@ -89,9 +145,16 @@ def _looks_like_ids(name: str) -> bool:
   return low in _ID_LIKE or low.endswith("_id") or low.startswith("id_") or low.endswith("_no")
 
 
-def _read_inputs(labelled, pool, target, id_column) -> tuple[Table, Table]:
-  lab = _read(labelled, target, id_column, "error")
-  pool_table = _read(pool, target, id_column, "ignore")
+def _read_inputs(labelled, pool, target, id_column, index_ids=False) -> tuple[Table, Table]:
+  frames = is_frame(labelled)
+  if frames:
+    lab = read_frame(labelled, target=target, id_column=id_column, index_ids=index_ids, source="the labelled DataFrame")
+    pool_table = read_frame(
+      pool, target=target, id_column=id_column, index_ids=index_ids, blank_target="ignore", source="the pool DataFrame"
+    )
+  else:
+    lab = _read(labelled, target, id_column, "error")
+    pool_table = _read(pool, target, id_column, "ignore")
   if lab.feature_names != pool_table.feature_names:
     only_lab = [n for n in lab.feature_names if n not in pool_table.feature_names]
     only_pool = [n for n in pool_table.feature_names if n not in lab.feature_names]
@@ -99,15 +162,16 @@ def _read_inputs(labelled, pool, target, id_column) -> tuple[Table, Table]:
     if not only_lab and not only_pool:
       detail = "the same columns in another order"
     raise ValueError(
-      f"the pool's feature columns differ from the labelled file's ({detail}); they must match, "
-      f"in the same order: {list(lab.feature_names)}."
+      f"the pool's feature columns differ from the labelled {'DataFrame' if frames else 'file'}'s ({detail}); they "
+      f"must match, in the same order: {list(lab.feature_names)}."
     )
   if id_column is None:
     named = [n for n in lab.feature_names if _looks_like_ids(n)]
     if named:
+      flag = f"id_column={named[0]!r}" if frames else f"--id-column {named[0]}"
       raise ValueError(
-        f"column {named[0]!r} looks like row ids, and without --id-column it would be a model feature; "
-        f"pass --id-column {named[0]} (or rename the column if it really is a measured feature)."
+        f"column {named[0]!r} looks like row ids, and without an id column it would be a model feature; "
+        f"pass {flag} (or rename the column if it really is a measured feature)."
       )
   return lab, pool_table
 
@@ -123,12 +187,15 @@ def _read(path, target, id_column, blank_target) -> Table:
 
 
 def _check_paths(labelled, pool, state_dir: Path, out: Path) -> None:
-  """``--out`` never overwrites an input or the state's own files; the state folder is a folder."""
+  """``--out`` never overwrites an input or the state's own files; the state folder is a folder.
+
+  ``labelled`` and ``pool`` are the input files (None for DataFrames).
+  """
   if state_dir.exists() and not state_dir.is_dir():
     raise ValueError(f"--state {state_dir} is a file, not a folder; give a folder name.")
   if state_dir.is_dir() and not (state_dir / persistence.STATE_FILE).exists():  # a new state: in a folder of its own
     others = sorted(p.name for p in state_dir.iterdir() if not persistence.is_state_file(p.name))
-    others = [n for n in others if n != "suggestions.csv"]
+    others = [n for n in others if n != SUGGESTIONS_FILE]  # a history without its state is never overwritten
     if others:
       raise ValueError(
         f"--state {state_dir} holds no curiojax state but other files (e.g. {others[0]!r}); a new state needs a "
@@ -137,13 +204,16 @@ def _check_paths(labelled, pool, state_dir: Path, out: Path) -> None:
   if out.is_dir():
     raise ValueError(f"--out {out} is a directory; give a file name.")
   state_res = state_dir.resolve()
-  own = {state_res / "suggestions.csv"}
+  own = {state_res / SUGGESTIONS_FILE}
   for what, given in (("the labelled file", labelled), ("the pool file", pool)):
+    if given is None:
+      continue
     path = Path(given)
     if out.resolve() == path.resolve() or (out.exists() and path.exists() and os.path.samefile(out, path)):
       raise ValueError(f"--out {out} is {what}: the suggestions would overwrite it. Give another file name.")
     if path.resolve().parent == state_res and (
-      path.name in (persistence.STATE_FILE, persistence.LOCK_FILE, "suggestions.csv") or path.name.startswith("arrays-")
+      path.name in (persistence.STATE_FILE, persistence.LOCK_FILE, SUGGESTIONS_FILE, HISTORY_FILE)
+      or path.name.startswith("arrays-")
     ):
       raise ValueError(f"{what} {path} is inside --state {state_dir} under a name the state writes; move it.")
   out_res = out.resolve()
@@ -247,19 +317,42 @@ def suggest(
 ) -> Suggested:
   """Suggest the next ``k`` pool rows to label, and keep the state for the next session.
 
-  A continued session checks the files against the saved state, both ways: rows may be added
-  to the labelled file; a removed or changed labelled row, a pool that lost, gained or changed
+  A continued session checks the inputs against the saved state, both ways: rows may be added
+  to the labelled rows; a removed or changed labelled row, a pool that lost, gained or changed
   rows, is refused with the row named.
 
+  What it writes (only after the batch is chosen; a refused call writes nothing):
+
+  - ``out`` (default ``suggestions.csv`` in the state folder), one row per suggestion:
+    ``rank`` (the order in which the strategy chose the rows, 1 = first; not a sort by score),
+    the id (the id column's name, the index's name (``id`` if unnamed) or ``pool_row``),
+    ``score`` (the strategy's score, meaning :attr:`Suggested.score_meaning`; blank where it has
+    none), ``predicted_<target>`` and ``std_<target>`` (the model's prediction and the
+    predictive standard deviation of a measurement, in the target's units), then the features
+    as the pool writes them (a CSV cell's own text; text a spreadsheet would run as a formula
+    gets a leading ``'``). Replaced every session.
+  - ``history.csv`` in the state folder: every batch so far, one row per suggested row, with
+    columns ``round`` (1 for the first batch, +1 with each session that brings new labels),
+    ``rank``, ``id``, ``score``, ``prediction``, ``std`` (as in ``out``), ``strategy`` and
+    ``time`` (ISO-8601, UTC). Rows are appended and never overwritten; asking again without new
+    labels is the same round, and its rows are kept once (replaced only if the batch differs,
+    e.g. another ``k``). Written atomically (a temporary file then a rename).
+  - the state (see :meth:`curiojax.active.learner.Learner.save`).
+
   Args:
-    labelled: CSV file of labelled rows (features, ``target``, and ``id_column`` if given).
-    pool: CSV file of candidate rows (the same feature columns).
+    labelled: CSV file of labelled rows (features, ``target``, and ``id_column`` if given), or
+      a pandas DataFrame with those columns (named).
+    pool: CSV file of candidate rows (the same feature columns), or a DataFrame (the same kind
+      as ``labelled``). A target column in the pool is ignored.
     target: the label column of the labelled file.
     k: how many rows to suggest.
-    id_column: a column of unique row ids in both files (default: pool row numbers, and
-      labelled rows matched to pool rows by equal features).
-    state: the state folder (default ``curiojax_suggest`` next to the pool file); created on
-      the first call, continued on the next ones.
+    id_column: a column of unique row ids in both inputs (for DataFrames, a column or the
+      name of their index). Default, for CSV files: pool row numbers, and labelled rows
+      matched to pool rows by equal features. Default, for DataFrames: the index values (as
+      text) are the ids, unless both frames have pandas' plain ``0..n-1`` index (two frames
+      read from two files), which is treated like CSV files without ids.
+    state: the state folder (default ``curiojax_suggest`` next to the pool file; required for
+      DataFrames); created on the first call, continued on the next ones.
     strategy: a registered strategy (default the best measured, ``"lcmd"``); a
       continued state keeps its own.
     out: the CSV file to write (default ``suggestions.csv`` in the state folder); never an
@@ -268,14 +361,36 @@ def suggest(
     seed: seed of a new state (default 0; a continued state keeps its own).
     allow_same_features: accept labelled rows whose id matches no pool row although their
       features equal an unlabelled pool row's (refused by default: usually a typo'd id).
+
+  Returns:
+    a :class:`Suggested`: the ids, scores, predictions and standard deviations of the batch,
+    in the order of choice, and where everything was written.
+
+  Raises:
+    ValueError: a mistake in the inputs (a missing target column, a non-numeric feature
+      column, duplicate ids, a row that contradicts the saved state…), named with its file or
+      DataFrame, row and column.
+
+  Example with DataFrames (ids from their index; pandas is optional)::
+
+    data = pandas.read_csv("concrete.csv", index_col="id")
+    labelled = data[data["strength"].notna()]
+    pool = data[data["strength"].isna()].drop(columns="strength")
+    out = suggest(labelled, pool, target="strength", k=5, state="state")
+    out.ids, out.predictions, out.stds
   """
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"k must be a positive integer, got {k!r}.")
-  for what, given in (("labelled", labelled), ("pool", pool)):
-    if not isinstance(given, (str, os.PathLike)):
-      raise TypeError(
-        f"{what} must be the path of a CSV file, got {type(given).__name__}; for arrays use curiojax.Learner."
-      )
+  frames = is_frame(labelled)
+  if frames != is_frame(pool):
+    raise TypeError("labelled and pool must be of one kind: both CSV file paths or both pandas DataFrames.")
+  if not frames:
+    for what, given in (("labelled", labelled), ("pool", pool)):
+      if not isinstance(given, (str, os.PathLike)):
+        raise TypeError(
+          f"{what} must be the path of a CSV file or a pandas DataFrame, got {type(given).__name__}; for arrays "
+          "use curiojax.Learner."
+        )
   if not target or not isinstance(target, str):
     raise ValueError("name the target column of the labelled file.")
   if id_column is not None and (not isinstance(id_column, str) or not id_column.strip()):
@@ -287,26 +402,31 @@ def suggest(
     raise TypeError(f"options must be a curiojax.LearnerOptions, got {type(options).__name__}.")
   if strategy is not None:
     check_strategy_name(strategy)
+  if frames and state is None:
+    raise ValueError("give state= (a folder for this labelling campaign) when the inputs are DataFrames.")
   state_dir = Path(state) if state is not None else Path(pool).resolve().parent / "curiojax_suggest"
   if out is not None and str(out).endswith(("/", os.sep)):
     raise ValueError(f"--out {out} names a folder; give a file name.")
-  out = Path(out) if out is not None else state_dir / "suggestions.csv"
-  _check_paths(labelled, pool, state_dir, out)
+  out = Path(out) if out is not None else state_dir / SUGGESTIONS_FILE
+  _check_paths(None if frames else labelled, None if frames else pool, state_dir, out)
+  index_ids = frames and id_column is None and not (is_plain_index(labelled) and is_plain_index(pool))
+  id_key = INDEX_IDS if index_ids else id_column  # what the state saves as its id column
   saved_id = _saved_id_column(state_dir)
-  if saved_id is not _NO_STATE and id_column != saved_id:  # before the files are read with the wrong columns
-    given = "without --id-column" if saved_id is None else f"with --id-column {saved_id}"
-    raise ValueError(f"{state_dir} was started {given}; run it the same way (or use a new --state).")
-  lab, pool_table = _read_inputs(labelled, pool, target, id_column)
+  if saved_id is not _NO_STATE and id_key != saved_id:  # before the inputs are read with the wrong columns
+    raise ValueError(f"{state_dir} was started {_id_way(saved_id)}; run it the same way (or use a new --state).")
+  lab, pool_table = _read_inputs(labelled, pool, target, id_column, index_ids)
+  history_path = state_dir / HISTORY_FILE
+  history = _read_history(history_path)  # a damaged history stops here, before anything is written
   with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
     locked = state_dir.is_dir()
     if locked:
       owner.enter_context(persistence.workdir_lock(state_dir))
-    saved = (state_dir / "state.json").exists()
+    saved = (state_dir / persistence.STATE_FILE).exists()
     if saved:
-      learner, st, extra = _continue(state_dir, lab, pool_table, target, id_column, strategy, options, seed)
+      learner, st, extra = _continue(state_dir, lab, pool_table, target, id_key, strategy, options, seed)
       learner, st, new = _tell_new(learner, st, extra, lab, allow_same_features)
     else:
-      learner, st, extra = _start(lab, pool_table, target, id_column, strategy, options, seed or 0, allow_same_features)
+      learner, st, extra = _start(lab, pool_table, target, id_key, strategy, options, seed or 0, allow_same_features)
       new = 0
     unlabelled = len(learner.x_pool) - len(st.labelled)
     if k > unlabelled:
@@ -315,12 +435,23 @@ def suggest(
     pool_ids = extra["pool_ids"]
     ids = tuple(pool_ids[i] for i in batch.indices)
     x = learner.x_pool[batch.indices]
+    prediction, std = batch.prediction, batch.std
+    if prediction is None or std is None:
+      prediction, std = learner.predict(st, batch.fit, x, return_std=True)
+    prediction, std = np.asarray(prediction, np.float32), np.asarray(std, np.float32)
+    text = _pool_text(pool_table, ids, x)
+    meaning = score_meaning(str(learner.strategy_name), batch.criterion)
+    round_no = int(st.round) + 1
     if not locked:
       owner.enter_context(persistence.workdir_lock(state_dir))
-      if (state_dir / "state.json").exists():
+      if (state_dir / persistence.STATE_FILE).exists():
         raise ValueError(f"{state_dir} was just started by another process; run again to continue it.")
+      history = _read_history(history_path)
     learner.save(state_dir, st, extra=extra)
-    _write_suggestions(out, ids, batch.scores, x, extra["feature_names"], id_column or "pool_row")
+    rows = _history_rows(round_no, ids, batch.scores, prediction, std, str(learner.strategy_name))
+    _write_history(history_path, history, rows)
+    id_header = _id_header(id_key, pool)
+    _write_suggestions(out, ids, batch.scores, prediction, std, text, extra["feature_names"], id_header, target)
   return Suggested(
     ids=ids,
     scores=batch.scores,
@@ -333,7 +464,45 @@ def suggest(
     new_labels=new,
     tangent_residual=batch.tangent_residual,
     tangent_accurate=batch.fit.tangent_accurate,
+    predictions=prediction,
+    stds=std,
+    score_meaning=meaning,
+    strategy=str(learner.strategy_name),
+    round=round_no,
+    history=str(history_path),
+    target=target,
+    id_header=id_header,
   )
+
+
+def _id_way(id_key) -> str:
+  if id_key is None:
+    return "without --id-column"
+  if id_key == INDEX_IDS:
+    return "with the DataFrames' index as ids"
+  return f"with --id-column {id_key}"
+
+
+def _id_header(id_key, pool) -> str:
+  if id_key is None:
+    return "pool_row"
+  if id_key == INDEX_IDS:
+    name = getattr(getattr(pool, "index", None), "name", None)
+    return "id" if name is None else str(name)
+  return id_key
+
+
+def _pool_text(pool_table: Table, ids, x) -> list[tuple[str, ...]]:
+  """The suggested rows' features as the pool writes them (its cells' own text)."""
+  where = {pid: j for j, pid in enumerate(pool_table.ids)}
+  out = []
+  for rid, row in zip(ids, x, strict=True):
+    j = where.get(rid)
+    if pool_table.text and j is not None:
+      out.append(pool_table.text[j])
+    else:  # not expected: a suggested row is an unlabelled pool row, present in the pool
+      out.append(tuple(f"{float(v):.9g}" for v in row))
+  return out
 
 
 def _start(lab, pool_table, target, id_column, strategy, options, seed, allow_same_features=False):
@@ -413,6 +582,8 @@ def _continue(state_dir, lab, pool_table, target, id_column, strategy, options, 
     )
   present = set(pool_table.ids)
   told = set(st.labelled.tolist()) if id_column else set()  # a labelled row may leave the pool file: it is kept
+  if id_column:  # and so may a row labelled this session (it is in the labelled input, by id)
+    told |= {known[rid] for rid in lab.ids if rid in known}
   lost = [pid for i, pid in enumerate(extra["pool_ids"]) if pid not in present and i not in told]
   if lost:
     what = "row" if id_column else "data row"
@@ -567,18 +738,74 @@ def _cell(text: str) -> str:
   return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _write_suggestions(path: Path, ids, scores, x, feature_names, id_header: str) -> None:
-  from curiojax.active.persistence import atomic_write_text
-
+def _write_suggestions(path: Path, ids, scores, prediction, std, text, feature_names, id_header, target) -> None:
+  """``rank, <id>, score, predicted_<target>, std_<target>, <features as the pool writes them>``."""
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")
-  writer.writerow(["rank", _cell(id_header), "score", *(_cell(n) for n in feature_names)])
-  for rank, (rid, score, row) in enumerate(zip(ids, scores, x, strict=True), 1):
-    writer.writerow(
-      [rank, _cell(rid), "" if np.isnan(score) else f"{float(score):.6g}", *(f"{float(v):.9g}" for v in row)]
-    )
+  header = ["rank", id_header, "score", f"predicted_{target}", f"std_{target}", *feature_names]
+  writer.writerow([_cell(h) for h in header])
+  for rank, (rid, score, mean, sd, cells) in enumerate(zip(ids, scores, prediction, std, text, strict=True), 1):
+    writer.writerow([rank, _cell(rid), _number(score), _number(mean), _number(sd), *map(_feature_cell, cells)])
+  _write_text(path, buf.getvalue())
+
+
+def _feature_cell(text: str) -> str:
+  """A feature as the pool wrote it: a number (``-0.76`` is no formula), else neutralised like any text."""
+  try:
+    float(text)
+  except ValueError:
+    return _cell(text)
+  return text
+
+
+def _number(value) -> str:
+  return "" if np.isnan(value) else f"{float(value):.6g}"
+
+
+def _write_text(path: Path, text: str) -> None:
+  from curiojax.active.persistence import atomic_write_text
+
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, text)
   except OSError as e:
     raise ValueError(f"cannot write {path}: {e.strerror or e}.") from None
+
+
+def _read_history(path: Path) -> list[list[str]]:
+  """The rows of an existing ``history.csv`` (checked: a damaged one is named before anything is written)."""
+  if not path.exists():
+    return []
+  fix = "restore it, or move it away to start a new history"
+  try:
+    text = path.read_text(encoding="utf-8")
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"cannot read the history {path}: {getattr(e, 'strerror', None) or e}; {fix}.") from None
+  rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+  if not rows or tuple(rows[0]) != HISTORY_COLUMNS:
+    raise ValueError(f"{path} is not a curiojax history (its header is not {','.join(HISTORY_COLUMNS)}); {fix}.")
+  for lineno, row in enumerate(rows[1:], 2):
+    if len(row) != len(HISTORY_COLUMNS) or not row[0].isdigit() or not row[1].isdigit():
+      raise ValueError(f"{path}:{lineno}: not a history row (round, rank, id, …); {fix}.")
+  return rows[1:]
+
+
+def _history_rows(round_no, ids, scores, prediction, std, strategy) -> list[list[str]]:
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+  return [
+    [str(round_no), str(rank), _cell(rid), _number(score), _number(mean), _number(sd), strategy, now]
+    for rank, (rid, score, mean, sd) in enumerate(zip(ids, scores, prediction, std, strict=True), 1)
+  ]
+
+
+def _write_history(path: Path, old: list[list[str]], new: list[list[str]]) -> None:
+  """Append a round's rows; a round already there (asked again, no new labels) is kept once, not duplicated."""
+  round_no = new[0][0]
+  same = [r for r in old if r[0] == round_no]
+  if same and [r[1:3] for r in same] == [r[1:3] for r in new]:
+    return  # the same batch again: the rows (and the time it was first asked) are kept
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(HISTORY_COLUMNS)
+  writer.writerows([r for r in old if r[0] != round_no] + new)
+  _write_text(path, buf.getvalue())
