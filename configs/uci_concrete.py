@@ -1,4 +1,4 @@
-"""UCI concrete: random vs curiosity on ../shared/data/uci/concrete (see ``uci_config``)."""
+"""UCI concrete: the main job's strategies on ../shared/data/uci/concrete (see ``uci_config``)."""
 
 from curiojax.config_defaults import uci_config
 

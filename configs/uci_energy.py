@@ -1,4 +1,4 @@
-"""UCI energy: random vs curiosity on ../shared/data/uci/energy (see ``uci_config``)."""
+"""UCI energy: the main job's strategies on ../shared/data/uci/energy (see ``uci_config``)."""
 
 from curiojax.config_defaults import uci_config
 

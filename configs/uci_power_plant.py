@@ -1,4 +1,4 @@
-"""UCI power-plant: random vs curiosity on ../shared/data/uci/power-plant (see ``uci_config``)."""
+"""UCI power-plant: the main job's strategies on ../shared/data/uci/power-plant (see ``uci_config``)."""
 
 from curiojax.config_defaults import uci_config
 

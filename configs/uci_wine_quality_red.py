@@ -1,4 +1,4 @@
-"""UCI wine-quality-red: random vs curiosity on ../shared/data/uci/wine-quality-red (see ``uci_config``)."""
+"""UCI wine-quality-red: the main job's strategies on ../shared/data/uci/wine-quality-red (see ``uci_config``)."""
 
 from curiojax.config_defaults import uci_config
 

@@ -1,4 +1,4 @@
-"""UCI yacht: random vs curiosity on ../shared/data/uci/yacht (see ``uci_config``)."""
+"""UCI yacht: the main job's strategies on ../shared/data/uci/yacht (see ``uci_config``)."""
 
 from curiojax.config_defaults import uci_config
 

@@ -4,8 +4,16 @@ import jax
 import numpy as np
 import pytest
 
+import curiojax
 from curiojax.active.data import ArrayOracle
-from curiojax.active.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning, summarise
+from curiojax.active.loop import (
+  DEFAULT_STRATEGIES,
+  ActiveLearner,
+  Experiment,
+  LoopOptions,
+  run_active_learning,
+  summarise,
+)
 from curiojax.scoring.scores import curiosity_scores
 from curiojax.strategies import SelectionContext, get_strategy
 
@@ -30,15 +38,27 @@ def finished():
   return exp, state
 
 
+def test_main_job_compares_random_the_default_strategy_and_curiosity_diverse():
+  assert (
+    DEFAULT_STRATEGIES
+    == ("random", curiojax.DEFAULT_STRATEGY, "curiosity_diverse")
+    == ("random", "lcmd", "curiosity_diverse")
+  )
+  assert LoopOptions().strategies == DEFAULT_STRATEGIES
+  from configs.default import get_config
+
+  assert tuple(get_config().strategies) == DEFAULT_STRATEGIES  # what `curiojax run` runs
+
+
 def test_rmse_falls_for_every_default_strategy(finished):
   _, state = finished
-  for name in ("random", "curiosity", "curiosity_diverse"):
+  for name in DEFAULT_STRATEGIES:
     rows = [r for r in state.records if r["strategy"] == name]
     first = np.mean([r["test_rmse"] for r in rows if r["round"] == 0])
     last = np.mean([r["test_rmse"] for r in rows if r["round"] == 3])
     assert last < 0.8 * first, (name, first, last)
   summary = summarise(state.records)
-  assert set(summary) == {"random", "curiosity", "curiosity_diverse"} and summary["random"]["labels_used"] == 110
+  assert set(summary) == set(DEFAULT_STRATEGIES) and summary["random"]["labels_used"] == 110
 
 
 def test_labels_unique_on_schedule_and_oracle_consistent(finished):

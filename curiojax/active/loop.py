@@ -47,9 +47,11 @@ from curiojax.active.learner import (
 )
 from curiojax.active.models import ModelSpec, make_model
 from curiojax.active.training import Trainer, cached_trainer, capacity_for
-from curiojax.strategies import check_indices, check_strategy_name
+from curiojax.strategies import DEFAULT_STRATEGY, check_indices, check_strategy_name
 
-DEFAULT_STRATEGIES = ("random", "curiosity", "curiosity_diverse")
+# The main job (`curiojax run`) compares random, the default strategy (what `Learner` and
+# `curiojax suggest` use) and curiosity-weighted LCMD.
+DEFAULT_STRATEGIES = ("random", DEFAULT_STRATEGY, "curiosity_diverse")
 
 
 @dataclasses.dataclass(frozen=True)
