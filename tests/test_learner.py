@@ -168,6 +168,7 @@ def test_no_recompilation_across_rounds_of_one_size_class(compilations):
     state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
     learner.ask(state, 4)
   assert not [n for n in names if "fit" in n], names
+  assert not [n for n in names if "_weights" in n or "_pool_kernels" in n], names  # the error bars' kernels
 
 
 def test_exported_at_the_top_level():
@@ -312,3 +313,29 @@ def test_no_recompilation_across_rounds_with_the_protocol_options(compilations):
     state = learner.tell(state, batch.indices, truth(learner.x_pool[batch.indices]))
     learner.ask(state, 4)
   assert not [n for n in names if "fit" in n], names
+
+
+def test_dataframes_match_columns_by_name_and_label_rows_by_index(tmp_path):
+  pd = pytest.importorskip("pandas")
+  x_pool, x_lab, y_lab, truth = _data()
+  names = ["temperature", "pressure", "ph"]
+  pool = pd.DataFrame(x_pool, columns=names, index=[f"s{i}" for i in range(len(x_pool))])
+  first = pd.DataFrame(x_lab, columns=names)[["ph", "temperature", "pressure"]]  # another column order
+  learner = Learner(pool, options=OPTIONS, strategy="random")
+  state = learner.init(jax.random.key(7), x_labelled=first, y_labelled=pd.Series(y_lab))
+  plain = Learner(x_pool, options=OPTIONS, strategy="random")
+  plain_state = plain.init(jax.random.key(7), x_labelled=x_lab, y_labelled=y_lab)
+  state, batch = learner.ask(state, 3)
+  _, plain_batch = plain.ask(plain_state, 3)
+  np.testing.assert_array_equal(batch.indices, plain_batch.indices)  # the same as the arrays
+  assert list(batch.ids) == [f"s{i}" for i in batch.indices]
+  np.testing.assert_allclose(learner.predict(state, batch.fit, pool.iloc[batch.indices][names[::-1]]), batch.prediction)
+  learner.save(tmp_path / "s", state)
+  loaded, _ = Learner.load(tmp_path / "s")
+  assert loaded.feature_names == tuple(names) and list(loaded.pool_ids[:2]) == ["s0", "s1"]
+  with pytest.raises(ValueError, match="no column 'ph'"):
+    learner.predict(state, batch.fit, pool[["temperature", "pressure"]])
+  with pytest.raises(ValueError, match="'ph' is not numeric"):
+    learner.predict(state, batch.fit, pool.assign(ph="acid"))
+  with pytest.raises(ValueError, match="duplicate labels"):
+    Learner(pool.set_axis(["a"] * len(pool)), options=OPTIONS)

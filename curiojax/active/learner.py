@@ -222,6 +222,7 @@ class Suggestion:
       validation adjoint, the per-layer tangents); NaN when it solved none.
     prediction, std: the fit's prediction for each chosen row and the predictive standard
       deviation of a measurement there, in the target's units (:meth:`Learner.predict`).
+    ids: the chosen rows' labels in the pool DataFrame's index (None for an array pool).
   """
 
   indices: np.ndarray
@@ -235,11 +236,26 @@ class Suggestion:
   direction_residual: float = float("nan")
   prediction: np.ndarray | None = None
   std: np.ndarray | None = None
+  ids: np.ndarray | None = None
 
 
 def _is_frame(x) -> bool:
   """A pandas DataFrame (without importing pandas)."""
   return hasattr(x, "columns") and hasattr(x, "iloc")
+
+
+def _frame_values(frame, names, what: str) -> np.ndarray:
+  """A DataFrame's feature columns ``names`` (in that order; all of them when None) as float32 rows."""
+  columns = [str(c) for c in frame.columns]
+  names = columns if names is None else list(names)
+  missing = [n for n in names if n not in columns]
+  if missing:
+    raise ValueError(f"{what} has no column {missing[0]!r}; the pool's feature columns are {names}.")
+  frame = frame.set_axis(columns, axis=1)[names]
+  text = [n for n in names if not np.issubdtype(np.asarray(frame[n]).dtype, np.number)]
+  if text:
+    raise ValueError(f"{what}: column {text[0]!r} is not numeric; give features as numbers (encode categories).")
+  return np.asarray(frame, np.float32)
 
 
 def _check_x(x, name) -> np.ndarray:
@@ -301,6 +317,11 @@ class Learner:
     validation: ``(x_valid, y_valid)`` in original units, labelled rows kept out of training
       for ``options.restore_best`` (required by it, refused without it).
 
+  A pandas DataFrame works wherever rows go (``x_pool``, ``x_labelled``, ``x_outside``, ``x``
+  of :meth:`predict`): its numeric columns are the features, matched by name to the pool's
+  (``learner.feature_names``), and the pool's index labels the suggested rows
+  (``Suggestion.ids``; ``learner.pool_ids``). Indices into the pool stay positions.
+
   The tangent is solved at each fit when the strategy reads it (``needs_tangent``, True for
   strategy objects that do not say).
   """
@@ -316,7 +337,11 @@ class Learner:
     capacity: int | None = None,
     validation=None,
   ):
-    self.x_pool = _check_x(x_pool, "x_pool")
+    self.feature_names = tuple(str(c) for c in x_pool.columns) if _is_frame(x_pool) else None
+    self.pool_ids = np.asarray(x_pool.index) if _is_frame(x_pool) else None
+    if self.pool_ids is not None and len(set(self.pool_ids.tolist())) < len(self.pool_ids):
+      raise ValueError("x_pool's index has duplicate labels; give each row a unique id (e.g. df.reset_index()).")
+    self.x_pool = self.rows(x_pool, "x_pool")
     self.options = options = options or LearnerOptions()
     if isinstance(strategy, str):
       check_strategy_name(strategy)
@@ -353,6 +378,12 @@ class Learner:
     self.xs_pool = self.standardise(self.x_pool)
     self.xs_valid = None if self.validation is None else self.standardise(self.validation[0])
 
+  def rows(self, x, what: str = "x") -> np.ndarray:
+    """``x`` as checked float32 rows ``(n, d)``; a DataFrame's feature columns by name (class docstring)."""
+    if _is_frame(x):
+      x = _frame_values(x, getattr(self, "feature_names", None), what)
+    return _check_x(x, what)
+
   def standardise(self, x) -> np.ndarray:
     """Inputs in the learner's standardised units."""
     return ((np.asarray(x, np.float32) - self.x_mean) / self.x_std).astype(np.float32)
@@ -371,7 +402,7 @@ class Learner:
         raise ValueError("y_labelled given without x_labelled.")
       x_extra, y_extra = np.zeros((0, d), np.float32), np.zeros(0, np.float32)
     else:
-      x_extra = _check_x(x_labelled, "x_labelled")
+      x_extra = self.rows(x_labelled, "x_labelled")
       if x_extra.shape[1] != d:
         raise ValueError(f"x_labelled has {x_extra.shape[1]} columns, the pool has {d}.")
       y_extra = _check_labels(y_labelled, len(x_extra), "y_labelled")
@@ -487,9 +518,9 @@ class Learner:
         model's uncertainty plus the noise), in the target's units.
 
     Returns:
-      ``mean`` (float32 ``(m,)``), or ``(mean, std)`` with ``return_std``. ``mean ± std`` is
-      a central 68% interval, ``mean ± 1.96·std`` a 95% one (coverage measured by
-      ``benchmarks/bench_calibration.py``).
+      ``mean`` (float32 ``(m,)``), or ``(mean, std)`` with ``return_std``. The predictive
+      distribution is a Student-t (its degrees of freedom calibrated with the scale); its
+      central intervals are :meth:`interval`.
 
     Example:
       >>> import jax, numpy as np
@@ -501,7 +532,7 @@ class Learner:
       >>> mean.shape, bool(np.all(std > 0))
       ((4,), True)
     """
-    xs = self.standardise(_check_x(np.asarray(x, np.float32) if _is_frame(x) else x, "x"))
+    xs = self.standardise(self.rows(x))
     capacity = self.padded_size(len(xs))
     if len(xs) <= capacity:  # one compilation for every call of this size class
       out = np.asarray(self.trainer.predict(fit.result.params, pad_rows(xs, capacity)))[: len(xs)]
@@ -511,6 +542,25 @@ class Learner:
     if not check_bool("return_std", return_std):
       return mean
     return mean, self.posterior(state, fit).std(xs) * np.float32(state.y_std)
+
+  def interval(self, state: LearnerState, fit: Fit, x, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)``: the central ``level`` interval of a measurement at each row of ``x`` (target's units).
+
+    Its coverage on held-out rows is measured by ``benchmarks/bench_calibration.py``.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> x_pool = np.random.default_rng(0).normal(size=(100, 2))
+      >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)), strategy="random")
+      >>> state = learner.init(jax.random.key(0), labelled=np.arange(10), labels=x_pool[:10, 0])
+      >>> state, fit = learner.fit(state)
+      >>> low, high = learner.interval(state, fit, x_pool[:4], level=0.68)
+      >>> bool(np.all(low < learner.predict(state, fit, x_pool[:4])) and np.all(high > low))
+      True
+    """
+    mean = self.predict(state, fit, x)
+    half = self.posterior(state, fit).half_width(self.standardise(self.rows(x)), level)
+    return mean - half * np.float32(state.y_std), mean + half * np.float32(state.y_std)
 
   def posterior(self, state: LearnerState, fit: Fit) -> LaplacePosterior:
     """The fit's calibrated linearised Laplace posterior (standardised units; :meth:`predict` uses it)."""
@@ -562,6 +612,7 @@ class Learner:
       direction_residual=float(ctx.info.get("direction_residual", np.nan)),
       prediction=prediction,
       std=std,
+      ids=None if self.pool_ids is None else self.pool_ids[indices],
     )
 
   def tell(self, state: LearnerState, indices=(), labels=(), *, x_outside=None, y_outside=None) -> LearnerState:
@@ -579,7 +630,7 @@ class Learner:
     labels = _check_labels(labels, len(indices))
     x_extra, y_extra = state.x_extra, state.y_extra
     if x_outside is not None or y_outside is not None:
-      x_new = _check_x(x_outside, "x_outside")
+      x_new = self.rows(x_outside, "x_outside")
       if x_new.shape[1] != self.x_pool.shape[1]:
         raise ValueError(f"x_outside has {x_new.shape[1]} columns, the pool has {self.x_pool.shape[1]}.")
       x_extra = np.concatenate([x_extra, x_new])
@@ -622,6 +673,8 @@ class Learner:
       "x_std": self.x_std.tolist(),
       "state": meta,
       "extra": extra or {},
+      "feature_names": None if self.feature_names is None else list(self.feature_names),
+      "pool_ids": None if self.pool_ids is None else [_json_id(i) for i in self.pool_ids.tolist()],
     }
     if self.validation is not None:
       arrays = {**arrays, "x_valid": self.validation[0], "y_valid": self.validation[1]}
@@ -650,11 +703,19 @@ class Learner:
         validation=validation,
       )
       learner._set_scale(*_saved_scale(meta["x_mean"], meta["x_std"], learner.x_pool.shape[1]))
+      if meta.get("feature_names") is not None:
+        learner.feature_names = tuple(meta["feature_names"])
+        learner.pool_ids = np.asarray(meta["pool_ids"])
       state = state_from_saved(learner, meta["state"], arrays)
       learner.extra = dict(meta.get("extra", {}))
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"{directory}: the saved learner is inconsistent: {type(e).__name__}: {e}") from None
     return learner, state
+
+
+def _json_id(value):
+  """A pool index label as JSON keeps it (numbers and text as they are, anything else as text)."""
+  return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def _registered():
