@@ -413,7 +413,8 @@ def suggest(
   id_key = INDEX_IDS if index_ids else id_column  # what the state saves as its id column
   saved_id = _saved_id_column(state_dir)
   if saved_id is not _NO_STATE and id_key != saved_id:  # before the inputs are read with the wrong columns
-    raise ValueError(f"{state_dir} was started {_id_way(saved_id)}; run it the same way (or use a new --state).")
+    hint = " (DataFrames' ids come from their index unless both have the plain 0..n-1 index)" if frames else ""
+    raise ValueError(f"{state_dir} was started {_id_way(saved_id)}; run it the same way{hint} (or use a new --state).")
   lab, pool_table = _read_inputs(labelled, pool, target, id_column, index_ids)
   history_path = state_dir / HISTORY_FILE
   history = _read_history(history_path)  # a damaged history stops here, before anything is written
