@@ -417,7 +417,7 @@ def suggest(
     raise ValueError(f"{state_dir} was started {_id_way(saved_id)}; run it the same way{hint} (or use a new --state).")
   lab, pool_table = _read_inputs(labelled, pool, target, id_column, index_ids)
   history_path = state_dir / HISTORY_FILE
-  history = _read_history(history_path)  # a damaged history stops here, before anything is written
+  _read_history(history_path)  # a damaged history stops here, before the fit and before anything is written
   with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
     locked = state_dir.is_dir()
     if locked:
@@ -447,7 +447,7 @@ def suggest(
       owner.enter_context(persistence.workdir_lock(state_dir))
       if (state_dir / persistence.STATE_FILE).exists():
         raise ValueError(f"{state_dir} was just started by another process; run again to continue it.")
-      history = _read_history(history_path)
+    history = _read_history(history_path)  # again, under the lock: what another session may have added
     learner.save(state_dir, st, extra=extra)
     rows = _history_rows(round_no, ids, batch.scores, prediction, std, str(learner.strategy_name))
     _write_history(history_path, history, rows)
