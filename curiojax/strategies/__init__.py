@@ -61,7 +61,7 @@ from curiojax.strategies.topk import (
   ValidationInfluenceStrategy,
 )
 
-DEFAULT_STRATEGY = "lcmd"  # the best measured in docs/benchmark.md (no tangent method beat it in issue 13)
+DEFAULT_STRATEGY = "lcmd"  # the best measured in docs/benchmark.md
 
 register_strategy("random", RandomStrategy)
 register_strategy("curiosity", CuriosityStrategy)

@@ -1,4 +1,4 @@
-"""Baseline batch strategies from the literature, on sketched gradient features (issue 6).
+"""Baseline batch strategies from the literature, on sketched gradient features.
 
 - ``variance`` — top-k predictive variance of the linearised network (Laplace / Gauss-Newton
   posterior in the sketched gradient space, kernel scaled to mean labelled diagonal 1):

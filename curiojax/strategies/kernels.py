@@ -21,9 +21,7 @@ from curiojax.strategies.directions import normalised_sum
 
 POOL_BUCKET = 512
 LABELLED_BUCKET = 512
-# bmdal_reg's grad → rp(512). 256 would halve the sketch's products and LCMD's distances (the 20k-pool
-# step 0.39 → 0.25 s on 2 CPU cores) but LCMD labelled worse with it on splits 0-4 (+0.009 ± 0.004
-# in mean Δ log RMSE, exact protocol; docs/benchmark.md, issue 13), so 256 is an option, not the default.
+# bmdal_reg's grad → rp(512); 256 halves the sketch's cost and labels worse (docs/benchmark.md).
 SKETCH_DIM = 512
 SKETCH_CHUNK = 2048
 SKETCH_COMPUTE_DTYPE = "bfloat16"  # the sketch's products; see gradient_sketch

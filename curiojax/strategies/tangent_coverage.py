@@ -15,7 +15,7 @@ LCMD. ``direction`` may also be ``"validation"`` (the adjoint ``a``) or ``"group
 coordinate per layer); :mod:`curiojax.strategies.directions`.
 
 ``validation_coverage`` combines the two tangent quantities that each led LCMD somewhere in
-issue 13's benchmark: the metric stretched along ``τ`` (as here) and LCMD's scored squared
+the benchmark (docs/benchmark.md): the metric stretched along ``τ`` (as here) and LCMD's scored squared
 distances weighted by the normalised validation influence ``(c_a/c̄_a)^γ``, ``c_a = (J_xa)²``
 (as ``validation_diverse``). ``J_xτ`` and ``J_xa`` come from one pass over the pool.
 
