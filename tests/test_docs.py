@@ -257,7 +257,8 @@ def test_site_builds_with_warnings_as_errors(site):
   out, _, _, _ = site
   index = (out / "index.html").read_text()
   assert f"curiojax {curiojax.__version__}" in index  # the version, from its one definition
-  assert index.index("pip install") < index.index("regularity tangent")  # install first, maths after
+  sections = [index.index(f'<section id="{s}"') for s in ("install", "in-30-seconds", "the-idea")]
+  assert sections == sorted(sections)  # install and an example first, the maths after
   active = (out / "api" / "active.html").read_text()
   assert 'id="curiojax.Learner.ask"' in active  # methods rendered from the docstrings
   assert active.index('id="curiojax.Learner.init"') < active.index('id="curiojax.Learner.padded_size"')
