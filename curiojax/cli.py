@@ -370,15 +370,16 @@ def _suggestions_table(result) -> str:
   ids = [_printable(rid) for rid in result.ids]
   id_header = _printable(result.id_header or "id")
   predicted = _printable(f"predicted {result.target}")
-  widths = (4, max(12, len(id_header), *map(len, ids)), 10, max(12, len(predicted)), 10)
-  cells = [("rank", id_header, "score", predicted, "std")]
 
   def number(v) -> str:
     return "" if v != v else f"{float(v):.4g}"
 
-  rows = zip(ids, result.scores, result.predictions, result.stds, strict=True)
-  for rank, (rid, score, mean, sd) in enumerate(rows, 1):
-    cells.append((str(rank), rid, number(score), number(mean), number(sd)))
+  rows = zip(ids, result.scores, result.predictions, result.stds, result.low95, result.high95, strict=True)
+  cells = [("rank", id_header, "score", predicted, "std", "95% interval")]
+  for rank, (rid, score, mean, sd, low, high) in enumerate(rows, 1):
+    cells.append((str(rank), rid, number(score), number(mean), number(sd), f"{number(low)} to {number(high)}"))
+  widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
+  widths[1], widths[3] = max(12, widths[1]), max(12, widths[3])
   return "\n".join("  ".join(f"{c:>{w}s}" for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
@@ -419,7 +420,7 @@ def suggest_command(args, overrides) -> int:
     f"{_sentence(RANK_MEANING)}\n"
     f"{_sentence(result.score_meaning)}\n"
     f"Predicted {_printable(result.target)}, std: what the model expects the measurement to be, and its standard "
-    "deviation (about 2 in 3 measurements fall within 1 std of the prediction, 19 in 20 within 2 std).\n"
+    "deviation; 95% interval: where 19 in 20 measurements should fall.\n"
     f"wrote {result.path}; every batch so far in {result.history}; state in {result.state}.\n"
     "Label them, add them to the labelled file, and run the same command again."
   )

@@ -389,7 +389,7 @@ def test_suggestions_csv_cells_that_look_like_formulas_are_text(tmp_path):
   out = _tiny(tmp_path, lab, pool, header=("@id", "-a", "+b"), id_column="@id")
   with open(out.path, newline="") as f:
     rows = list(csv.reader(f))
-  assert rows[0] == ["rank", "'@id", "score", "predicted_y", "std_y", "'-a", "'+b"]
+  assert rows[0] == ["rank", "'@id", "score", "predicted_y", "std_y", "low95_y", "high95_y", "'-a", "'+b"]
   assert all(r[1].startswith("'=HYPERLINK") for r in rows[1:])
   assert all(not c.startswith("'") for r in rows[1:] for c in r[3:])  # numbers stay numbers (negative ones too)
   with open(out.history, newline="") as f:

@@ -68,15 +68,19 @@ def test_predictions_history_text_and_the_score_sentence_across_sessions(files, 
   out = capsys.readouterr().out
   # The terminal: the table has the prediction and its std; rank and score are explained in plain words.
   header = out.splitlines()[0].split()
-  assert header == ["rank", "sample", "score", "predicted", "yield", "std"]
+  assert header == ["rank", "sample", "score", "predicted", "yield", "std", "95%", "interval"]
   assert RANK_MEANING[1:] in out and SCORE_MEANINGS["lcmd"][1:] in out and "standard deviation" in out
   assert "history.csv" in out
   first = read_rows(tmp / "state" / "suggestions.csv")
-  assert list(first[0]) == ["rank", "sample", "score", "predicted_yield", "std_yield", "temp", "pressure", "dose"]
+  assert list(first[0]) == [
+    "rank", "sample", "score", "predicted_yield", "std_yield", "low95_yield", "high95_yield", "temp", "pressure", "dose"
+  ]  # fmt: skip
   assert [r["rank"] for r in first] == ["1", "2", "3", "4"]
   predicted = np.array([float(r["predicted_yield"]) for r in first])
   std = np.array([float(r["std_yield"]) for r in first])
   assert np.all(np.isfinite(predicted)) and np.all(np.isfinite(std)) and np.all(std > 0)
+  low, high = (np.array([float(r[c]) for r in first]) for c in ("low95_yield", "high95_yield"))
+  assert np.all(low < predicted) and np.all(predicted < high)
   for r in first:  # the pool's own text, byte for byte ('6.4' stays '6.4')
     assert [r["temp"], r["pressure"], r["dose"]] == cells[int(r["sample"][1:])]
   history = read_rows(tmp / "state" / "history.csv")
@@ -136,7 +140,8 @@ def test_dataframes_with_ids_from_the_index(tmp_path):
   labelled, pool = data.iloc[:12], data.iloc[12:].drop(columns="yield")
   out = suggest(labelled, pool, target="yield", k=3, state=tmp_path / "s", options=OPTIONS)
   assert set(out.ids) <= set(pool.index) and out.id_header == "sid"
-  assert out.predictions.shape == out.stds.shape == (3,) and np.all(np.isfinite(out.predictions))
+  assert out.predictions.shape == out.stds.shape == out.low95.shape == (3,) and np.all(np.isfinite(out.predictions))
+  assert np.all(out.low95 < out.predictions) and np.all(out.predictions < out.high95)
   assert np.all(out.stds > 0) and out.round == 1
   rows = read_rows(out.path)
   assert [r["sid"] for r in rows] == list(out.ids)

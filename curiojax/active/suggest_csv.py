@@ -100,14 +100,19 @@ class Suggested:
       sorted (see ``score_meaning``).
     predictions: the fitted model's prediction of the target at each row (float32, the target's units).
     stds: the predictive standard deviation of a measurement at each row (float32, the target's
-      units): about 68% of measurements fall within ``prediction ± std``, 95% within ``± 1.96·std``.
+      units). The predictive distribution is a Student-t (heavier tails than a normal one), so
+      ``prediction ± std`` holds at least about 68% of measurements; for a stated coverage use
+      ``low95``/``high95``.
+    low95, high95: the central 95% interval of a measurement at each row (float32, the target's
+      units; :meth:`curiojax.Learner.interval`): 19 in 20 measurements should fall inside.
     x: their features (original units, float32), columns ``feature_names``.
     criterion: what the scores measure (the strategy's technical description).
     score_meaning: the same in one plain sentence.
     strategy: the strategy's name.
     round: the labelling round of this batch (1 for the first), as in the history.
     path: the CSV file written (``rank``, the id column, ``score``, ``predicted_<target>``,
-      ``std_<target>``, the features as the pool writes them).
+      ``std_<target>``, ``low95_<target>``, ``high95_<target>``, the features as the pool
+      writes them).
     history: the history file, ``history.csv`` in the state folder (every batch so far).
     state: the state folder.
     labelled: labelled rows the model was fitted on.
@@ -129,6 +134,8 @@ class Suggested:
   tangent_accurate: bool
   predictions: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
   stds: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+  low95: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+  high95: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
   score_meaning: str = ""
   strategy: str = ""
   round: int = 0
@@ -328,7 +335,8 @@ def suggest(
     the id (the id column's name, the index's name (``id`` if unnamed) or ``pool_row``),
     ``score`` (the strategy's score, meaning :attr:`Suggested.score_meaning`; blank where it has
     none), ``predicted_<target>`` and ``std_<target>`` (the model's prediction and the
-    predictive standard deviation of a measurement, in the target's units), then the features
+    predictive standard deviation of a measurement, in the target's units), ``low95_<target>``
+    and ``high95_<target>`` (the central 95% interval of a measurement), then the features
     as the pool writes them (a CSV cell's own text; text a spreadsheet would run as a formula
     gets a leading ``'``). Replaced every session.
   - ``history.csv`` in the state folder: every batch so far, one row per suggested row, with
@@ -440,6 +448,7 @@ def suggest(
     if prediction is None or std is None:
       prediction, std = learner.predict(st, batch.fit, x, return_std=True)
     prediction, std = np.asarray(prediction, np.float32), np.asarray(std, np.float32)
+    low, high = (np.asarray(v, np.float32) for v in learner.interval(st, batch.fit, x, level=0.95))
     text = _pool_text(pool_table, ids, x)
     meaning = score_meaning(str(learner.strategy_name), batch.criterion)
     round_no = int(st.round) + 1
@@ -452,7 +461,8 @@ def suggest(
     rows = _history_rows(round_no, ids, batch.scores, prediction, std, str(learner.strategy_name))
     _write_history(history_path, history, rows)
     id_header = _id_header(id_key, pool)
-    _write_suggestions(out, ids, batch.scores, prediction, std, text, extra["feature_names"], id_header, target)
+    columns = (batch.scores, prediction, std, low, high)
+    _write_suggestions(out, ids, columns, text, extra["feature_names"], id_header, target)
   return Suggested(
     ids=ids,
     scores=batch.scores,
@@ -467,6 +477,8 @@ def suggest(
     tangent_accurate=batch.fit.tangent_accurate,
     predictions=prediction,
     stds=std,
+    low95=low,
+    high95=high,
     score_meaning=meaning,
     strategy=str(learner.strategy_name),
     round=round_no,
@@ -739,14 +751,14 @@ def _cell(text: str) -> str:
   return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _write_suggestions(path: Path, ids, scores, prediction, std, text, feature_names, id_header, target) -> None:
-  """``rank, <id>, score, predicted_<target>, std_<target>, <features as the pool writes them>``."""
+def _write_suggestions(path: Path, ids, columns, text, feature_names, id_header, target) -> None:
+  """``rank, <id>, score, predicted_, std_, low95_, high95_<target>, <features as the pool writes them>``."""
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")
-  header = ["rank", id_header, "score", f"predicted_{target}", f"std_{target}", *feature_names]
-  writer.writerow([_cell(h) for h in header])
-  for rank, (rid, score, mean, sd, cells) in enumerate(zip(ids, scores, prediction, std, text, strict=True), 1):
-    writer.writerow([rank, _cell(rid), _number(score), _number(mean), _number(sd), *map(_feature_cell, cells)])
+  numbers = ["score", *(f"{what}_{target}" for what in ("predicted", "std", "low95", "high95"))]
+  writer.writerow([_cell(h) for h in ("rank", id_header, *numbers, *feature_names)])
+  for rank, (rid, *values, cells) in enumerate(zip(ids, *columns, text, strict=True), 1):
+    writer.writerow([rank, _cell(rid), *map(_number, values), *map(_feature_cell, cells)])
   _write_text(path, buf.getvalue())
 
 
