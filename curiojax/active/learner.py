@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,7 +57,7 @@ from curiojax.active.training import (
   check_validation,
 )
 from curiojax.padding import pad_rows
-from curiojax.scoring.uncertainty import LaplacePosterior, laplace_posterior
+from curiojax.scoring.uncertainty import MIN_ROWS, LaplacePosterior, laplace_posterior
 from curiojax.strategies import (
   DEFAULT_STRATEGY,
   SelectionContext,
@@ -221,7 +222,9 @@ class Suggestion:
     direction_residual: the relative residual of the directions the strategy solved (the
       validation adjoint, the per-layer tangents); NaN when it solved none.
     prediction, std: the fit's prediction for each chosen row and the predictive standard
-      deviation of a measurement there, in the target's units (:meth:`Learner.predict`).
+      deviation of a measurement there, in the target's units (:meth:`Learner.predict`); std
+      is NaN, with a warning, below 3 labelled rows.
+    low, high: the central 95% interval of a measurement at each chosen row (:meth:`Learner.interval`).
     ids: the chosen rows' labels in the pool DataFrame's index (None for an array pool).
   """
 
@@ -236,6 +239,8 @@ class Suggestion:
   direction_residual: float = float("nan")
   prediction: np.ndarray | None = None
   std: np.ndarray | None = None
+  low: np.ndarray | None = None
+  high: np.ndarray | None = None
   ids: np.ndarray | None = None
 
 
@@ -302,7 +307,7 @@ def _check_labels(labels, n, who="labels") -> np.ndarray:
 
 
 class Learner:
-  """A pool of candidates and one active-learning method; see the module docstring.
+  """A pool of candidates and one active-learning method; the session in :mod:`curiojax.active.learner`.
 
   Args:
     x_pool: unlabelled candidates ``(n, d)``, original units (a simulation may start with some
@@ -599,7 +604,13 @@ class Learner:
     scores = np.full(k, np.nan, np.float32) if scores is None else np.asarray(scores, np.float32)
     top = ctx.info.get("top_score")
     indices = unlabelled[picked].astype(np.int64)
-    prediction, std = self.predict(state, fit, self.x_pool[indices], return_std=True)
+    prediction = self.predict(state, fit, self.x_pool[indices])
+    std = half = np.full(len(indices), np.nan, np.float32)
+    if len(xs) >= MIN_ROWS:
+      posterior, chosen, y_std = self.posterior(state, fit), self.xs_pool[indices], np.float32(state.y_std)
+      std, half = posterior.std(chosen) * y_std, posterior.half_width(chosen, 0.95) * y_std
+    else:  # too few labels to calibrate an error bar: say so, never a made-up one
+      warnings.warn(f"no error bars with {len(xs)} labelled rows (std is NaN): they need {MIN_ROWS}.", stacklevel=2)
     return Suggestion(
       indices=indices,
       scores=scores,
@@ -612,6 +623,8 @@ class Learner:
       direction_residual=float(ctx.info.get("direction_residual", np.nan)),
       prediction=prediction,
       std=std,
+      low=prediction - half,
+      high=prediction + half,
       ids=None if self.pool_ids is None else self.pool_ids[indices],
     )
 

@@ -8,7 +8,7 @@ the end.
 The time left leaves compilation out. The first unit of a job (and the first of each new
 strategy or shape) spends most of its time compiling, often 10–100 times a unit's own work,
 so ``elapsed / units`` would predict minutes for a job of seconds (the main job's log once
-read "about 30m06s left" for 70 s). :func:`estimate_left` uses only the recent units, leaves
+read "about 30m06s left" for 70 s). ``estimate_left`` uses only the recent units, leaves
 out the slow units of the start-up (the compilations), and extrapolates a growth of a unit's
 cost that the job shows throughout (a later active-learning round may cost more). Until
 ``MIN_UNITS`` units are done, the line says the estimate is pending.
@@ -175,7 +175,7 @@ class Progress:
     initial: units already done (a resumed job).
     stream: where to write (default stderr).
     bar: a ``tqdm`` bar (default: only when ``stream`` is a terminal); it shows the same
-      time left as the lines (:func:`estimate_left`), not tqdm's own average.
+      time left as the lines (``estimate_left``), not tqdm's own average.
     clock: seconds, monotonic (default ``time.perf_counter``; tests pass a fake one).
   """
 

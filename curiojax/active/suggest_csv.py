@@ -444,11 +444,7 @@ def suggest(
     pool_ids = extra["pool_ids"]
     ids = tuple(pool_ids[i] for i in batch.indices)
     x = learner.x_pool[batch.indices]
-    prediction, std = batch.prediction, batch.std
-    if prediction is None or std is None:
-      prediction, std = learner.predict(st, batch.fit, x, return_std=True)
-    prediction, std = np.asarray(prediction, np.float32), np.asarray(std, np.float32)
-    low, high = (np.asarray(v, np.float32) for v in learner.interval(st, batch.fit, x, level=0.95))
+    prediction, std, low, high = batch.prediction, batch.std, batch.low, batch.high
     text = _pool_text(pool_table, ids, x)
     meaning = score_meaning(str(learner.strategy_name), batch.criterion)
     round_no = int(st.round) + 1

@@ -61,6 +61,7 @@ from curiojax.tangent.operator import TangentOperator
 
 CHUNK = 1024  # pool rows per kernel evaluation (one compilation per padded chunk size)
 MAX_ROWS = 4096  # labelled rows in the posterior (an n × n factorisation); beyond, a random subset
+MIN_ROWS = 3  # labelled rows the calibration needs (its leave-one-out residuals fit three numbers)
 RATIOS = np.logspace(-3, 3, 61)  # the grid of b/a, the trust in the linearised posterior's shape
 DEGREES = (3.0, 4.0, 6.0, 10.0, 20.0, np.inf)  # Student-t degrees of freedom tried (inf: Gaussian)
 
@@ -109,8 +110,8 @@ class LaplacePosterior:
 
   def epistemic(self, x) -> np.ndarray:
     """``e(x)``: the linearised posterior variance of ``f(x)`` in units of ``σ²`` (float64, ≥ 0)."""
-    x = jnp.asarray(x)
-    x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+    x = np.asarray(x)  # padded on the host: no device program per row count
+    x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
     if x.ndim < 2 or len(x) == 0:
       raise ValueError(f"x must be a non-empty batch of rows, got shape {x.shape}.")
     out = []
@@ -195,8 +196,8 @@ def laplace_posterior(op: TangentOperator, *, seed: int = 0) -> LaplacePosterior
   w = op.batch.get("weights")
   w = np.ones(op.rows, np.float32) if w is None else np.asarray(w, np.float32)
   real = np.flatnonzero(w > 0)
-  if len(real) < 3:
-    raise ValueError(f"laplace_posterior needs at least 3 labelled rows, got {len(real)}.")
+  if len(real) < MIN_ROWS:
+    raise ValueError(f"laplace_posterior needs at least {MIN_ROWS} labelled rows, got {len(real)}.")
   rows = np.arange(op.rows)  # padded rows stay (weight 0, no effect): one shape per padded size
   if len(real) > MAX_ROWS:
     rows = np.sort(np.random.default_rng(seed).choice(real, MAX_ROWS, replace=False))
