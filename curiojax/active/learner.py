@@ -66,6 +66,7 @@ from curiojax.strategies import (
   check_strategy_name,
   get_strategy,
   host_rng,
+  needs_of,
   select_checked,
 )
 from curiojax.tangent.curvature import TangentSystem
@@ -353,7 +354,7 @@ class Learner:
       self.strategy_name, self.strategy = strategy, options.make_strategy(strategy)
     else:
       self.strategy_name, self.strategy = type(strategy).__name__, strategy
-    needs_validation = bool(getattr(self.strategy, "needs_validation", False))
+    needs_validation = needs_of(self.strategy).validation
     self.validation = check_validation(
       validation,
       self.x_pool.shape[1],
@@ -366,7 +367,7 @@ class Learner:
     self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
     self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
     self.capacity = capacity
-    self.needs_tangent = bool(getattr(self.strategy, "needs_tangent", True))
+    self.needs_tangent = needs_of(self.strategy).tangent
     self.extra: dict = {}  # what a front end keeps with the learner (see save)
     self._scale(self.x_pool)
 
@@ -599,11 +600,8 @@ class Learner:
       problem=self.problem(fit, xs, ys),
       validation=self._validation(state),
     )
-    picked = select_checked(self.strategy, ctx, k, str(self.strategy_name))
-    scores = ctx.info.get("scores")
-    scores = np.full(k, np.nan, np.float32) if scores is None else np.asarray(scores, np.float32)
-    top = ctx.info.get("top_score")
-    indices = unlabelled[picked].astype(np.int64)
+    selection = select_checked(self.strategy, ctx, k, str(self.strategy_name))
+    indices = unlabelled[selection.indices].astype(np.int64)
     prediction = self.predict(state, fit, self.x_pool[indices])
     std = half = np.full(len(indices), np.nan, np.float32)
     if len(xs) >= MIN_ROWS:
@@ -613,14 +611,14 @@ class Learner:
       warnings.warn(f"no error bars with {len(xs)} labelled rows (std is NaN): they need {MIN_ROWS}.", stacklevel=2)
     return Suggestion(
       indices=indices,
-      scores=scores,
+      scores=selection.scores,
       criterion=getattr(self.strategy, "criterion", self.strategy_name),
       strength=fit.strength,
       noise_variance=noise_variance,
       tangent_residual=fit.tangent_residual,
-      top_score=None if top is None else float(top),
+      top_score=selection.top_score,
       fit=fit,
-      direction_residual=float(ctx.info.get("direction_residual", np.nan)),
+      direction_residual=selection.direction_residual,
       prediction=prediction,
       std=std,
       low=prediction - half,

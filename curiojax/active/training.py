@@ -381,7 +381,7 @@ def check_validation(
   if not restore_best and needed_by is None:
     raise ValueError(
       f"validation is used only with {options_name}(restore_best=True) or a strategy that reads it "
-      "(needs_validation); drop it, set restore_best or choose such a strategy."
+      "(its needs.validation); drop it, set restore_best or choose such a strategy."
     )
   x_valid, y_valid = (np.asarray(a, np.float32) for a in validation)
   if x_valid.ndim != 2 or not len(x_valid) or y_valid.shape != (len(x_valid),):

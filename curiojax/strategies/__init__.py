@@ -1,8 +1,9 @@
 """Selection strategies: which unlabelled points to label next, behind one small interface.
 
-Every strategy is a class with typed constructor options and ``select(ctx, k) -> indices``
-over a :class:`SelectionContext`; any model works (a batched ``model_fn(params, x)``, its
-parameters, and for the curiosity strategies its regularity tangent). The built-in ones are
+Every strategy is a frozen dataclass of typed options with ``select(ctx, k) -> Selection``
+over a :class:`SelectionContext`, and declares what it reads (:class:`Needs`); any model
+works (a batched ``model_fn(params, x)``, its parameters, and for the curiosity strategies its
+regularity tangent). The built-in ones are
 registered here, by name, in one place:
 
 ======================== ===========================================================================
@@ -40,13 +41,17 @@ import numpy as np
 
 from curiojax.strategies.base import (
   STRATEGIES,
+  Needs,
+  Selection,
   SelectionContext,
+  SketchOptions,
   Strategy,
   check_batch_size,
   check_indices,
   check_strategy_name,
   get_strategy,
   host_rng,
+  needs_of,
   register_strategy,
   select_checked,
 )
@@ -135,7 +140,7 @@ def select_batch(
     problem,
     None if validation is None else tuple(np.asarray(a, np.float32) for a in validation),
   )
-  return select_checked(strategy, ctx, k)
+  return select_checked(strategy, ctx, k).indices
 
 
 __all__ = [
@@ -148,8 +153,11 @@ __all__ = [
   "EMCMStrategy",
   "GroupCuriosityStrategy",
   "LCMDStrategy",
+  "Needs",
   "RandomStrategy",
+  "Selection",
   "SelectionContext",
+  "SketchOptions",
   "Strategy",
   "TangentCoverageStrategy",
   "ValidationCoverageStrategy",
@@ -161,6 +169,7 @@ __all__ = [
   "check_strategy_name",
   "get_strategy",
   "host_rng",
+  "needs_of",
   "register_strategy",
   "select_checked",
   "select_batch",

@@ -1,11 +1,24 @@
 """The selection interface every active-learning method implements, and the registry of methods.
 
-A strategy is an object with ``select(ctx, k) -> indices``: it sees a :class:`SelectionContext`
+A strategy is a frozen dataclass (its fields are its options; ``dataclasses.asdict`` gives them
+as JSON-able data) with ``select(ctx, k) -> Selection``: it sees a :class:`SelectionContext`
 (the trained model and its tangent, the labelled set, the unlabelled candidates, a key) and
-returns ``k`` distinct indices into ``ctx.x_pool``. Its settings are typed constructor
-arguments; what it reports back (the scores of the chosen points, the top score over the
-pool) goes into ``ctx.info``. Strategies are registered by name so configs and the command
-line can refer to them (:func:`register_strategy`, :func:`get_strategy`).
+returns a :class:`Selection` (``k`` distinct indices into ``ctx.x_pool`` and what it reports
+about them). What it reads besides the model is declared data, :class:`Needs` (read with
+:func:`needs_of`). The strategies on sketched gradients take one :class:`SketchOptions` field,
+``sketch``. Strategies are registered by name so configs and the command line can refer to them
+(:func:`register_strategy`, :func:`get_strategy`).
+
+A strategy of one's own needs only ``select(ctx, k)``; it may return a plain index array (its
+scores are then NaN), and without a ``needs`` attribute it is handed the tangent.
+
+Example:
+  >>> import dataclasses, numpy as np, jax
+  >>> s = get_strategy("random")
+  >>> ctx = SelectionContext(None, None, None, np.zeros((0, 2)), np.zeros(0), np.zeros((10, 2)), jax.random.key(0))
+  >>> picked = select_checked(s, ctx, 3)
+  >>> picked.indices.shape, bool(np.isnan(picked.scores).all()), needs_of(s).tangent
+  ((3,), True, False)
 """
 
 from __future__ import annotations
@@ -17,6 +30,105 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
+
+from curiojax.scoring.features import check_sketch_options
+
+# bmdal_reg's grad → rp(512); docs/benchmark.md compares dim=256.
+SKETCH_DIM = 512
+SKETCH_CHUNK = 2048
+SKETCH_COMPUTE_DTYPE = "bfloat16"  # the sketch's products; see gradient_sketch
+SKETCH_KEYWORDS = ("dim", "chunk_size", "compute_dtype")
+
+
+@dataclasses.dataclass(frozen=True)
+class SketchOptions:
+  """Settings of the sketched gradient features ``φ(x)`` (:func:`curiojax.scoring.features.gradient_sketch`).
+
+  Attributes:
+    dim: sketch dimension (random projection of the per-example gradients).
+    chunk_size: pool rows per chunk when sketching.
+    compute_dtype: input type of the sketch's matrix products, ``"bfloat16"`` or ``"float32"``
+      (float32 accumulation either way).
+  """
+
+  dim: int = SKETCH_DIM
+  chunk_size: int = SKETCH_CHUNK
+  compute_dtype: str = SKETCH_COMPUTE_DTYPE
+
+  def __post_init__(self):
+    dim, chunk_size, compute_dtype = check_sketch_options(self.dim, self.chunk_size, self.compute_dtype)
+    object.__setattr__(self, "dim", dim)
+    object.__setattr__(self, "chunk_size", chunk_size)
+
+  @classmethod
+  def of(cls, sketch) -> SketchOptions:
+    """``sketch`` as :class:`SketchOptions`: one already, ``None`` (the defaults) or a dict of its fields."""
+    if sketch is None or isinstance(sketch, cls):
+      return sketch or cls()
+    if not isinstance(sketch, dict):
+      raise TypeError(f"sketch must be SketchOptions or a dict of {SKETCH_KEYWORDS}, got {type(sketch).__name__}.")
+    unknown = sorted(set(sketch) - set(SKETCH_KEYWORDS))
+    if unknown:
+      raise TypeError(f"sketch has no option(s) {unknown}; its options are {list(SKETCH_KEYWORDS)}.")
+    return cls(**sketch)
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+  """What a strategy reads from a :class:`SelectionContext` beyond the pool and the labelled set.
+
+  Callers provide only what is needed: :class:`curiojax.Learner` solves the tangent at each fit
+  only for ``tangent`` and requires a validation set for ``validation``.
+
+  Attributes:
+    model: ``ctx.model_fn`` and ``ctx.params`` (a trained model).
+    tangent: ``ctx.tangent``, the regularity tangent.
+    validation: ``ctx.validation``, a held-out labelled set.
+    problem: ``ctx.problem``, the fit's linear system (to solve for other directions).
+  """
+
+  model: bool = True
+  tangent: bool = False
+  validation: bool = False
+  problem: bool = False
+
+
+def needs_of(strategy) -> Needs:
+  """The :class:`Needs` a strategy declares (its ``needs``); for an object that declares none,
+  everything (the tangent included), or what its older ``needs_tangent``/``needs_validation``
+  attributes say."""
+  needs = getattr(strategy, "needs", None)
+  if isinstance(needs, Needs):
+    return needs
+  if needs is not None:
+    raise TypeError(f"strategy {type(strategy).__name__!r}: needs must be a curiojax.strategies.Needs, got {needs!r}.")
+  tangent, validation = getattr(strategy, "needs_tangent", True), getattr(strategy, "needs_validation", False)
+  return Needs(tangent=bool(tangent), validation=bool(validation), problem=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Selection:
+  """What a strategy chose, and what it reports about its choice.
+
+  Attributes:
+    indices: ``(k,)`` int64, distinct indices into ``ctx.x_pool``, in the order chosen.
+    scores: ``(k,)`` float32, each pick's score under the strategy's criterion (NaN where it has none).
+    top_score: the largest score over the whole pool (read by the curiosity stopping rule), or None.
+    direction_residual: the relative residual of the directions it solved (NaN when none).
+  """
+
+  indices: np.ndarray
+  scores: np.ndarray
+  top_score: float | None = None
+  direction_residual: float = float("nan")
+
+  @classmethod
+  def of(cls, indices, scores=None, top_score=None, direction_residual=float("nan")) -> Selection:
+    """A selection from host or device arrays (one transfer each); ``scores=None`` gives NaN."""
+    indices = np.asarray(indices).astype(np.int64, copy=False)
+    scores = np.full(len(indices), np.nan, np.float32) if scores is None else np.asarray(scores, np.float32)
+    top = None if top_score is None else float(top_score)
+    return cls(indices, scores, top, float(direction_residual))
 
 
 @dataclasses.dataclass
@@ -34,9 +146,6 @@ class SelectionContext:
     problem: the fit's linear system ``C + λI`` (:class:`curiojax.TangentOperator`),
       for strategies that solve it for other directions than the tangent; or None.
     validation: a held-out labelled set ``(x_valid, y_valid)`` in the model's units, or None.
-    info: filled by the strategy: ``"scores"`` (one per chosen point, in the order returned),
-      ``"top_score"`` (the largest over the pool; read by the curiosity stopping rule),
-      ``"direction_residual"`` (the relative residual of the directions it solved).
   """
 
   model_fn: Callable | None
@@ -49,7 +158,6 @@ class SelectionContext:
   noise_variance: float | None = None
   problem: Any = None
   validation: tuple | None = None
-  info: dict = dataclasses.field(default_factory=dict)
 
 
 def host_rng(key: jax.Array) -> np.random.Generator:
@@ -58,18 +166,13 @@ def host_rng(key: jax.Array) -> np.random.Generator:
 
 
 class Strategy(Protocol):
-  """``select(ctx, k) -> indices``: distinct ints into ``ctx.x_pool``.
+  """``select(ctx, k) -> Selection`` (or, for one's own strategies, an index array).
 
-  Class attributes: ``criterion`` (one line: what the strategy maximises, shown to users with
-  its picks), ``needs_tangent`` (True if it reads ``ctx.tangent``: callers such as
-  :class:`curiojax.Learner` solve the tangent only for strategies that say so, and assume it is
-  needed when the attribute is missing) and ``needs_validation`` (True if it reads
-  ``ctx.validation``; False when missing).
+  Built-in strategies also declare ``criterion`` (one line: what the strategy maximises, shown to
+  users with its picks) and ``needs`` (:class:`Needs`, read with :func:`needs_of`).
   """
 
-  criterion: str
-
-  def select(self, ctx: SelectionContext, k: int) -> np.ndarray: ...
+  def select(self, ctx: SelectionContext, k: int) -> Selection | np.ndarray: ...
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {}
@@ -94,17 +197,35 @@ def check_strategy_name(name: str) -> None:
 
 
 def get_strategy(name: str, **options) -> Strategy:
-  """A fresh strategy by name with typed options; unknown names raise ``ValueError``, unknown options ``TypeError``."""
+  """A fresh strategy by name with typed options; unknown names raise ``ValueError``, unknown options ``TypeError``.
+
+  ``sketch`` may be a dict (``sketch={"dim": 256}``); the flat ``dim``, ``chunk_size`` and
+  ``compute_dtype`` of earlier versions are folded into it.
+
+  Example:
+    >>> get_strategy("lcmd", sketch={"dim": 256}).sketch.dim, get_strategy("lcmd", dim=128).sketch.dim
+    (256, 128)
+  """
   check_strategy_name(name)
   cls = STRATEGIES[name]
   try:
     accepted = inspect.signature(cls).parameters
   except (TypeError, ValueError):  # pragma: no cover  (builtins without a signature)
     accepted = None
-  if accepted is not None and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-      raise TypeError(f"Strategy {name!r} has no option(s) {unknown}; its options are {sorted(accepted)}.")
+  if accepted is None or any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+    return cls(**options)
+  flat = {key: options.pop(key) for key in SKETCH_KEYWORDS if key in options and key not in accepted}
+  if flat and "sketch" not in accepted:  # a strategy without a sketch has no such options
+    options, flat = {**options, **flat}, {}
+  unknown = sorted(set(options) - set(accepted))
+  if unknown:
+    raise TypeError(f"Strategy {name!r} has no option(s) {unknown}; its options are {sorted(accepted)}.")
+  if flat:
+    if "sketch" in options:
+      raise TypeError(f"Strategy {name!r}: give {sorted(flat)} inside sketch=, not beside it.")
+    options["sketch"] = flat
+  if "sketch" in options:
+    options["sketch"] = SketchOptions.of(options["sketch"])
   return cls(**options)
 
 
@@ -129,15 +250,25 @@ def check_indices(idx, n: int, who: str) -> np.ndarray:
   return idx
 
 
-def select_checked(strategy: Strategy, ctx: SelectionContext, k: int, name: str = "") -> np.ndarray:
-  """``strategy.select(ctx, k)``, checked: ``k`` distinct integer indices into ``ctx.x_pool``.
+def select_checked(strategy: Strategy, ctx: SelectionContext, k: int, name: str = "") -> Selection:
+  """``strategy.select(ctx, k)`` as a checked :class:`Selection`: ``k`` distinct integer indices
+  into ``ctx.x_pool`` and ``k`` scores.
 
   Every front-end (:func:`curiojax.select_batch`, :meth:`curiojax.Learner.ask`) selects through
   this, so a strategy of one's own that returns too few, repeated or out-of-range indices is a
-  ``ValueError`` naming it, not a wrong batch.
+  ``ValueError`` naming it, not a wrong batch. A plain index array is accepted and wrapped
+  (its scores NaN, no top score).
   """
   who = f"strategy {name or type(strategy).__name__!r} returned"
-  picked = check_indices(strategy.select(ctx, k), len(ctx.x_pool), who)
+  got = strategy.select(ctx, k)
+  got = got if isinstance(got, Selection) else Selection.of(check_indices(got, len(ctx.x_pool), who))
+  picked = check_indices(got.indices, len(ctx.x_pool), who)
   if len(picked) != k:
     raise ValueError(f"{who} {len(picked)} indices, expected {k}.")
-  return picked
+  scores = np.asarray(got.scores)
+  if scores.shape != (k,) or not np.issubdtype(scores.dtype, np.number):
+    raise ValueError(f"{who} scores {scores.dtype} of shape {scores.shape}; expected {k} numbers, one per pick.")
+  top = got.top_score
+  if top is not None and not isinstance(top, (int, float, np.number)):
+    raise ValueError(f"{who} top_score {top!r}; expected a number or None.")
+  return dataclasses.replace(got, indices=picked, scores=scores.astype(np.float32, copy=False))

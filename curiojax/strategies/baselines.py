@@ -21,22 +21,20 @@ Example:
   >>> params = {"w1": jnp.ones((2, 4)), "w2": jnp.ones(4)}
   >>> ctx = SelectionContext(f, params, None, np.zeros((3, 2)), np.zeros(3),
   ...                        np.random.default_rng(0).normal(size=(20, 2)), jax.random.key(0))
-  >>> len(set(get_strategy("lcmd", dim=16).select(ctx, 5).tolist()))
+  >>> len(set(get_strategy("lcmd", sketch={"dim": 16}).select(ctx, 5).indices.tolist()))
   5
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from curiojax.strategies.base import SelectionContext, check_batch_size
+from curiojax.strategies.base import Selection, SelectionContext, check_batch_size
 from curiojax.strategies.kernels import (
-  SKETCH_CHUNK,
-  SKETCH_COMPUTE_DTYPE,
-  SKETCH_DIM,
-  Sketched,
+  OnSketch,
   checked_indices,
   kmeanspp,
   lcmd,
@@ -46,72 +44,75 @@ from curiojax.strategies.kernels import (
 )
 
 
-def _with_scores(ctx: SelectionContext, scores, idx: np.ndarray) -> np.ndarray:
-  """Record the chosen points' scores (k values to the host) and return the indices."""
-  ctx.info["scores"] = np.asarray(jnp.asarray(scores)[idx])
-  return idx
+def _top_k_selection(ctx: SelectionContext, scores, mp, k: int) -> Selection:
+  """The ``k`` best unmasked ``scores`` and their values (k values to the host)."""
+  idx = checked_indices(top_k(scores, mp, k), ctx, k)
+  return Selection.of(idx, jnp.asarray(scores)[idx])
 
 
-class VarianceStrategy(Sketched):
-  """Top-k Laplace / Gauss-Newton predictive variance in the sketched gradient space."""
+@dataclasses.dataclass(frozen=True)
+class VarianceStrategy(OnSketch):
+  """Top-k Laplace / Gauss-Newton predictive variance in the sketched gradient space.
 
+  Args:
+    noise: ``σ²`` of the posterior (> 0).
+    sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
+  """
+
+  noise: float = 0.01
   criterion = "predictive variance of the linearised network (top k)"
 
-  def __init__(
-    self,
-    dim: int = SKETCH_DIM,
-    noise: float = 0.01,
-    chunk_size: int = SKETCH_CHUNK,
-    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
-  ):
-    super().__init__(dim, chunk_size, compute_dtype)
-    if not noise > 0:
-      raise ValueError(f"noise must be > 0, got {noise}.")
-    self.noise = float(noise)
+  def __post_init__(self):
+    super().__post_init__()
+    if not self.noise > 0:
+      raise ValueError(f"noise must be > 0, got {self.noise}.")
+    object.__setattr__(self, "noise", float(self.noise))
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self)
+    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
     var, _ = posterior_variance(fp, mp, fl, ml, self.noise)
-    return _with_scores(ctx, var, checked_indices(top_k(var, mp, batch_size), ctx, batch_size))
+    return _top_k_selection(ctx, var, mp, batch_size)
 
 
+@dataclasses.dataclass(frozen=True)
 class EMCMStrategy(VarianceStrategy):
   """Expected gradient norm ``√v(x)·‖∇f(x)‖`` (single-network EMCM), top-k."""
 
   criterion = "expected model change √v(x)·‖∇f(x)‖ (top k)"
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self)
+    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
     var, diag = posterior_variance(fp, mp, fl, ml, self.noise)
-    score = jnp.sqrt(var * diag)
-    return _with_scores(ctx, score, checked_indices(top_k(score, mp, batch_size), ctx, batch_size))
+    return _top_k_selection(ctx, jnp.sqrt(var * diag), mp, batch_size)
 
 
-class BadgeStrategy(Sketched):
-  """k-means++ seeding on sketched gradients, labelled points as initial centres."""
+@dataclasses.dataclass(frozen=True)
+class BadgeStrategy(OnSketch):
+  """k-means++ seeding on sketched gradients, labelled points as initial centres (no score)."""
 
   criterion = "k-means++ sampling on gradient features (diversity; no score)"
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self)
+    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
     idx = kmeanspp(fp, mp, fl, ml, jax.random.fold_in(ctx.key, 2), batch_size)
-    return checked_indices(idx, ctx, batch_size)
+    return Selection.of(checked_indices(idx, ctx, batch_size))
 
 
-class LCMDStrategy(Sketched):
-  """Largest Cluster Maximum Distance on sketched gradients (TP mode)."""
+@dataclasses.dataclass(frozen=True)
+class LCMDStrategy(OnSketch):
+  """Largest Cluster Maximum Distance on sketched gradients (TP mode); each pick's score is its
+  squared distance to the nearest labelled or earlier pick."""
 
   criterion = (
     "coverage: the farthest point of the largest cluster in gradient features; score its squared distance "
     "to the nearest labelled or already chosen point"
   )
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self)
+    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
-    ctx.info["scores"] = np.asarray(distances)
-    return checked_indices(idx, ctx, batch_size)
+    return Selection.of(checked_indices(idx, ctx, batch_size), distances)

@@ -16,28 +16,22 @@ Example:
   >>> tangent = jax.tree.map(lambda p: -p, params)
   >>> pool = np.random.default_rng(0).normal(size=(50, 2))
   >>> ctx = SelectionContext(f, params, tangent, np.zeros((3, 2)), np.zeros(3), pool, jax.random.key(0))
-  >>> picked = CuriosityDiverseStrategy(dim=16).select(ctx, 5)
-  >>> len(set(picked.tolist())), ctx.info["scores"].shape
+  >>> picked = CuriosityDiverseStrategy(sketch={"dim": 16}).select(ctx, 5)
+  >>> len(set(picked.indices.tolist())), picked.scores.shape
   (5, (5,))
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.strategies.base import SelectionContext, check_batch_size
-from curiojax.strategies.directions import ScoresDirection, selection_directions
-from curiojax.strategies.kernels import (
-  SKETCH_CHUNK,
-  SKETCH_COMPUTE_DTYPE,
-  SKETCH_DIM,
-  Sketched,
-  checked_indices,
-  curiosity_weights,
-  lcmd,
-  sketched_features,
-)
+from curiojax.strategies.base import Needs, Selection, SelectionContext, check_batch_size
+from curiojax.strategies.directions import check_direction, needs_along, selection_directions
+from curiojax.strategies.kernels import OnSketch, checked_indices, curiosity_weights, lcmd, sketched_features
 
 
 def check_jvp_finite(jvp, mask, direction: str) -> None:
@@ -48,7 +42,15 @@ def check_jvp_finite(jvp, mask, direction: str) -> None:
     )
 
 
-class CuriosityDiverseStrategy(ScoresDirection, Sketched):
+def check_exponent(name: str, value) -> float:
+  """``value`` as a float, finite and ``>= 0``; else a ``ValueError`` naming it."""
+  if not (value >= 0 and np.isfinite(value)):
+    raise ValueError(f"{name} must be finite and >= 0, got {value}.")
+  return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class CuriosityDiverseStrategy(OnSketch):
   """LCMD whose scored squared distances are weighted by normalised curiosity ``(c/c̄)^γ``.
 
   Coverage picks the region (the labelled-or-selected centre whose cluster has the largest
@@ -56,59 +58,49 @@ class CuriosityDiverseStrategy(ScoresDirection, Sketched):
   top-k curiosity. The default ``γ = 0.25`` was chosen on splits 100-101 (docs/benchmark.md).
   ``c = (J_xv)²`` along ``direction`` (:mod:`curiojax.strategies.directions`; for ``"groups"``
   the mean of the layers' normalised scores), from the same pass over the pool as the features.
+  Each pick's score is ``σ²·c``.
 
   Args:
     gamma: exponent of the normalised curiosity weight.
     direction: ``"tangent"`` (default), ``"validation"`` or ``"groups"``.
-    dim, chunk_size, compute_dtype: as for the sketch.
+    sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
   """
 
+  gamma: float = 0.25
+  direction: str = "tangent"
   criterion = (
     "coverage weighted by curiosity: the farthest point, in gradient features with squared distances "
     "weighted by (c/c̄)^γ, of the largest weighted cluster; score σ²(J_xτ)²"
   )
 
-  def __init__(
-    self,
-    gamma: float = 0.25,
-    direction: str = "tangent",
-    dim: int = SKETCH_DIM,
-    chunk_size: int = SKETCH_CHUNK,
-    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
-  ):
-    super().__init__(dim, chunk_size, compute_dtype)
-    if not gamma >= 0:
-      raise ValueError(f"gamma must be >= 0, got {gamma}.")
-    self.gamma = float(gamma)
-    self.set_direction(direction)
+  def __post_init__(self):
+    super().__post_init__()
+    object.__setattr__(self, "gamma", check_exponent("gamma", self.gamma))
+    check_direction(self.direction)
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  @property
+  def needs(self) -> Needs:
+    return needs_along(self.direction)
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    directions = selection_directions(ctx, self.direction)
-    # Features and J_xv in one pass, at the features' padded size (a multiple of POOL_BUCKET),
+    directions, residual = selection_directions(ctx, self.direction)
+    # Features and J_xv in one pass, at the features' padded size (a size class of the pool),
     # so nothing here compiles again as the pool shrinks by a batch each round.
-    fp, mp, fl, ml, jvp, _ = sketched_features(ctx, self, directions)
+    fp, mp, fl, ml, jvp, _ = sketched_features(ctx, self.sketch, directions)
     check_jvp_finite(jvp, mp, self.direction)
     scores = jnp.square(jvp)  # σ² is one constant per round, so it cancels in c/c̄
     idx = checked_indices(lcmd(fp, mp, fl, ml, batch_size, curiosity_weights(scores, mp, self.gamma)), ctx, batch_size)
     sigma2 = 1.0 if ctx.noise_variance is None else ctx.noise_variance
-    ctx.info["scores"] = sigma2 * np.asarray(jnp.sum(scores[idx], 1))  # k values to the host
-    return idx
+    return Selection.of(idx, sigma2 * np.asarray(jnp.sum(scores[idx], 1)), direction_residual=residual)
 
 
+@dataclasses.dataclass(frozen=True)
 class ValidationDiverseStrategy(CuriosityDiverseStrategy):
   """LCMD weighted by the normalised validation influence ``(c_a/c̄_a)^γ``, ``c_a = (J_x a)²``."""
 
+  direction: ClassVar[str] = "validation"
   criterion = (
     "coverage weighted by validation influence: LCMD with squared distances weighted by (c_a/c̄_a)^γ, "
     "c_a = (J_x a)²; score σ²(J_x a)²"
   )
-
-  def __init__(
-    self,
-    gamma: float = 0.25,
-    dim: int = SKETCH_DIM,
-    chunk_size: int = SKETCH_CHUNK,
-    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
-  ):
-    super().__init__(gamma, "validation", dim, chunk_size, compute_dtype)

@@ -13,9 +13,10 @@
   to ``τ``. Needs ``ctx.problem``.
 
 Solved directions are certified like the tangent (:func:`curiojax.tangent.solvers.solve` to
-the finishing tolerance, 1e-3): their relative residual is recorded in
-``ctx.info["direction_residual"]``, a :class:`curiojax.TangentInaccurateWarning` is issued above
-it, and a non-finite solve is a ``ValueError``.
+the finishing tolerance, 1e-3): their relative residual comes back with them (and goes into the
+strategy's ``Selection.direction_residual``), a :class:`curiojax.TangentInaccurateWarning` is
+issued above it, and a non-finite solve is a ``ValueError``. What a strategy scoring some
+directions reads follows from them: :func:`needs_along`.
 
 Example:
   >>> import numpy as np, jax, jax.numpy as jnp, curiojax
@@ -28,8 +29,10 @@ Example:
   >>> problem = TangentOperator(TangentSystem(curiojax.prediction_loss(f), curiojax.l2()), params, 0.1, 0.0,
   ...                          dict(x=x, y=y))
   >>> ctx = SelectionContext(f, params, None, x, y, x, jax.random.key(0), problem=problem, validation=(x, y))
-  >>> [v[0]["w"].shape for v in (selection_directions(ctx, "validation"), selection_directions(ctx, "groups"))]
+  >>> [selection_directions(ctx, kind)[0][0]["w"].shape for kind in ("validation", "groups")]
   [(1, 2), (2, 2)]
+  >>> needs_along("tangent", "validation")
+  Needs(model=True, tangent=True, validation=True, problem=True)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.strategies.base import SelectionContext
+from curiojax.strategies.base import Needs, SelectionContext
 from curiojax.tangent.solvers import DIRECTION_MAXITER, FINISH_TOLERANCE, solve
 from curiojax.tangent.transform import TangentInaccurateWarning
 
@@ -53,20 +56,11 @@ def check_direction(direction: str) -> str:
   return direction
 
 
-class ScoresDirection:
-  """Base of the strategies that score ``J_xv`` along a direction: what they read follows from it."""
-
-  direction = "tangent"
-  needs_tangent = True
-  needs_validation = False
-
-  def set_direction(self, direction: str, *also: str) -> None:
-    """Check ``direction`` and any others the strategy ``also`` solves; it then reads the tangent, the
-    validation set, or both, as they need."""
-    self.direction = check_direction(direction)
-    kinds = {direction, *(check_direction(d) for d in also)}
-    self.needs_tangent = "tangent" in kinds
-    self.needs_validation = "validation" in kinds
+def needs_along(*directions: str) -> Needs:
+  """What a strategy scoring ``directions`` reads: the tangent for ``"tangent"``, the validation set
+  for ``"validation"``, and the fit's system for every solved one (``"validation"``, ``"groups"``)."""
+  kinds = {check_direction(d) for d in directions}
+  return Needs(tangent="tangent" in kinds, validation="validation" in kinds, problem=bool(kinds - {"tangent"}))
 
 
 def _group_masks(tree) -> list:
@@ -82,7 +76,6 @@ def _group_masks(tree) -> list:
 def _solved(ctx: SelectionContext, rhs, kind: str):
   solution, info = solve(ctx.problem, rhs, tol=FINISH_TOLERANCE, maxiter=DIRECTION_MAXITER, stacked=True)
   residual = float(info.residual)
-  ctx.info["direction_residual"] = residual
   if not np.isfinite(residual):
     raise ValueError(f"the {kind} direction's solve diverged (residual {residual}); check the fit.")
   if residual > FINISH_TOLERANCE:
@@ -92,11 +85,12 @@ def _solved(ctx: SelectionContext, rhs, kind: str):
       TangentInaccurateWarning,
       stacklevel=3,
     )
-  return solution
+  return solution, residual
 
 
 def selection_directions(ctx: SelectionContext, direction: str):
-  """The directions of kind ``direction`` for this round, stacked on a leading axis ``k``.
+  """``(directions, residual)``: the directions of kind ``direction`` for this round, stacked on a
+  leading axis ``k``, and the relative residual of their solve (NaN for the tangent, not solved here).
 
   ``k`` is 1 for ``"tangent"`` and ``"validation"``, and the number of parameter groups for
   ``"groups"``. Raises ``ValueError`` when the context lacks what the kind needs.
@@ -105,7 +99,7 @@ def selection_directions(ctx: SelectionContext, direction: str):
   if direction == "tangent":
     if ctx.tangent is None:
       raise ValueError("this strategy needs ctx.tangent (carry or compute the regularity tangent).")
-    return jax.tree.map(lambda t: jnp.asarray(t)[None], ctx.tangent)
+    return jax.tree.map(lambda t: jnp.asarray(t)[None], ctx.tangent), float("nan")
   if ctx.problem is None:
     raise ValueError(
       f"direction {direction!r} needs ctx.problem, the fit's linear system (curiojax.Learner provides it; "

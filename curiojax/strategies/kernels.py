@@ -1,40 +1,59 @@
 """Jitted kernels shared by the batch strategies: sketched gradient features, LCMD, k-means++, posterior variance.
 
 Features are sketched gradients ``φ(x)`` (:mod:`curiojax.scoring.features`, ``grad → rp(512)``
-in Holzmüller et al.'s terms; ``SKETCH_DIM``). Pool and labelled arrays are padded to buckets
-(multiples of 512 rows) and masked, and every selection loop is a jitted ``lax.fori_loop``, so
-rounds seldom recompile.
+in Holzmüller et al.'s terms; :class:`~curiojax.strategies.base.SketchOptions`). Pool and
+labelled arrays are padded to their size class (:func:`curiojax.padding.size_class`, in
+multiples of 512 rows) and masked, and every selection loop is a jitted ``lax.fori_loop``, so
+rounds compile once per size class.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.padding import pad_rows, round_up
-from curiojax.scoring.features import check_sketch_options, gradient_sketch, sketch_and_jvp
-from curiojax.strategies.base import SelectionContext
+from curiojax.padding import pad_rows, size_class
+from curiojax.scoring.features import gradient_sketch, sketch_and_jvp
+from curiojax.strategies.base import (  # noqa: F401  (the sketch defaults, importable from here as before)
+  SKETCH_CHUNK,
+  SKETCH_COMPUTE_DTYPE,
+  SKETCH_DIM,
+  Needs,
+  SelectionContext,
+  SketchOptions,
+)
 from curiojax.strategies.directions import normalised_sum
 
-POOL_BUCKET = 512
-LABELLED_BUCKET = 512
-# bmdal_reg's grad → rp(512); 256 halves the sketch's cost and labels worse (docs/benchmark.md).
-SKETCH_DIM = 512
-SKETCH_CHUNK = 2048
-SKETCH_COMPUTE_DTYPE = "bfloat16"  # the sketch's products; see gradient_sketch
+POOL_BUCKET = 512  # the size classes' multiple for pool rows
+LABELLED_BUCKET = 512  # and for labelled rows
 
 
-def pad_rows_to(a, bucket):
-  """``a`` padded with zero rows to a multiple of ``bucket`` rows (at least one), and the mask of its rows."""
+@dataclasses.dataclass(frozen=True)
+class OnSketch:
+  """Base of the strategies on sketched gradient features: their ``sketch`` option (keyword only;
+  a dict of :class:`SketchOptions` fields is converted). They read the model, not the tangent."""
+
+  sketch: SketchOptions = dataclasses.field(default_factory=SketchOptions, kw_only=True)
+  needs: ClassVar[Needs] = Needs()
+
+  def __post_init__(self):
+    object.__setattr__(self, "sketch", SketchOptions.of(self.sketch))
+
+
+def pad_rows_to(a, multiple):
+  """``a`` padded with zero rows to its size class (:func:`curiojax.padding.size_class`, a multiple
+  of ``multiple`` rows, at least one), and the mask of its rows."""
   a = np.asarray(a, np.float32)
-  m = round_up(len(a), bucket)
+  m = size_class(len(a), multiple=multiple)
   return pad_rows(a, m), np.arange(m) < len(a)
 
 
-def sketched_features(ctx: SelectionContext, sketch: Sketched, directions=None):
+def sketched_features(ctx: SelectionContext, sketch: SketchOptions, directions=None):
   """Padded sketched features and masks of pool and labelled points (same projection).
 
   Returns ``(fp, mp, fl, ml)``; with ``directions`` (leaves with a leading axis ``k``) also
@@ -47,13 +66,13 @@ def sketched_features(ctx: SelectionContext, sketch: Sketched, directions=None):
   key = jax.random.fold_in(ctx.key, 1)
   options = dict(dim=sketch.dim, chunk_size=sketch.chunk_size, compute_dtype=sketch.compute_dtype)
 
-  def sketch(x):
+  def features(x):
     if directions is None:
       return gradient_sketch(ctx.model_fn, ctx.params, x, key, **options), None
     return sketch_and_jvp(ctx.model_fn, ctx.params, x, key, directions, **options)
 
   xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)  # no labelled point: one bucket of masked zeros
-  (fp, jvp), (fl, jl) = sketch(xp), sketch(xl)
+  (fp, jvp), (fl, jl) = features(xp), features(xl)
   features = (fp, jnp.asarray(mp), fl, jnp.asarray(ml))
   return features if directions is None else (*features, jvp, jl)
 
@@ -184,19 +203,3 @@ def stretched_features(fp, mp, fl, jp, jl, beta):
   r = jnp.where(jv2 > 0, jnp.sqrt(norm2 / jnp.where(jv2 > 0, jv2, 1.0)), 0.0)
   stretch = lambda f, j: jnp.concatenate([f, beta * r * j], axis=1)
   return stretch(fp, jp), stretch(fl, jl)
-
-
-class Sketched:
-  """Settings shared by the strategies on sketched gradient features.
-
-  Args:
-    dim: sketch dimension (random projection of the per-example gradients).
-    chunk_size: pool rows per chunk when sketching.
-    compute_dtype: input type of the sketch's matrix products, ``"bfloat16"`` or ``"float32"``
-      (float32 accumulation either way; :func:`curiojax.scoring.features.gradient_sketch`).
-  """
-
-  needs_tangent = False  # the tangent strategies set it from their direction
-
-  def __init__(self, dim: int = SKETCH_DIM, chunk_size: int = SKETCH_CHUNK, compute_dtype: str = SKETCH_COMPUTE_DTYPE):
-    self.dim, self.chunk_size, self.compute_dtype = check_sketch_options(dim, chunk_size, compute_dtype)

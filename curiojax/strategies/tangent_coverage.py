@@ -27,25 +27,24 @@ Example:
   >>> tangent = jax.tree.map(lambda p: -p, params)
   >>> pool = np.random.default_rng(0).normal(size=(50, 2))
   >>> ctx = SelectionContext(f, params, tangent, np.zeros((3, 2)), np.zeros(3), pool, jax.random.key(0))
-  >>> picked = TangentCoverageStrategy(dim=16).select(ctx, 5)
-  >>> len(set(picked.tolist())), ctx.info["scores"].shape
+  >>> picked = TangentCoverageStrategy(sketch={"dim": 16}).select(ctx, 5)
+  >>> len(set(picked.indices.tolist())), picked.scores.shape
   (5, (5,))
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from curiojax.strategies.base import SelectionContext, check_batch_size
-from curiojax.strategies.curiosity_diverse import check_jvp_finite
-from curiojax.strategies.directions import ScoresDirection, selection_directions
+from curiojax.strategies.base import Needs, Selection, SelectionContext, check_batch_size
+from curiojax.strategies.curiosity_diverse import check_exponent, check_jvp_finite
+from curiojax.strategies.directions import check_direction, needs_along, selection_directions
 from curiojax.strategies.kernels import (
-  SKETCH_CHUNK,
-  SKETCH_COMPUTE_DTYPE,
-  SKETCH_DIM,
-  Sketched,
+  OnSketch,
   checked_indices,
   curiosity_weights,
   lcmd,
@@ -54,45 +53,44 @@ from curiojax.strategies.kernels import (
 )
 
 
-class TangentCoverageStrategy(ScoresDirection, Sketched):
-  """LCMD on sketched gradients with ``β·r·J_xv`` appended (the metric stretched along ``v``).
+@dataclasses.dataclass(frozen=True)
+class TangentCoverageStrategy(OnSketch):
+  """LCMD on sketched gradients with ``β·r·J_xv`` appended (the metric stretched along ``v``); each
+  pick's score is its squared stretched distance to the nearest labelled or earlier pick.
 
   Args:
     beta: weight of the appended coordinate relative to a typical feature norm (``0``: LCMD).
     direction: ``"tangent"`` (default), ``"validation"`` or ``"groups"``.
-    dim, chunk_size, compute_dtype: as for the sketch.
+    sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
   """
 
+  beta: float = 1.0
+  direction: str = "tangent"
   criterion = (
     "coverage in gradient features stretched along the tangent: the farthest point of the largest cluster; "
     "score its squared stretched distance to the nearest labelled or already chosen point"
   )
 
-  def __init__(
-    self,
-    beta: float = 1.0,
-    direction: str = "tangent",
-    dim: int = SKETCH_DIM,
-    chunk_size: int = SKETCH_CHUNK,
-    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
-  ):
-    super().__init__(dim, chunk_size, compute_dtype)
-    if not (beta >= 0 and np.isfinite(beta)):
-      raise ValueError(f"beta must be finite and >= 0, got {beta}.")
-    self.beta = float(beta)
-    self.set_direction(direction)
+  def __post_init__(self):
+    super().__post_init__()
+    object.__setattr__(self, "beta", check_exponent("beta", self.beta))
+    check_direction(self.direction)
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  @property
+  def needs(self) -> Needs:
+    return needs_along(self.direction)
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    directions = selection_directions(ctx, self.direction)
-    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self, directions)
+    directions, residual = selection_directions(ctx, self.direction)
+    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self.sketch, directions)
     check_jvp_finite(jp, mp, self.direction)
     fp, fl = stretched_features(fp, mp, fl, jp, jl, self.beta)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
-    ctx.info["scores"] = np.asarray(distances)
-    return checked_indices(idx, ctx, batch_size)
+    return Selection.of(checked_indices(idx, ctx, batch_size), distances, direction_residual=residual)
 
 
+@dataclasses.dataclass(frozen=True)
 class ValidationCoverageStrategy(TangentCoverageStrategy):
   """``tangent_coverage`` weighted like ``validation_diverse``: LCMD on ``[φ, β·r·J_xτ]`` with scored
   squared distances weighted by ``(c_a/c̄_a)^γ``, ``c_a = (J_xa)²`` (module docstring).
@@ -100,36 +98,31 @@ class ValidationCoverageStrategy(TangentCoverageStrategy):
   Args:
     beta: weight of the appended ``J_xτ`` (``0``: ``validation_diverse``).
     gamma: exponent of the validation weight (``0``: ``tangent_coverage``).
-    dim, chunk_size, compute_dtype: as for the sketch.
+    sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
   """
 
+  gamma: float = 0.25
+  direction: ClassVar[str] = "tangent"  # stretched along τ, weighted along a
   criterion = (
     "coverage in gradient features stretched along the tangent, squared distances weighted by the validation "
     "influence (c_a/c̄_a)^γ; score the pick's squared stretched distance to the nearest labelled or chosen point"
   )
 
-  def __init__(
-    self,
-    beta: float = 1.0,
-    gamma: float = 0.25,
-    dim: int = SKETCH_DIM,
-    chunk_size: int = SKETCH_CHUNK,
-    compute_dtype: str = SKETCH_COMPUTE_DTYPE,
-  ):
-    super().__init__(beta, "tangent", dim, chunk_size, compute_dtype)
-    if not (gamma >= 0 and np.isfinite(gamma)):
-      raise ValueError(f"gamma must be finite and >= 0, got {gamma}.")
-    self.gamma = float(gamma)
-    self.set_direction("tangent", "validation")  # stretched along τ, weighted along a
+  def __post_init__(self):
+    super().__post_init__()
+    object.__setattr__(self, "gamma", check_exponent("gamma", self.gamma))
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+  @property
+  def needs(self) -> Needs:
+    return needs_along("tangent", "validation")
+
+  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
     check_batch_size(ctx, batch_size)
-    tangent, adjoint = selection_directions(ctx, "tangent"), selection_directions(ctx, "validation")
+    (tangent, _), (adjoint, residual) = selection_directions(ctx, "tangent"), selection_directions(ctx, "validation")
     both = jax.tree.map(lambda t, a: jnp.concatenate([t, a.astype(t.dtype)]), tangent, adjoint)
-    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self, both)
+    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self.sketch, both)
     check_jvp_finite(jp, mp, "tangent and validation directions")
     fp, fl = stretched_features(fp, mp, fl, jp[:, :1], jl[:, :1], self.beta)
     weights = curiosity_weights(jnp.square(jp[:, 1:]), mp, self.gamma)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, weights, with_distances=True)
-    ctx.info["scores"] = np.asarray(distances)
-    return checked_indices(idx, ctx, batch_size)
+    return Selection.of(checked_indices(idx, ctx, batch_size), distances, direction_residual=residual)
