@@ -7,7 +7,7 @@ import pytest
 
 from curiojax.active.models import NTKMLP
 from curiojax.scoring.features import gradient_kernel, gradient_sketch
-from curiojax.strategies import SelectionContext, get_strategy, kernels
+from curiojax.strategies import SelectionContext, SketchOptions, get_strategy, kernels
 
 STRATEGIES = ["variance", "emcm", "badge", "lcmd", "curiosity_diverse"]
 
@@ -34,8 +34,8 @@ def _ctx(problem, key=0, pool=None):
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_batch_size_distinct_in_pool_and_deterministic(problem, name):
   strategy = get_strategy(name, dim=32)
-  a = strategy.select(_ctx(problem, key=3), 7)
-  b = get_strategy(name, dim=32).select(_ctx(problem, key=3), 7)
+  a = strategy.select(_ctx(problem, key=3), 7).indices
+  b = get_strategy(name, sketch={"dim": 32}).select(_ctx(problem, key=3), 7).indices
   assert a.shape == (7,) and len(set(a.tolist())) == 7
   assert a.min() >= 0 and a.max() < 40  # indices into the unlabelled pool only
   np.testing.assert_array_equal(a, b)
@@ -58,7 +58,7 @@ def test_copies_of_labelled_points_are_not_picked(problem, name):
   _, _, _, x_lab, x_pool = problem
   pool = np.concatenate([x_lab, x_pool[:20]])
   for key in range(3):
-    idx = get_strategy(name, dim=32).select(_ctx(problem, key=key, pool=pool), 10)
+    idx = get_strategy(name, dim=32).select(_ctx(problem, key=key, pool=pool), 10).indices
     assert np.all(idx >= len(x_lab))
 
 
@@ -122,14 +122,16 @@ def test_lcmd_matches_reference_algorithm():
 
 def test_lcmd_scores_are_each_picks_squared_distance_to_its_nearest_centre(problem):
   ctx = _ctx(problem)
-  picked = get_strategy("lcmd", dim=32).select(ctx, 6)
-  fp, _, fl, ml = kernels.sketched_features(ctx, kernels.Sketched(32))
+  selection = get_strategy("lcmd", dim=32).select(ctx, 6)
+  picked = selection.indices
+  fp, _, fl, ml = kernels.sketched_features(ctx, SketchOptions(32))
   fp, fl = np.asarray(fp, np.float64)[: len(ctx.x_pool)], np.asarray(fl, np.float64)[np.asarray(ml)]
   want = []
   for i, j in enumerate(picked):  # nearest labelled point or earlier pick, when j was chosen
     centres = np.concatenate([fl, fp[picked[:i]]])
     want.append(((centres - fp[j]) ** 2).sum(-1).min())
-  np.testing.assert_allclose(ctx.info["scores"], want, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(selection.scores, want, rtol=1e-4, atol=1e-6)
+  assert selection.top_score is None and np.isnan(selection.direction_residual)
   assert get_strategy("lcmd").criterion.startswith("coverage")
 
 
@@ -173,7 +175,7 @@ def test_curiosity_diverse_is_lcmd_weighted_by_normalised_curiosity(problem):
   model, params, tangent, _, x_pool = problem
   ctx = _ctx(problem)
   # the features of the one pass that also gives J_xτ (float32 factors; tested against jax.jvp)
-  fp, mp, fl, ml, _, _ = kernels.sketched_features(ctx, kernels.Sketched(32), jax.tree.map(lambda t: t[None], tangent))
+  fp, mp, fl, ml, _, _ = kernels.sketched_features(ctx, SketchOptions(32), jax.tree.map(lambda t: t[None], tangent))
   jvp = np.asarray(jax.jvp(lambda p: model(p, jnp.asarray(x_pool)), (params,), (tangent,))[1], np.float64)
   c = jvp**2 / np.mean(jvp**2)
   n = len(x_pool)
@@ -181,9 +183,10 @@ def test_curiosity_diverse_is_lcmd_weighted_by_normalised_curiosity(problem):
   for gamma in (0.5, 2.0):
     want = _numpy_lcmd(fpn.copy(), fln, 6, c**gamma)
     got = get_strategy("curiosity_diverse", gamma=gamma, dim=32).select(ctx, 6)
-    assert got.tolist() == want
+    assert got.indices.tolist() == want
   # γ = 0 is LCMD on the same features
-  assert get_strategy("curiosity_diverse", gamma=0.0, dim=32).select(ctx, 6).tolist() == _numpy_lcmd(fpn.copy(), fln, 6)
+  lcmd = get_strategy("curiosity_diverse", gamma=0.0, dim=32).select(ctx, 6).indices
+  assert lcmd.tolist() == _numpy_lcmd(fpn.copy(), fln, 6)
 
 
 def test_curiosity_diverse_reports_a_diverged_tangent(problem):
@@ -197,15 +200,16 @@ def test_curiosity_diverse_reports_a_diverged_tangent(problem):
 def test_emcm_is_sqrt_variance_times_gradient_norm(problem):
   model, params, _, x_lab, x_pool = problem
   ctx = _ctx(problem)
-  fp, mp, fl, ml = kernels.sketched_features(ctx, kernels.Sketched(32))
+  fp, mp, fl, ml = kernels.sketched_features(ctx, SketchOptions(32))
   var, diag = kernels.posterior_variance(fp, mp, fl, ml, 0.01)
   want = np.argsort(-np.asarray(jnp.sqrt(var * diag))[:40])[:5]
   got = get_strategy("emcm", dim=32).select(ctx, 5)
-  assert sorted(got.tolist()) == sorted(want.tolist())
+  assert sorted(got.indices.tolist()) == sorted(want.tolist())
+  np.testing.assert_allclose(got.scores, np.asarray(jnp.sqrt(var * diag))[got.indices], rtol=1e-5)
 
 
 def test_bad_options_raise():
-  with pytest.raises(ValueError, match="gamma must be >= 0"):
+  with pytest.raises(ValueError, match="gamma must be finite and >= 0"):
     get_strategy("curiosity_diverse", gamma=-1.0)
   with pytest.raises(TypeError, match="no option.*noise.*options are"):
     get_strategy("curiosity_diverse", noise=0.1)  # not an option of this strategy

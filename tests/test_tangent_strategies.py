@@ -14,7 +14,7 @@ from test_baselines import _numpy_lcmd
 import curiojax
 from curiojax.active.models import NTKMLP
 from curiojax.scoring.features import gradient_kernel, gradient_sketch, sketch_and_jvp
-from curiojax.strategies import SelectionContext, get_strategy, kernels, select_batch
+from curiojax.strategies import SelectionContext, SketchOptions, get_strategy, kernels, needs_of, select_batch
 from curiojax.strategies.directions import normalised_sum, selection_directions
 from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.operator import TangentOperator
@@ -164,18 +164,19 @@ def test_problem_solve_matches_the_dense_solve(fitted):
 def test_validation_direction_is_the_dense_adjoint(fitted):
   f = fitted
   ctx = _ctx(f)
-  a = selection_directions(ctx, "validation")
+  a, residual = selection_directions(ctx, "validation")
   grad = _ravel(jax.grad(f["loss"])(f["params"], *f["validation"]))
   want = -np.linalg.solve(f["matrix"], grad)
   np.testing.assert_allclose(_ravel(a), want, rtol=2e-3, atol=1e-4 * np.abs(want).max())
-  assert 0 <= ctx.info["direction_residual"] < 1e-3
+  assert 0 <= residual < 1e-3
+  assert np.isnan(selection_directions(ctx, "tangent")[1])  # the tangent is not solved here
   # the hypergradient identity: dL_val/ds = ∇L_valᵀτ = ρᵀa (ρ = θ* for L2)
   np.testing.assert_allclose(grad @ _ravel(f["tangent"]), _ravel(f["params"]) @ _ravel(a), rtol=5e-3)
 
 
 def test_group_tangents_are_per_layer_and_sum_to_the_tangent(fitted):
   f = fitted
-  groups = selection_directions(_ctx(f), "groups")
+  groups, _ = selection_directions(_ctx(f), "groups")
   layers = len(f["params"])
   assert jax.tree.leaves(groups)[0].shape[0] == layers
   total = jax.tree.map(lambda t: t.sum(0), groups)
@@ -198,11 +199,11 @@ def test_an_inaccurate_direction_warns_and_records_its_residual(fitted, monkeypa
   monkeypatch.setattr(directions, "FINISH_TOLERANCE", 1e-12)  # beyond float32: the solve stops short
   ctx = _ctx(f, model=None, params=params, problem=problem)
   with pytest.warns(curiojax.TangentInaccurateWarning, match="validation direction's relative residual"):
-    selection_directions(ctx, "validation")
-  assert ctx.info["direction_residual"] > 1e-12
+    _, residual = selection_directions(ctx, "validation")
+  assert residual > 1e-12
   monkeypatch.setattr(directions, "FINISH_TOLERANCE", 1e-3)
-  selection_directions(ctx, "validation")  # certified: no warning (warnings are errors in the suite)
-  assert ctx.info["direction_residual"] < 1e-3
+  _, residual = selection_directions(ctx, "validation")  # certified: no warning (warnings are errors in the suite)
+  assert residual < 1e-3
 
 
 def test_missing_context_raises_clear_errors(fitted):
@@ -248,24 +249,25 @@ def test_the_sketch_functions_check_their_options_as_the_strategies_do(fitted):
 def test_validation_influence_is_top_k_of_sigma2_jxa_squared(fitted):
   f = fitted
   ctx = _ctx(f)
-  a = selection_directions(_ctx(f), "validation")
+  a, _ = selection_directions(_ctx(f), "validation")
   score = 0.1 * _jvp(f, jax.tree.map(lambda t: t[0], a), f["x_pool"]) ** 2
   got = get_strategy("validation_influence").select(ctx, 5)
-  assert got.tolist() == np.argsort(-score)[:5].tolist()
-  np.testing.assert_allclose(ctx.info["scores"], np.sort(score)[::-1][:5], rtol=1e-3)
+  assert got.indices.tolist() == np.argsort(-score)[:5].tolist()
+  np.testing.assert_allclose(got.scores, np.sort(score)[::-1][:5], rtol=1e-3)
+  assert got.top_score == pytest.approx(score.max(), rel=1e-3) and 0 <= got.direction_residual < 1e-3
 
 
 def test_group_curiosity_is_top_k_of_the_normalised_sum(fitted):
   f = fitted
-  groups = selection_directions(_ctx(f), "groups")
+  groups, _ = selection_directions(_ctx(f), "groups")
   c = np.stack(
     [_jvp(f, jax.tree.map(lambda t, k=k: t[k], groups), f["x_pool"]) ** 2 for k in range(len(f["params"]))], 1
   )
   score = (c / c.mean(0)).sum(1)
   ctx = _ctx(f)
   got = get_strategy("group_curiosity").select(ctx, 5)
-  assert got.tolist() == np.argsort(-score)[:5].tolist()
-  np.testing.assert_allclose(ctx.info["scores"], np.sort(score)[::-1][:5], rtol=1e-3)
+  assert got.indices.tolist() == np.argsort(-score)[:5].tolist()
+  np.testing.assert_allclose(got.scores, np.sort(score)[::-1][:5], rtol=1e-3)
   mask = jnp.ones(40, bool)
   np.testing.assert_allclose(np.asarray(normalised_sum(jnp.asarray(c), mask)), score, rtol=1e-5)
 
@@ -274,7 +276,7 @@ def test_group_curiosity_is_top_k_of_the_normalised_sum(fitted):
 def test_tangent_coverage_is_lcmd_on_stretched_features(fitted, beta):
   f = fitted
   ctx = _ctx(f)
-  sketch = kernels.Sketched(16)
+  sketch = SketchOptions(16)
   stacked = jax.tree.map(lambda t: t[None], f["tangent"])
   fp, mp, fl, ml, jp, jl = kernels.sketched_features(ctx, sketch, stacked)  # J_xτ: tested against jax.jvp above
   n, m = len(f["x_pool"]), len(f["x_lab"])
@@ -282,24 +284,26 @@ def test_tangent_coverage_is_lcmd_on_stretched_features(fitted, beta):
   jp, jl = np.asarray(jp, np.float64)[:n, 0], np.asarray(jl, np.float64)[:m, 0]
   r = np.sqrt(np.mean((fpn**2).sum(1)) / np.mean(jp**2))
   want = _numpy_lcmd(np.c_[fpn, beta * r * jp], np.c_[fln, beta * r * jl], 6)
-  got = get_strategy("tangent_coverage", beta=beta, dim=16).select(ctx, 6)
+  got = get_strategy("tangent_coverage", beta=beta, dim=16).select(ctx, 6).indices
   assert got.tolist() == want
   assert want != _numpy_lcmd(fpn.copy(), fln, 6)  # the stretch matters on this problem
-  assert get_strategy("tangent_coverage", beta=0.0, dim=16).select(_ctx(f), 6).tolist() == _numpy_lcmd(fpn, fln, 6)
+  lcmd = get_strategy("tangent_coverage", beta=0.0, dim=16).select(_ctx(f), 6).indices
+  assert lcmd.tolist() == _numpy_lcmd(fpn, fln, 6)
 
 
 def test_validation_diverse_is_lcmd_weighted_by_normalised_influence(fitted):
   f = fitted
   ctx = _ctx(f)
-  stacked = selection_directions(_ctx(f), "validation")
+  stacked, _ = selection_directions(_ctx(f), "validation")
   a = jax.tree.map(lambda t: t[0], stacked)
-  fp, _, fl, ml, _, _ = kernels.sketched_features(ctx, kernels.Sketched(16), stacked)
+  fp, _, fl, ml, _, _ = kernels.sketched_features(ctx, SketchOptions(16), stacked)
   n, m = len(f["x_pool"]), len(f["x_lab"])
   c = _jvp(f, a, f["x_pool"]) ** 2
   want = _numpy_lcmd(np.asarray(fp, np.float64)[:n], np.asarray(fl, np.float64)[:m], 6, (c / c.mean()) ** 2.0)
   got = get_strategy("validation_diverse", gamma=2.0, dim=16).select(ctx, 6)
-  assert got.tolist() == want
-  np.testing.assert_allclose(ctx.info["scores"], 0.1 * c[got], rtol=1e-3)
+  assert got.indices.tolist() == want
+  np.testing.assert_allclose(got.scores, 0.1 * c[got.indices], rtol=1e-3)
+  assert 0 <= got.direction_residual < 1e-3
 
 
 @pytest.mark.parametrize("beta, gamma", [(1.0, 2.0), (0.0, 2.0), (1.0, 0.0)])
@@ -307,22 +311,22 @@ def test_validation_coverage_is_weighted_lcmd_on_stretched_features(fitted, beta
   f = fitted
   ctx = _ctx(f)
   tangent = jax.tree.map(lambda t: t[None], f["tangent"])
-  fp, _, fl, _, jp, jl = kernels.sketched_features(ctx, kernels.Sketched(16), tangent)  # same projections
+  fp, _, fl, _, jp, jl = kernels.sketched_features(ctx, SketchOptions(16), tangent)  # same projections
   n, m = len(f["x_pool"]), len(f["x_lab"])
   fpn, fln = np.asarray(fp, np.float64)[:n], np.asarray(fl, np.float64)[:m]
   jp, jl = np.asarray(jp, np.float64)[:n, 0], np.asarray(jl, np.float64)[:m, 0]
   r = np.sqrt(np.mean((fpn**2).sum(1)) / np.mean(jp**2))
-  a = jax.tree.map(lambda t: t[0], selection_directions(_ctx(f), "validation"))
+  a = jax.tree.map(lambda t: t[0], selection_directions(_ctx(f), "validation")[0])
   c = _jvp(f, a, f["x_pool"]) ** 2  # the influence weight from jax.jvp along the dense-checked adjoint
   want = _numpy_lcmd(np.c_[fpn, beta * r * jp], np.c_[fln, beta * r * jl], 6, (c / c.mean()) ** gamma)
-  got = get_strategy("validation_coverage", beta=beta, gamma=gamma, dim=16).select(ctx, 6)
+  got = get_strategy("validation_coverage", beta=beta, gamma=gamma, dim=16).select(ctx, 6).indices
   assert got.tolist() == want
   same = {
     (0.0, 2.0): ("validation_diverse", dict(gamma=2.0)),  # no stretch
     (1.0, 0.0): ("tangent_coverage", dict(beta=1.0)),  # no weight
   }.get((beta, gamma))
   if same:
-    assert get_strategy(same[0], dim=16, **same[1]).select(_ctx(f), 6).tolist() == want
+    assert get_strategy(same[0], dim=16, **same[1]).select(_ctx(f), 6).indices.tolist() == want
   else:  # both parts change the picks on this problem
     assert want != _numpy_lcmd(np.c_[fpn, r * jp], np.c_[fln, r * jl], 6)
     assert want != _numpy_lcmd(fpn.copy(), fln, 6, (c / c.mean()) ** gamma)
@@ -330,7 +334,7 @@ def test_validation_coverage_is_weighted_lcmd_on_stretched_features(fitted, beta
 
 def test_validation_coverage_needs_the_tangent_and_a_validation_set(fitted):
   strategy = get_strategy("validation_coverage", dim=16)
-  assert strategy.needs_tangent and strategy.needs_validation
+  assert needs_of(strategy).tangent and needs_of(strategy).validation
   with pytest.raises(ValueError, match="ctx.validation"):
     strategy.select(_ctx(fitted, validation=None), 4)
   with pytest.raises(ValueError, match="ctx.tangent"):
