@@ -594,6 +594,22 @@ CASES = {
   "own strategy: too few indices": (lambda: _own_strategy(np.array([1, 2])), (ValueError, "returned 2 indices")),
   "own strategy: out of range": (lambda: _own_strategy(np.array([1, 2, 99])), (ValueError, "out of range")),
   "own strategy: float indices": (lambda: _own_strategy(np.array([1.0, 2.0, 3.0])), (ValueError, "integer")),
+  "own strategy: a selection with too few scores": (
+    lambda: _own_strategy(curiojax.strategies.Selection(np.array([1, 2, 3]), np.ones(2))),
+    (ValueError, "expected 3 numbers, one per pick"),
+  ),
+  "own strategy: needs not a Needs": (
+    lambda: curiojax.Learner(POOL, strategy=type("Mine", (_Returns,), {"needs": True})(np.arange(3))),
+    (TypeError, "needs must be a curiojax.strategies.Needs"),
+  ),
+  "strategy: sketch options not a dict": (
+    lambda: curiojax.get_strategy("lcmd", sketch=512),
+    (TypeError, "sketch must be SketchOptions or a dict"),
+  ),
+  "strategy: misspelled sketch option": (
+    lambda: curiojax.get_strategy("lcmd", sketch={"dims": 512}),
+    (TypeError, "sketch has no option(s) ['dims']"),
+  ),
   "own strategy in a learner: duplicated": (
     lambda: _own_strategy(np.array([5, 5, 6]), via_learner=True),
     (ValueError, "'_Returns' returned duplicated"),

@@ -15,7 +15,7 @@ from curiojax.active.loop import (
   summarise,
 )
 from curiojax.scoring.scores import curiosity_scores
-from curiojax.strategies import SelectionContext, get_strategy
+from curiojax.strategies import Selection, SelectionContext, get_strategy
 
 SMALL = dict(hidden_sizes=(16,), minibatch_size=16)  # one model and trainer shared by the tests
 OPTS = dict(initial_size=20, batch_size=30, rounds=3, epochs=40, num_splits=2, test_fraction=0.25, **SMALL)
@@ -120,9 +120,8 @@ class _Decaying:
     self.calls = 0
 
   def select(self, ctx, batch_size):
-    ctx.info["top_score"] = 0.5**self.calls
     self.calls += 1
-    return np.arange(batch_size)
+    return Selection.of(np.arange(batch_size), top_score=0.5 ** (self.calls - 1))
 
 
 def test_curiosity_stopping_rule():
@@ -156,14 +155,15 @@ def test_curiosity_strategy_is_top_k_of_scores():
     jax.random.key(2),
     noise_variance=float(res.noise_variance),
   )
-  picked = get_strategy("curiosity").select(ctx, 7)
+  selection = get_strategy("curiosity").select(ctx, 7)
+  picked = selection.indices
   scores = np.asarray(
     curiosity_scores(
       learner.model.model_fn, res.params, res.tangent, learner.learner.xs_pool, noise_variance=float(res.noise_variance)
     )
   )
   assert set(picked.tolist()) == set(np.argsort(-scores)[:7].tolist())
-  assert ctx.info["top_score"] == pytest.approx(scores.max())
+  assert selection.top_score == pytest.approx(scores.max())
 
 
 def test_curiosity_selection_does_not_recompile_as_the_pool_shrinks(compilations):
@@ -179,10 +179,10 @@ def test_curiosity_selection_does_not_recompile_as_the_pool_shrinks(compilations
 
   select(pool)  # round 1 compiles
   with compilations() as names:
-    select(pool[:90])  # the next round's smaller pool, same power-of-two bucket
+    select(pool[:90])  # the next round's smaller pool, same size class
   assert names == []
   with compilations() as names:
-    select(np.concatenate([pool] * 3))  # a larger bucket does compile: the check can fire
+    select(np.concatenate([pool] * 6))  # a larger size class does compile: the check can fire
   assert names
 
 
