@@ -94,9 +94,9 @@ class Needs:
 
 
 def needs_of(strategy) -> Needs:
-  """The :class:`Needs` a strategy declares (its ``needs``); for an object that declares none,
-  everything (the tangent included), or what its older ``needs_tangent``/``needs_validation``
-  attributes say."""
+  """The :class:`Needs` a strategy declares (its ``needs``). An object that declares none gets the
+  model, the tangent and the fit's system but no validation set, or what its older
+  ``needs_tangent``/``needs_validation`` attributes say."""
   needs = getattr(strategy, "needs", None)
   if isinstance(needs, Needs):
     return needs
@@ -269,6 +269,6 @@ def select_checked(strategy: Strategy, ctx: SelectionContext, k: int, name: str 
   if scores.shape != (k,) or not np.issubdtype(scores.dtype, np.number):
     raise ValueError(f"{who} scores {scores.dtype} of shape {scores.shape}; expected {k} numbers, one per pick.")
   top = got.top_score
-  if top is not None and not isinstance(top, (int, float, np.number)):
+  if top is not None and not (np.ndim(top) == 0 and np.issubdtype(np.asarray(top).dtype, np.number)):
     raise ValueError(f"{who} top_score {top!r}; expected a number or None.")
-  return dataclasses.replace(got, indices=picked, scores=scores.astype(np.float32, copy=False))
+  return Selection.of(picked, scores, top, got.direction_residual)
