@@ -679,7 +679,7 @@ class Learner:
     meta = {
       "kind": "learner",
       "learner_format": FORMAT_VERSION,
-      "options": _options_to_saved(self.options),
+      "options": self.options.to_dict(),
       "strategy": self.strategy_name,
       "capacity": self.capacity,
       "x_mean": self.x_mean.tolist(),
@@ -724,13 +724,8 @@ class Learner:
     return learner, state
 
 
-def _options_to_saved(options: LearnerOptions) -> dict:
-  """The options as ``state.json`` keeps them (the one place that says how)."""
-  return options.to_dict()
-
-
 def _options_from_saved(meta: dict) -> LearnerOptions:
-  """The :class:`LearnerOptions` that :func:`_options_to_saved` wrote into ``meta["options"]``."""
+  """The :class:`LearnerOptions` that :meth:`Learner.save` wrote as ``options.to_dict()`` into ``meta["options"]``."""
   return LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()})
 
 
@@ -770,6 +765,8 @@ def state_to_saved(state: LearnerState) -> tuple[dict, dict]:
 
 def state_from_saved(learner: Learner, meta: dict, arrays: dict) -> LearnerState:
   """Rebuild the state :func:`state_to_saved` wrote; tree structures come from ``learner``'s model."""
+  if not isinstance(arrays, dict):
+    raise ValueError(f"the saved learner state is a {type(arrays).__name__}, not a state dict of arrays.")
   n = len(learner.x_pool)
   labelled = check_indices(arrays["labelled"], n, "saved labelled indices:")
   labels = _check_labels(arrays["labels"], len(labelled), "saved labels")
