@@ -264,7 +264,7 @@ def _build(config):
 def run(args, overrides) -> int:
   import contextlib
 
-  from curiojax.active import persistence
+  from curiojax.active import loop, persistence
 
   with contextlib.ExitStack() as stack:
 
@@ -290,7 +290,7 @@ def run(args, overrides) -> int:
       config = ml_collections.ConfigDict(meta["config"])
       experiment = _build(config)
       try:
-        state = persistence.experiment_from_saved(experiment, meta, arrays)
+        state = loop.experiment_from_saved(experiment, meta, arrays)
       except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{workdir}: cannot resume: {e}") from None
     else:
@@ -314,7 +314,7 @@ def run(args, overrides) -> int:
     config_dict = config.to_dict()
 
     def save(state):
-      meta, arrays = persistence.experiment_to_saved(state)
+      meta, arrays = loop.experiment_to_saved(state)
       try:
         persistence.save_state(workdir, {**meta, "config": config_dict}, arrays, tag=state.unit)
       except OSError as e:

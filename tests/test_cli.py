@@ -43,7 +43,7 @@ def _labelled(workdir):
   from curiojax.active import persistence
 
   meta, arrays = persistence.load_state(workdir)
-  return {(d["strategy"], d["split"]): arrays[f"{i}/labelled"].tolist() for i, d in enumerate(meta["learners"])}
+  return {(d["strategy"], d["split"]): arrays[str(i)]["labelled"].tolist() for i, d in enumerate(meta["learners"])}
 
 
 @pytest.fixture(scope="module")

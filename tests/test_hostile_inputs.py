@@ -155,7 +155,7 @@ def _load_damaged_learner():
   learner, state = _learner()
   folder = tempfile.mkdtemp()
   learner.save(folder, state)
-  arrays = [f for f in os.listdir(folder) if f.endswith(".npz")][0]
+  arrays = [f for f in os.listdir(folder) if f.startswith("arrays-")][0]
   with open(os.path.join(folder, arrays), "r+b") as f:
     f.truncate(100)
   curiojax.Learner.load(folder)

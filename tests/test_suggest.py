@@ -522,4 +522,4 @@ def test_saving_never_deletes_a_users_arrays_file(tmp_path):
   (tmp_path / "arrays-final.npz").write_bytes(b"mine")
   persistence.save_state(tmp_path, {"unit": 1}, {"a": np.arange(3)}, tag=1)
   persistence.save_state(tmp_path, {"unit": 2}, {"a": np.arange(3)}, tag=2)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays-000002.npz", "arrays-final.npz", "state.json"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays-000002.msgpack", "arrays-final.npz", "state.json"]

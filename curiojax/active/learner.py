@@ -15,7 +15,7 @@ It is pure in the JAX way: methods take a state and return a new one.
 - ``state = learner.tell(state, indices, labels)``: add labels for any unlabelled pool
   indices (not only the suggested ones); the next ask starts a new round.
 - ``learner.save(dir, state)`` / ``Learner.load(dir)``: everything, atomically, no pickle
-  (JSON, ``.npz``, and model and optimizer pytrees as ``flax.serialization`` msgpack), so a
+  (a JSON manifest and one ``flax.serialization`` msgpack file of arrays and pytrees), so a
   session days later continues exactly where this one stopped.
 
 The simulated loop (:class:`curiojax.active.loop.ActiveLearner`: an oracle answers at once), the
@@ -40,13 +40,14 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from curiojax._checks import check_bool, check_int
+from curiojax.active import persistence
 from curiojax.active.models import ACTIVATIONS, MODELS, ModelSpec, make_model
 from curiojax.active.training import (
   Trainer,
@@ -661,13 +662,12 @@ class Learner:
   def save(self, directory, state: LearnerState, *, extra: dict | None = None) -> None:
     """Write the learner and its state to ``directory`` (created if missing), atomically.
 
-    ``state.json`` (settings, progress), one ``.npz`` (pool, labels) holding the model and
-    optimizer pytrees as ``flax.serialization`` msgpack; the array file is written first, so a
-    crash at any point leaves the previous save or the new one, never a mix. ``extra`` is any
-    JSON-able dict a front end keeps with the learner (``curiojax suggest``'s row ids).
+    ``state.json`` (settings, progress) and one ``flax.serialization`` msgpack file (pool,
+    labels, the model and optimizer pytrees as state dicts); see
+    :mod:`curiojax.active.persistence`. A crash at any point leaves the previous save or the
+    new one, never a mix. ``extra`` is any JSON-able dict a front end keeps with the learner
+    (``curiojax suggest``'s row ids).
     """
-    from curiojax.active import persistence
-
     if not isinstance(self.strategy_name, str) or self.strategy_name not in _registered():
       raise ValueError(
         f"cannot save a learner whose strategy {self.strategy_name!r} is not registered by name "
@@ -687,9 +687,10 @@ class Learner:
       "feature_names": None if self.feature_names is None else list(self.feature_names),
       "pool_ids": None if self.pool_ids is None else [_json_id(i) for i in self.pool_ids.tolist()],
     }
+    arrays = {"state": arrays, "x_pool": self.x_pool}
     if self.validation is not None:
-      arrays = {**arrays, "x_valid": self.validation[0], "y_valid": self.validation[1]}
-    persistence.save_state(directory, meta, {**arrays, "x_pool": self.x_pool}, tag=state.round)
+      arrays["x_valid"], arrays["y_valid"] = self.validation
+    persistence.save_state(directory, meta, arrays, tag=state.round)
 
   @classmethod
   def load(cls, directory, *, model: ModelSpec | None = None) -> tuple[Learner, LearnerState]:
@@ -697,17 +698,14 @@ class Learner:
 
     The ``extra`` dict given to :meth:`save` is ``learner.extra``.
     """
-    from curiojax.active import persistence
-
     meta, arrays = persistence.load_state(directory)
     if meta.get("kind") != "learner" or meta.get("learner_format") != FORMAT_VERSION:
       raise ValueError(f"{directory} does not hold a saved curiojax learner (format {FORMAT_VERSION}).")
     try:
-      options = LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()})
       validation = (arrays["x_valid"], arrays["y_valid"]) if "x_valid" in arrays else None
       learner = cls(
         arrays["x_pool"],
-        options=options,
+        options=_options_from_saved(meta),
         strategy=meta["strategy"],
         model=model,
         capacity=meta["capacity"],
@@ -717,11 +715,16 @@ class Learner:
       if meta.get("feature_names") is not None:
         learner.feature_names = tuple(meta["feature_names"])
         learner.pool_ids = np.asarray(meta["pool_ids"])
-      state = state_from_saved(learner, meta["state"], arrays)
+      state = state_from_saved(learner, meta["state"], arrays["state"])
       learner.extra = dict(meta.get("extra", {}))
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"{directory}: the saved learner is inconsistent: {type(e).__name__}: {e}") from None
     return learner, state
+
+
+def _options_from_saved(meta: dict) -> LearnerOptions:
+  """The :class:`LearnerOptions` that :meth:`Learner.save` wrote as ``options.to_dict()`` into ``meta["options"]``."""
+  return LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()})
 
 
 def _json_id(value):
@@ -735,10 +738,8 @@ def _registered():
   return STRATEGIES
 
 
-def state_to_saved(state: LearnerState, prefix: str = "") -> tuple[dict, dict[str, np.ndarray]]:
-  """A :class:`LearnerState` as JSON-able meta and arrays (model pytrees as msgpack bytes)."""
-  from flax import serialization
-
+def state_to_saved(state: LearnerState) -> tuple[dict, dict]:
+  """A :class:`LearnerState` as JSON-able meta and a state dict of arrays (the model's pytrees keyed by path)."""
   meta = {
     "round": int(state.round),
     "key_data": np.asarray(jax.random.key_data(state.key)).tolist(),
@@ -749,36 +750,34 @@ def state_to_saved(state: LearnerState, prefix: str = "") -> tuple[dict, dict[st
     "has_model": state.params is not None,
   }
   arrays = {
-    f"{prefix}labelled": np.asarray(state.labelled, np.int64),
-    f"{prefix}labels": np.asarray(state.labels, np.float32),
-    f"{prefix}x_extra": np.asarray(state.x_extra, np.float32),
-    f"{prefix}y_extra": np.asarray(state.y_extra, np.float32),
+    "labelled": np.asarray(state.labelled, np.int64),
+    "labels": np.asarray(state.labels, np.float32),
+    "x_extra": np.asarray(state.x_extra, np.float32),
+    "y_extra": np.asarray(state.y_extra, np.float32),
   }
   if state.params is not None:
-    leaves = {"params": jax.tree.leaves(state.params), "opt_state": jax.tree.leaves(state.opt_state)}
-    data = serialization.msgpack_serialize(jax.tree.map(np.asarray, leaves))
-    arrays[f"{prefix}model"] = np.frombuffer(data, np.uint8)
+    arrays["params"] = persistence.tree_to_state_dict(state.params)
+    arrays["opt_state"] = persistence.tree_to_state_dict(state.opt_state)
   return meta, arrays
 
 
-def state_from_saved(learner: Learner, meta: dict, arrays: dict[str, np.ndarray], prefix: str = "") -> LearnerState:
+def state_from_saved(learner: Learner, meta: dict, arrays: dict) -> LearnerState:
   """Rebuild the state :func:`state_to_saved` wrote; tree structures come from ``learner``'s model."""
-  from flax import serialization
-
+  if not isinstance(arrays, dict):
+    raise ValueError(f"the saved learner state is a {type(arrays).__name__}, not a state dict of arrays.")
   n = len(learner.x_pool)
-  labelled = check_indices(arrays[f"{prefix}labelled"], n, "saved labelled indices:")
-  labels = _check_labels(arrays[f"{prefix}labels"], len(labelled), "saved labels")
-  x_extra = np.asarray(arrays[f"{prefix}x_extra"], np.float32)
+  labelled = check_indices(arrays["labelled"], n, "saved labelled indices:")
+  labels = _check_labels(arrays["labels"], len(labelled), "saved labels")
+  x_extra = np.asarray(arrays["x_extra"], np.float32)
   if x_extra.ndim != 2 or x_extra.shape[1] != learner.x_pool.shape[1]:
     raise ValueError(f"saved labelled rows have shape {x_extra.shape}, the pool has {learner.x_pool.shape[1]} columns.")
-  y_extra = _check_labels(arrays[f"{prefix}y_extra"], len(x_extra), "saved labels of the rows outside the pool")
+  y_extra = _check_labels(arrays["y_extra"], len(x_extra), "saved labels of the rows outside the pool")
   params = opt_state = None
   if meta["has_model"]:
-    saved = serialization.msgpack_restore(arrays[f"{prefix}model"].tobytes())
     params_like = jax.eval_shape(learner.model.init, jax.random.key(0))
     opt_like = jax.eval_shape(lambda p: learner.trainer.init(p, 0.0), params_like)
-    params = _rebuild(saved["params"], params_like, "parameters")
-    opt_state = _rebuild(saved["opt_state"], opt_like, "optimizer state")
+    params = persistence.tree_from_state_dict(params_like, arrays["params"], "parameters")
+    opt_state = persistence.tree_from_state_dict(opt_like, arrays["opt_state"], "optimizer state")
   return LearnerState(
     labelled=labelled,
     labels=labels,
@@ -819,13 +818,3 @@ def _saved_scale(mean, std, d: int) -> tuple[np.ndarray, np.ndarray]:
   if not ok or not (np.float32(std) > 0).all():
     raise ValueError(f"the saved input statistics (x_mean, x_std) must be {d} finite numbers each, x_std > 0.")
   return mean, std
-
-
-def _rebuild(leaves: Sequence, like, what: str):
-  like_leaves = jax.tree.leaves(like)
-  if len(leaves) != len(like_leaves):
-    raise ValueError(f"saved {what} have {len(leaves)} leaves, the model of the saved settings has {len(like_leaves)}.")
-  for j, (a, ref) in enumerate(zip(leaves, like_leaves, strict=True)):
-    if a.shape != ref.shape or a.dtype != ref.dtype:
-      raise ValueError(f"saved {what} leaf {j} is {a.dtype}{list(a.shape)}, expected {ref.dtype}{list(ref.shape)}.")
-  return jax.tree.unflatten(jax.tree.structure(like), [np.asarray(a) for a in leaves])

@@ -44,6 +44,8 @@ from curiojax.active.learner import (
   LearnerState,
   _check_labels,
   _check_x,
+  state_from_saved,
+  state_to_saved,
 )
 from curiojax.active.models import ModelSpec, make_model
 from curiojax.active.training import Trainer, cached_trainer, capacity_for
@@ -370,6 +372,40 @@ class Experiment:
     learners[name, split] = ls
     record = {"strategy": name, "split": split, **record}
     return ExperimentState(learners, [*state.records, record], state.unit + 1), record
+
+
+def experiment_to_saved(state: ExperimentState) -> tuple[dict, dict]:
+  """An :class:`ExperimentState` as JSON-able meta and a state dict of arrays, for :func:`persistence.save_state`.
+
+  Learner ``i`` (in ``state.learners`` order) is ``meta["learners"][i]`` and ``arrays[str(i)]``.
+  """
+  learners, arrays = [], {}
+  for i, ((name, split), ls) in enumerate(state.learners.items()):
+    meta, arrays[str(i)] = state_to_saved(ls)
+    learners.append({"strategy": name, "split": split, **meta})
+  return {"unit": state.unit, "records": state.records, "learners": learners}, arrays
+
+
+def experiment_from_saved(experiment: Experiment, meta: dict, arrays: dict) -> ExperimentState:
+  """Rebuild the :class:`ExperimentState` saved by :func:`experiment_to_saved`.
+
+  Parameter and optimizer-state tree structures come from ``experiment`` (its model and
+  trainer, built from the saved config).
+  """
+  learners = {}
+  for i, d in enumerate(meta["learners"]):
+    key = d["strategy"], int(d["split"])
+    if key not in experiment.learners:
+      raise ValueError(f"the saved learner {key} is not in the saved config's strategies and splits.")
+    learners[key] = state_from_saved(experiment.learners[key].learner, d, arrays[str(i)])
+  if set(learners) != set(experiment.learners):
+    raise ValueError("the saved learners do not match the saved config's strategies and splits.")
+  unit, records = meta["unit"], list(meta["records"])
+  if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= len(experiment.units):
+    raise ValueError(f"the saved progress unit {unit!r} is outside the run's 0..{len(experiment.units)} units.")
+  if len(records) > unit:
+    raise ValueError(f"the saved state has {len(records)} result rows for {unit} completed units.")
+  return ExperimentState(learners, records, unit)
 
 
 def summarise(records: Sequence[dict]) -> dict:

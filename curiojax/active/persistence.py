@@ -1,15 +1,18 @@
-"""Atomic, pickle-free save and load of an active-learning run's state.
+"""Atomic, pickle-free save and load of a run's state: a JSON manifest and a ``flax.serialization`` msgpack file.
 
-A work directory holds ``state.json`` (config, progress, PRNG key data, results so far, and
-the name of the array file) and ``arrays-<unit>.npz`` (labelled indices and labels, and each
-learner's model parameters and optimizer state as ``flax.serialization`` msgpack of their
-leaves; the tree structure is re-derived from the config on load). Every file is written to a temporary
-name in the same directory and moved into place with ``os.replace`` (atomic on POSIX), the
-array file first, so ``state.json`` always names a complete array file; older array files
-are deleted only afterwards. Loading uses ``np.load(allow_pickle=False)``. ``state.json``
-carries the SHA-256 of the array file and of its own content, so a truncated, bit-flipped or
-hand-edited state is refused with a ``ValueError`` instead of resuming from wrong numbers.
-:func:`workdir_lock` gives a work directory one owner at a time.
+A state folder holds ``state.json`` (settings, progress, PRNG key data, results so far, the
+name of the data file and checksums) and ``arrays-<tag>.msgpack``: one state dict (nested
+dicts of arrays, as :func:`flax.serialization.msgpack_serialize` writes them; pytrees such as
+model parameters go in as :func:`tree_to_state_dict`, keyed by their paths). Every file is written to a
+temporary name in the same folder, fsynced and moved into place with ``os.replace`` (atomic on
+POSIX), the data file first, so ``state.json`` always names a complete data file and a crash
+leaves the previous save or the new one; older data files are deleted only afterwards.
+``state.json`` carries the SHA-256 of the data file and of its own content, so a truncated,
+bit-flipped or hand-edited state is refused with a one-line ``ValueError`` naming the file.
+Loading never unpickles. :func:`workdir_lock` gives a folder one owner at a time.
+
+This module knows nothing of learners or experiments: :meth:`curiojax.active.learner.Learner.save`
+and :func:`curiojax.active.loop.experiment_to_saved` say what goes in.
 
 Example:
   >>> import tempfile, numpy as np
@@ -23,22 +26,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
 import stat
 import tempfile
-import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
+from flax import serialization
 
 STATE_FILE = "state.json"
-FORMAT_VERSION = 3  # 2: pytrees as flax.serialization msgpack; 3: + checksums (2, unchecked, is refused)
-_READABLE = (3,)
+# 3: state.json + arrays-<tag>.npz (curiojax 0.2); 4: the data file is one flax msgpack state dict.
+FORMAT_VERSION = 4
 LOCK_FILE = ".lock"
-_ARRAYS_NAME = re.compile(r"arrays-[0-9]{6,20}\.npz")  # the only array file a state may name (in its own folder)
+_DATA_NAME = re.compile(r"arrays-[0-9]{6,20}\.msgpack")  # the only data file a state may name (in its own folder)
+_OLD_DATA_NAME = re.compile(r"arrays-[0-9]{6,20}\.npz")  # format 3's
 
 
 _UMASK = os.umask(0)
@@ -75,7 +79,7 @@ def is_state_file(name: str) -> bool:
   """Whether a file name in a work directory is one the state writes (or a writer left)."""
   return (
     name in (STATE_FILE, LOCK_FILE)
-    or bool(_ARRAYS_NAME.fullmatch(name))
+    or bool(_DATA_NAME.fullmatch(name) or _OLD_DATA_NAME.fullmatch(name))
     or (name.startswith((f".{STATE_FILE}.", ".arrays-")) and name.endswith(".tmp"))
   )
 
@@ -88,32 +92,68 @@ def _meta_checksum(meta: dict) -> str:
   return _sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
 
 
-def save_state(workdir, meta: dict, arrays: dict[str, np.ndarray], *, tag: int) -> None:
-  """Atomically replace the run state: ``arrays-<tag>.npz`` then ``state.json``."""
+def tree_to_state_dict(tree) -> dict[str, np.ndarray]:
+  """A pytree as a flat state dict ``{key path: array}`` (``jax.tree_util.keystr`` paths).
+
+  Keyed by name, not position, so it needs no serialization registration of the tree's node
+  types (``nnx.State``, optax states) and a restore can say which leaf is wrong.
+
+  Example:
+    >>> tree_to_state_dict({"w": np.zeros(2), "b": (np.ones(1),)})
+    {"['b'][0]": array([1.]), "['w']": array([0., 0.])}
+  """
+  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def tree_from_state_dict(like, saved, what: str):
+  """The pytree of ``like``'s structure, shapes and dtypes holding the leaves of ``saved``.
+
+  ``saved`` is what :func:`tree_to_state_dict` wrote; a missing, extra or misshapen leaf is a
+  ``ValueError`` naming ``what`` and the leaf. ``like`` may hold ``jax.ShapeDtypeStruct``s.
+  """
+  paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+  names = [jax.tree_util.keystr(path) for path, _ in paths]
+  if not isinstance(saved, dict):
+    raise ValueError(f"saved {what} are a {type(saved).__name__}, not a state dict of leaves.")
+  if set(saved) != set(names):
+    missing, extra = sorted(set(names) - set(saved))[:3], sorted(set(saved) - set(names))[:3]
+    raise ValueError(f"saved {what} do not fit the model of the saved settings (missing {missing}, unknown {extra}).")
+  leaves = []
+  for name, (_, ref) in zip(names, paths, strict=True):
+    a = np.asarray(saved[name])
+    if a.shape != ref.shape or a.dtype != ref.dtype:
+      raise ValueError(f"saved {what} leaf {name} is {a.dtype}{list(a.shape)}, expected {ref.dtype}{list(ref.shape)}.")
+    leaves.append(a)
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def save_state(workdir, meta: dict, arrays: dict, *, tag: int) -> None:
+  """Atomically replace the run state: ``arrays-<tag>.msgpack`` then ``state.json``.
+
+  ``meta`` is JSON-able; ``arrays`` a state dict (nested dicts with string keys, arrays at the
+  leaves) that :func:`flax.serialization.msgpack_serialize` writes.
+  """
   workdir = Path(workdir)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise ValueError(f"cannot create the folder {workdir}: {e.strerror or e}.") from None
-  name = f"arrays-{int(tag):06d}.npz"
-  buffer = io.BytesIO()
-  np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-  data = buffer.getvalue()
+  name = f"arrays-{int(tag):06d}.msgpack"
+  data = serialization.msgpack_serialize(jax.tree.map(np.asarray, arrays))
   atomic_write_bytes(workdir / name, data)
   meta = {**meta, "format_version": FORMAT_VERSION, "arrays": name, "arrays_sha256": _sha256(data)}
   meta["checksum"] = _meta_checksum(meta)
   atomic_write_text(workdir / STATE_FILE, json.dumps(meta, indent=1))
-  for old in workdir.glob("arrays-*.npz"):
-    if old.name != name and _ARRAYS_NAME.fullmatch(old.name):  # ours only: never a user's arrays-final.npz
+  for old in workdir.glob("arrays-*"):
+    if old.name != name and _DATA_NAME.fullmatch(old.name):  # ours only: never a user's arrays-final.npz
       old.unlink(missing_ok=True)
-  for pattern in (f".{STATE_FILE}.*.tmp", ".arrays-*.npz.*.tmp"):  # ours, left by a killed writer
+  for pattern in (f".{STATE_FILE}.*.tmp", ".arrays-*.msgpack.*.tmp"):  # ours, left by a killed writer
     for stale in workdir.glob(pattern):
       stale.unlink(missing_ok=True)
 
 
-def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
-  """``(meta, arrays)`` of a saved run; a clear ``ValueError`` if missing, unreadable or altered."""
-  workdir = Path(workdir)
+def _read_manifest(workdir: Path) -> dict:
+  """``state.json``, its version and its own checksum checked."""
   path = workdir / STATE_FILE
   if not path.is_file():
     raise ValueError(f"{workdir} has no {STATE_FILE}: not a curiojax run directory (or it never finished a round).")
@@ -121,36 +161,54 @@ def load_state(workdir) -> tuple[dict, dict[str, np.ndarray]]:
     meta = json.loads(path.read_text())
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{path} is unreadable: {e}") from None
-  if not isinstance(meta, dict) or meta.get("format_version") not in _READABLE:
-    version = meta.get("format_version") if isinstance(meta, dict) else None
+  version = meta.get("format_version") if isinstance(meta, dict) else None
+  if version in (2, 3):
     raise ValueError(
-      f"{path}: saved in state format {version!r}, this curiojax reads formats {_READABLE}; "
-      "start a new run (or use the curiojax that wrote it). Format 2 carries no checksums and is no longer read."
+      f"{path}: saved in state format {version} by curiojax 0.2 or earlier; this curiojax reads format "
+      f"{FORMAT_VERSION}. Continue it with the curiojax that wrote it (pip install 'curiojax<0.3'), or start a "
+      "new run in another folder (your labelled CSV keeps the labels)."
+      + (" Format 2 carries no checksums and is no longer read." if version == 2 else "")
+    )
+  if version != FORMAT_VERSION:
+    raise ValueError(
+      f"{path}: saved in state format {version!r}, this curiojax reads format {FORMAT_VERSION}; "
+      "start a new run (or use the curiojax that wrote it)."
     )
   if meta.get("checksum") != _meta_checksum(meta):
     raise ValueError(
       f"{path} was modified or corrupted after it was written (checksum mismatch); restore it from a "
       "backup or start a new run. Hand-editing a state file is not supported."
     )
+  return meta
+
+
+def load_state(workdir) -> tuple[dict, dict]:
+  """``(meta, arrays)`` of a saved run; a clear ``ValueError`` if missing, unreadable or altered."""
+  workdir = Path(workdir)
+  meta = _read_manifest(workdir)
   name = meta.get("arrays")
-  if not isinstance(name, str) or not _ARRAYS_NAME.fullmatch(name):
-    raise ValueError(f"{path}: the array file {name!r} is not a file of this state (arrays-NNNNNN.npz in {workdir}).")
-  array_path = workdir / name
+  if not isinstance(name, str) or not _DATA_NAME.fullmatch(name):
+    raise ValueError(
+      f"{workdir / STATE_FILE}: the data file {name!r} is not a file of this state "
+      f"(arrays-NNNNNN.msgpack in {workdir})."
+    )
+  data_path = workdir / name
   try:
-    if not stat.S_ISREG(os.lstat(array_path).st_mode):
-      raise ValueError(f"{array_path} is not a regular file (a link or a folder); restore the state from a backup.")
-    data = array_path.read_bytes()
+    if not stat.S_ISREG(os.lstat(data_path).st_mode):
+      raise ValueError(f"{data_path} is not a regular file (a link or a folder); restore the state from a backup.")
+    data = data_path.read_bytes()
   except OSError as e:
-    raise ValueError(f"{workdir}: the array file of the saved state is missing: {e}") from None
+    raise ValueError(f"{workdir}: the data file of the saved state is missing: {e}") from None
   if _sha256(data) != meta.get("arrays_sha256"):
     raise ValueError(
-      f"{array_path} is truncated or corrupted (checksum mismatch); restore it from a backup or start a new run."
+      f"{data_path} is truncated or corrupted (checksum mismatch); restore it from a backup or start a new run."
     )
   try:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-      arrays = {k: z[k] for k in z.files}
-  except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-    raise ValueError(f"{workdir}: the array file of the saved state is unreadable: {e}") from None
+    arrays = serialization.msgpack_restore(data)
+  except Exception as e:  # noqa: BLE001 - msgpack raises many types on forged bytes; none may escape raw
+    raise ValueError(f"{data_path} is unreadable: {type(e).__name__}: {e}") from None
+  if not isinstance(arrays, dict):
+    raise ValueError(f"{data_path} is unreadable: it holds a {type(arrays).__name__}, not a state dict.")
   return meta, arrays
 
 
@@ -198,41 +256,3 @@ def workdir_lock(workdir):
     yield
   finally:
     os.close(fd)
-
-
-# -- experiment state <-> (meta, arrays) ---------------------------------------------------
-def experiment_to_saved(state) -> tuple[dict, dict[str, np.ndarray]]:
-  """Flatten an :class:`curiojax.active.loop.ExperimentState` into JSON-able meta and arrays."""
-  from curiojax.active.learner import state_to_saved
-
-  learners, arrays = [], {}
-  for i, ((name, split), ls) in enumerate(state.learners.items()):
-    meta, more = state_to_saved(ls, prefix=f"{i}/")
-    learners.append({"strategy": name, "split": split, **meta})
-    arrays.update(more)
-  return {"unit": state.unit, "records": state.records, "learners": learners}, arrays
-
-
-def experiment_from_saved(experiment, meta: dict, arrays: dict[str, np.ndarray]):
-  """Rebuild the :class:`curiojax.active.loop.ExperimentState` saved by :func:`experiment_to_saved`.
-
-  Parameter and optimizer-state tree structures come from ``experiment`` (its model and
-  trainer, built from the saved config).
-  """
-  from curiojax.active.learner import state_from_saved
-  from curiojax.active.loop import ExperimentState
-
-  learners = {}
-  for i, d in enumerate(meta["learners"]):
-    key = d["strategy"], int(d["split"])
-    if key not in experiment.learners:
-      raise ValueError(f"the saved learner {key} is not in the saved config's strategies and splits.")
-    learners[key] = state_from_saved(experiment.learners[key].learner, d, arrays, prefix=f"{i}/")
-  if set(learners) != set(experiment.learners):
-    raise ValueError("the saved learners do not match the saved config's strategies and splits.")
-  unit, records = meta["unit"], list(meta["records"])
-  if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= len(experiment.units):
-    raise ValueError(f"the saved progress unit {unit!r} is outside the run's 0..{len(experiment.units)} units.")
-  if len(records) > unit:
-    raise ValueError(f"the saved state has {len(records)} result rows for {unit} completed units.")
-  return ExperimentState(learners, records, unit)
