@@ -239,6 +239,52 @@ def _build(config):
   return experiment
 
 
+def _resume(args, overrides, own):
+  """``(config, experiment, state, workdir)`` of ``--resume DIR``: the saved config and state."""
+  import ml_collections
+
+  from curiojax.active import persistence
+
+  if overrides or args.workdir:
+    raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
+  workdir = Path(args.resume)
+  if not (workdir / persistence.STATE_FILE).is_file():
+    raise UserError(f"{workdir} has no {persistence.STATE_FILE}: not a curiojax run directory.")
+  own(workdir)
+  try:
+    meta, arrays = persistence.load_state(workdir)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  config = ml_collections.ConfigDict(meta["config"])
+  experiment = _build(config)
+  try:
+    state = persistence.experiment_from_saved(experiment, meta, arrays)
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f"{workdir}: cannot resume: {e}") from None
+  return config, experiment, state, workdir
+
+
+def _start(args, overrides, own):
+  """``(config, experiment, state, workdir)`` of a new run; everything is validated before anything is written."""
+  from curiojax.active import persistence
+
+  config = parse_config(overrides)
+  experiment = _build(config)
+  if args.workdir:
+    workdir = Path(args.workdir)
+  else:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
+  if workdir.exists() and not workdir.is_dir():
+    raise UserError(f"--workdir {workdir} exists and is not a directory.")
+  if (workdir / persistence.STATE_FILE).exists():
+    raise UserError(f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir.")
+  own(workdir)
+  if (workdir / persistence.STATE_FILE).exists():  # another process started it meanwhile
+    raise UserError(f"{workdir} was just started by another process; choose another --workdir.")
+  return config, experiment, experiment.init_state(), workdir
+
+
 def run(args, overrides) -> int:
   import contextlib
 
@@ -252,43 +298,7 @@ def run(args, overrides) -> int:
       except ValueError as e:
         raise UserError(str(e)) from None
 
-    if args.resume:
-      if overrides or args.workdir:
-        raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
-      workdir = Path(args.resume)
-      if not (workdir / persistence.STATE_FILE).is_file():
-        raise UserError(f"{workdir} has no {persistence.STATE_FILE}: not a curiojax run directory.")
-      own(workdir)
-      try:
-        meta, arrays = persistence.load_state(workdir)
-      except ValueError as e:
-        raise UserError(str(e)) from None
-      import ml_collections
-
-      config = ml_collections.ConfigDict(meta["config"])
-      experiment = _build(config)
-      try:
-        state = persistence.experiment_from_saved(experiment, meta, arrays)
-      except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{workdir}: cannot resume: {e}") from None
-    else:
-      config = parse_config(overrides)
-      experiment = _build(config)  # validates everything before anything is written
-      if args.workdir:
-        workdir = Path(args.workdir)
-      else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
-      if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"--workdir {workdir} exists and is not a directory.")
-      if (workdir / persistence.STATE_FILE).exists():
-        raise UserError(
-          f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir."
-        )
-      own(workdir)
-      if (workdir / persistence.STATE_FILE).exists():  # another process started it meanwhile
-        raise UserError(f"{workdir} was just started by another process; choose another --workdir.")
-      state = experiment.init_state()
+    config, experiment, state, workdir = (_resume if args.resume else _start)(args, overrides, own)
     config_dict = config.to_dict()
 
     def save(state):

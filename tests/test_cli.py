@@ -385,3 +385,15 @@ def test_the_learning_curve_is_drawn_by_plotting():
   assert not hasattr(cli, "plot_learning_curve")
   rows = [{"strategy": "random", "labels": n, "test_rmse": 1.0 / n, "split": 0} for n in (10, 20)]
   assert plotting.plot_learning_curve(rows).startswith(b"\x89PNG")
+
+
+def test_a_run_config_saved_flat_by_the_previous_release_resumes_as_it_meant():
+  from curiojax.cli import UserError, options_from_config
+
+  flat = {"name": "old", "dataset": "concrete", "target": "", "epochs": 7, "hidden_sizes": [4], "model": "mlp"}
+  kept = {"lcmd": {"dim": 16}, "curiosity": {"heuristic": "jvp"}}  # every strategy's; lcmd's is the compared one's
+  options = options_from_config({**flat, "rounds": 2, "strategies": ["random", "lcmd"], "strategy_options": kept})
+  assert options.train.epochs == 7 and options.model.hidden_sizes == (4,) and options.rounds == 2
+  assert options.strategies == ("random", "lcmd") and options.strategy_options == {"lcmd": {"dim": 16}}
+  with pytest.raises(UserError, match=r"unknown field config.train.epoch; valid fields: epochs"):
+    options_from_config({"train": {"epoch": 3}})

@@ -195,8 +195,10 @@ def _moved_hint(cls, key: str) -> str:
 def options_from_flat(cls, flat: Mapping):
   """``cls`` from the previous release's flat dict (``epochs``, ``hidden_sizes``, ``model="mlp"``, …).
 
-  Fields of a section move into it (``epochs`` → ``train.epochs``, ``model`` → ``model.name``);
-  ``strategy_options`` is dropped (a learner's strategy options are kept with its strategy).
+  Fields of a section move into it (``epochs`` → ``train.epochs``, ``model`` → ``model.name``).
+  ``strategy_options`` (every strategy's) is kept for the compared strategies where ``cls``
+  compares some (:class:`~curiojax.active.loop.LoopOptions`), else dropped (a learner's are
+  kept with its strategy).
   """
   nested: dict = {"model": {}, "train": {}}
   sections = {
@@ -210,6 +212,8 @@ def options_from_flat(cls, flat: Mapping):
       nested["model" if key in sections["model"] else "train"][key] = value
     elif key != "strategy_options":
       nested[key] = value
+  if "strategy_options" in {f.name for f in dataclasses.fields(cls)} and "strategies" in flat:
+    nested["strategy_options"] = {k: v for k, v in flat.get("strategy_options", {}).items() if k in flat["strategies"]}
   return options_from_dict(cls, nested)
 
 
