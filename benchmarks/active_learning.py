@@ -23,7 +23,8 @@ fall back to: validation ``min(256, ⌊0.2N⌋)``, initial ``min(64, ⌊0.2N⌋)
 The harness lives outside the installed package and drives the library's
 :class:`curiojax.Learner` with the held-back labels as oracle: the model is the registered
 ``"ntk_mlp"`` (:class:`curiojax.active.models.NTKMLP`), the protocol's training is a set of
-:class:`curiojax.LearnerOptions` (:func:`protocol_options`: no input scaling by the learner,
+:class:`curiojax.LearnerOptions` mirrored one to one by the config (:func:`protocol_options`:
+``cfg.train`` is its ``TrainOptions``; no input scaling by the learner,
 unregularised training with a linear decay, ``bmdal_reg``'s minibatches, the best-validation
 restore, the tangent solved afterwards), and each batch is chosen by the same registered
 strategy objects :meth:`curiojax.Learner.ask` runs. Only the splits, the shared round-0 fit
@@ -53,7 +54,7 @@ import jax
 import numpy as np
 
 from curiojax.active import data
-from curiojax.active.learner import Fit, Learner, LearnerOptions, LearnerState
+from curiojax.active.learner import Fit, Learner, LearnerOptions, LearnerState, options_from_dict
 from curiojax.active.models import ModelSpec, make_model
 from curiojax.active.persistence import atomic_write_text
 from curiojax.active.progress import Progress
@@ -173,51 +174,39 @@ def make_split(
 # The protocol as learner options
 
 
-def protocol_options(cfg, strategy_kwargs: dict | None = None) -> LearnerOptions:
-  """The protocol's model fit as :class:`curiojax.LearnerOptions` (see the module docstring).
+def protocol_options(cfg) -> LearnerOptions:
+  """The protocol's model fit as :class:`curiojax.LearnerOptions`: ``cfg.strength``, ``cfg.model``, ``cfg.train``.
 
-  The data are already standardised by :func:`make_split` (``standardise=False``). Training is
-  unregularised (``regularised_training=False``) with a linear learning-rate decay, ``bmdal_reg``'s
-  minibatches (``drop_last``) and the best-validation restore; ``tangent_strength`` only defines
-  the tangent ``τ = −(G + sI)⁻¹θ*``, solved after training at the restored parameters by at most
-  ``tangent_maxiter`` conjugate-gradient products, and only for strategies that read it.
+  The config mirrors the options one to one (``cfg.train.epochs`` is ``TrainOptions.epochs``).
+  The data are already standardised by :func:`make_split` (``standardise=False``). The
+  protocol's training (``configs/benchmark.py``) is unregularised (``regularised_training=False``)
+  with a linear learning-rate decay, ``bmdal_reg``'s minibatches (``drop_last``) and the
+  best-validation restore; ``strength`` only defines the tangent ``τ = −(G + sI)⁻¹θ*``, solved
+  after training at the restored parameters by at most ``train.finish_maxiter``
+  conjugate-gradient products, and only for strategies that read it.
   """
-  return LearnerOptions(
-    seed=0,
-    strength=float(cfg.tangent_strength),
-    standardise=False,
-    model="ntk_mlp",
-    hidden_sizes=tuple(cfg.hidden),
-    epochs=int(cfg.epochs),
-    learning_rate=float(cfg.lr),
-    minibatch_size=int(cfg.train_batch),
-    damping=0.0,
-    curvature="gauss_newton",
-    finish_maxiter=int(cfg.tangent_maxiter),
-    learning_rate_schedule="linear_decay",
-    drop_last=True,
-    regularised_training=False,
-    restore_best=True,
-    strategy_options=strategy_kwargs or {},
-  )
+  values = {"seed": 0, "strength": float(cfg.strength), "standardise": False, "model": cfg.model, "train": cfg.train}
+  return options_from_dict(LearnerOptions, values, "config")
 
 
 def protocol_model(cfg, d: int) -> ModelSpec:
-  """The registered ``"ntk_mlp"`` with the config's widths and ``σ_w``, ``σ_b`` (equal settings compare equal)."""
-  return make_model("ntk_mlp", d, hidden_sizes=tuple(cfg.hidden), sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b)
+  """The config's model (the registered ``"ntk_mlp"``) with ``σ_w``, ``σ_b`` (equal settings compare equal)."""
+  model = protocol_options(cfg).model
+  return make_model(model.name, d, hidden_sizes=model.hidden_sizes, sigma_w=cfg.sigma_w, sigma_b=cfg.sigma_b)
 
 
 # --------------------------------------------------------------------------------------------
 # Active-learning runs: the library's Learner, the held-back labels as oracle
 
 
-def split_learner(cfg, split: Split, strategy: str, strategy_kwargs: dict | None = None) -> Learner:
+def split_learner(cfg, split: Split, strategy: str, strategy_options: dict | None = None) -> Learner:
   """A :class:`curiojax.Learner` on ``split``'s pool with the protocol's options and one compilation per dataset."""
   n_max = len(split.x_initial) + split.rounds * split.batch_size
   return Learner(
     split.x_pool,
-    options=protocol_options(cfg, {strategy: strategy_kwargs} if strategy_kwargs else None),
+    options=protocol_options(cfg),
     strategy=strategy,
+    strategy_options=strategy_options,
     model=protocol_model(cfg, split.x_pool.shape[1]),
     capacity=n_max,
     validation=(split.x_valid, split.y_valid),
@@ -441,12 +430,12 @@ def fast_config(cfg):
   cfg.datasets = [cfg.datasets[0]]
   cfg.splits = [0]
   cfg.rounds, cfg.batch_size, cfg.n_valid, cfg.n_initial = 2, 8, 64, 16
-  cfg.max_pool, cfg.epochs, cfg.hidden, cfg.tangent_maxiter = 256, 8, (32, 32), 10
+  cfg.max_pool, cfg.train.epochs, cfg.model.hidden_sizes, cfg.train.finish_maxiter = 256, 8, (32, 32), 10
   for name in cfg.strategies:
     if name in STRATEGIES and "dim" in inspect.signature(STRATEGIES[name]).parameters:  # sketched features
-      if name not in cfg.strategy_kwargs:
-        cfg.strategy_kwargs[name] = {}
-      cfg.strategy_kwargs[name]["dim"] = 64
+      if name not in cfg.strategy_options:
+        cfg.strategy_options[name] = {}
+      cfg.strategy_options[name]["dim"] = 64
   return cfg
 
 
@@ -460,8 +449,9 @@ def run(cfg, log=print) -> dict:
   if cfg.get("fast", False):
     cfg = fast_config(cfg)
   strategies = list(cfg.strategies)
-  kwargs = {k: dict(v) for k, v in cfg.strategy_kwargs.items()}
-  for s in strategies:  # unknown names or options fail now, not hours into the run
+  kwargs = {k: dict(v) for k, v in cfg.strategy_options.items()}
+  protocol_options(cfg)  # unknown fields, bad values, names or options fail now, not hours into the run
+  for s in strategies:
     get_strategy(s, **kwargs.get(s, {}))
   os.makedirs(cfg.results_dir, exist_ok=True)
   results: dict = {}

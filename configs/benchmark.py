@@ -39,16 +39,30 @@ def get_config():
     "validation_coverage",  # second stop: tangent_coverage x validation_diverse (β 1, γ 0.25 as its parents)
   )
   # γ and β chosen on splits 100-101 of all six datasets, never on 0-4 (docs/benchmark.md)
-  c.strategy_kwargs = ml_collections.ConfigDict(
+  c.strategy_options = ml_collections.ConfigDict(
     {"curiosity_diverse": {"gamma": 0.25}, "validation_diverse": {"gamma": 0.25}, "tangent_coverage": {"beta": 1.0}}
   )
   # protocol
   c.n_valid, c.n_initial, c.max_pool = 256, 64, 20_000
   c.rounds, c.batch_size = 12, 32
-  # model and training
-  c.hidden, c.sigma_w, c.sigma_b = (512, 512), 0.2, 0.2
-  c.epochs, c.train_batch, c.lr = 256, 256, 0.375
-  # post-hoc regularity tangent (Gauss-Newton, L2 strength, CG iterations)
-  c.tangent_strength, c.tangent_maxiter = 1e-3, 50
+  # the learner's options, one to one (curiojax.LearnerOptions: strength, model, train):
+  # the post-hoc regularity tangent's L2 strength, an NTK-parameterised MLP, and bmdal_reg's training
+  c.strength = 1e-3
+  c.model = ml_collections.ConfigDict({"name": "ntk_mlp", "hidden_sizes": (512, 512)})
+  c.sigma_w, c.sigma_b = 0.2, 0.2  # the NTK MLP's scales (curiojax.active.models.ntk_mlp)
+  c.train = ml_collections.ConfigDict(
+    {
+      "epochs": 256,
+      "learning_rate": 0.375,
+      "minibatch_size": 256,
+      "learning_rate_schedule": "linear_decay",
+      "drop_last": True,
+      "regularised_training": False,
+      "restore_best": True,
+      "damping": 0.0,
+      "curvature": "gauss_newton",
+      "finish_maxiter": 50,  # CG products of the tangent's solve
+    }
+  )
   c.results_dir = "curiojax_runs/benchmark"
   return c

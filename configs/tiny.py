@@ -11,7 +11,7 @@ def get_config():
   config.initial_size = 20
   config.batch_size = 10
   config.rounds = 3
-  config.hidden_sizes = (8,)
-  config.epochs = 10
-  config.minibatch_size = 16
+  config.model.hidden_sizes = (8,)
+  config.train.epochs = 10
+  config.train.minibatch_size = 16
   return config

@@ -13,8 +13,10 @@ sets a :class:`curiojax.active.learner.LearnerOptions` field of a new state.
 
 ``--config`` is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``
 (default: the packaged :mod:`curiojax.config_defaults`); ``--config.<field>=value``
-overrides one field, type-checked against the config (``--config.strategies=random,curiosity``,
-``--config.hidden_sizes=64,64``, ``--config.warm_start=true``). Everything (config, dataset,
+overrides one field, type-checked against the config; the fields mirror
+:class:`curiojax.active.loop.LoopOptions` one to one, sections by dots
+(``--config.strategies=random,curiosity``, ``--config.model.hidden_sizes=64,64``,
+``--config.train.epochs=100``, ``--config.warm_start=true``). Everything (config, dataset,
 label schedule) is validated before the work directory is created. After every unit
 (round × split × strategy) the state is saved atomically; ``--resume DIR`` continues a run
 with its saved config. At the end: ``results.csv``, ``summary.json`` and
@@ -64,7 +66,9 @@ def _split_commas(config, reference):
   """``--config.strategies=random,lcmd`` means a tuple: split comma lists that the flag parser kept whole."""
   for key, default in reference.items():
     value = config.get(key)
-    if isinstance(default, tuple) and isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
+    if isinstance(default, dict) and hasattr(value, "items"):
+      _split_commas(value, default)  # a section: config.model.hidden_sizes=64,64
+    elif isinstance(default, tuple) and isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
       if "," in value[0] or (default and not isinstance(default[0], str)) or key in NUMBER_TUPLES:
         like = default[0] if default else (0.0 if key in NUMBER_TUPLES else None)
         parts = [t.strip() for t in value[0].split(",") if t.strip()]
@@ -80,25 +84,21 @@ def parse_config(args: list[str], default=None):
 
   ``default``: a config file (default: the packaged :mod:`curiojax.config_defaults`) or a
   ``ConfigDict`` (then ``--config FILE`` is not accepted). Fields are type-checked against
-  the config; lists may be written ``a,b`` or ``(a, b)``. Mistakes raise :class:`UserError`.
+  the config, sections by dots (``--config.train.epochs=100``); lists may be written ``a,b``
+  or ``(a, b)``. Mistakes raise :class:`UserError`.
   """
   import ml_collections
 
   files = [
-    a for i, a in enumerate(args) if a == "--config" or a.startswith("--config=") or _is_value_of_config(args, i)
+    a for i, a in enumerate(args) if a == "--config" or a.startswith("--config=") or (i and args[i - 1] == "--config")
   ]
   if isinstance(default, ml_collections.ConfigDict) and files:
     raise UserError("this command takes no --config file; set fields with --config.<field>=value.")
   base = _flags_parse(files, default)  # the file alone first, so unknown fields can be named
   for a in args:
     if a.startswith("--config."):
-      field = a[len("--config.") :].split("=", 1)[0]
-      _check_field(base, field)
+      _check_field(base, a[len("--config.") :].split("=", 1)[0])
   return _split_commas(_flags_parse(args, default), base.to_dict())
-
-
-def _is_value_of_config(args, i) -> bool:
-  return i > 0 and args[i - 1] == "--config"
 
 
 def _check_field(config, field: str) -> None:
@@ -109,38 +109,37 @@ def _check_field(config, field: str) -> None:
     if not part or not hasattr(node, "keys") or part not in node:
       known = sorted(node.keys()) if hasattr(node, "keys") else []
       close = difflib.get_close_matches(part, known, n=1)
-      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      moved = [k for k in known if node is config and hasattr(node[k], "keys") and part in node[k]]
+      hint = f" (it is now {moved[0]}.{part})" if moved else f" (did you mean {close[0]!r}?)" if close else ""
       raise UserError(f"unknown config field {field!r}{hint}; known fields: {', '.join(known)}.")
     node = node[part]
 
 
 def _flags_parse(args: list[str], default):
+  """``args`` parsed by a ``config`` flag on a ``FlagValues`` of our own (``sys.argv`` is not read)."""
   import ml_collections
   from absl import flags
   from ml_collections import config_flags
 
   argv = ["curiojax", *args]
-  saved_argv = sys.argv
-  sys.argv = argv  # config_flags reads the overrides from sys.argv when the flag is defined
+  values = flags.FlagValues()
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", DeprecationWarning)  # config_flags loads files with load_module()
-      values = flags.FlagValues()
       if isinstance(default, ml_collections.ConfigDict):
-        config_flags.DEFINE_config_dict("config", ml_collections.ConfigDict(default), flag_values=values)
+        config = ml_collections.ConfigDict(default)
+        config_flags.DEFINE_config_dict("config", config, flag_values=values, sys_argv=argv)
       else:
-        config_flags.DEFINE_config_file("config", str(_config_path(args, default)), flag_values=values)
+        path = str(_config_path(args, default))
+        config_flags.DEFINE_config_file("config", path, flag_values=values, sys_argv=argv)
       values(argv)
     return values.config
   except UserError:
     raise
   except flags.Error as e:
-    message = str(e).splitlines()[0].removeprefix("flag ")
-    raise UserError(f"bad value: {message}") from None
+    raise UserError(f"bad value: {str(e).splitlines()[0].removeprefix('flag ')}") from None
   except Exception as e:  # noqa: BLE001 - a user's config file: report, do not trace back
     raise UserError(f"could not load the config: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-  finally:
-    sys.argv = saved_argv
 
 
 def _config_path(args, default) -> Path:
@@ -162,20 +161,22 @@ def _config_path(args, default) -> Path:
   return Path(config_defaults.__file__)
 
 
-def options_from_config(config):
-  """The :class:`curiojax.active.loop.LoopOptions` of a config (unknown fields raise :class:`UserError`)."""
-  import dataclasses
+def options_from_config(config, kind=None):
+  """The options (``kind``, default :class:`curiojax.active.loop.LoopOptions`) of a config, one to one.
 
+  A config saved by the previous release (flat: ``epochs`` beside ``rounds``) is read as it
+  meant. Unknown fields and bad values raise :class:`UserError`.
+  """
+  from curiojax.active.learner import options_from_dict, options_from_flat
   from curiojax.active.loop import LoopOptions
 
-  fields = {f.name for f in dataclasses.fields(LoopOptions)}
+  kind = kind or LoopOptions
   d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  unknown = sorted(set(d) - fields - set(CONFIG_ONLY_FIELDS))
-  if unknown:
-    raise UserError(f"unknown config field {unknown[0]!r} in the config file.")
-  kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
+  d = {k: v for k, v in d.items() if k not in CONFIG_ONLY_FIELDS}
   try:
-    return LoopOptions(**kwargs)
+    if "train" not in d and "epochs" in d:  # a run saved by the previous release
+      return options_from_flat(kind, d)
+    return options_from_dict(kind, d, "config")
   except (ValueError, TypeError) as e:
     raise UserError(str(e)) from None
 
@@ -192,35 +193,12 @@ def write_outputs(workdir: Path, records, summary) -> None:
     writer.writerow(r)
   atomic_write_text(workdir / "results.csv", buf.getvalue())
   atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=1))
-  atomic_write_bytes(workdir / "learning_curve.png", plot_learning_curve(records))
-
-
-def plot_learning_curve(records) -> bytes:
-  """PNG bytes: test RMSE against labels, mean over splits with a min–max band, per strategy."""
   import matplotlib
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
+  matplotlib.use("Agg")  # no display: before pyplot is imported
+  from curiojax.plotting import plot_learning_curve
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for name in dict.fromkeys(r["strategy"] for r in records):
-    rows = [r for r in records if r["strategy"] == name and "test_rmse" in r]
-    labels = sorted({r["labels"] for r in rows})
-    vals = [[r["test_rmse"] for r in rows if r["labels"] == n] for n in labels]
-    mean = np.array([np.mean(v) for v in vals])
-    ax.plot(labels, mean, marker="o", label=name)
-    ax.fill_between(labels, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
-  ax.set_xlabel("labels")
-  ax.set_ylabel("test RMSE (original units)")
-  ax.set_title("Active learning: test RMSE (mean, min-max over splits)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=120)
-  plt.close(fig)
-  return buf.getvalue()
+  atomic_write_bytes(workdir / "learning_curve.png", plot_learning_curve(records))
 
 
 def results_table(records, summary) -> str:
@@ -261,6 +239,52 @@ def _build(config):
   return experiment
 
 
+def _resume(args, overrides, own):
+  """``(config, experiment, state, workdir)`` of ``--resume DIR``: the saved config and state."""
+  import ml_collections
+
+  from curiojax.active import loop, persistence
+
+  if overrides or args.workdir:
+    raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
+  workdir = Path(args.resume)
+  if not (workdir / persistence.STATE_FILE).is_file():
+    raise UserError(f"{workdir} has no {persistence.STATE_FILE}: not a curiojax run directory.")
+  own(workdir)
+  try:
+    meta, arrays = persistence.load_state(workdir)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  config = ml_collections.ConfigDict(meta["config"])
+  experiment = _build(config)
+  try:
+    state = loop.experiment_from_saved(experiment, meta, arrays)
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f"{workdir}: cannot resume: {e}") from None
+  return config, experiment, state, workdir
+
+
+def _start(args, overrides, own):
+  """``(config, experiment, state, workdir)`` of a new run; everything is validated before anything is written."""
+  from curiojax.active import persistence
+
+  config = parse_config(overrides)
+  experiment = _build(config)
+  if args.workdir:
+    workdir = Path(args.workdir)
+  else:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
+  if workdir.exists() and not workdir.is_dir():
+    raise UserError(f"--workdir {workdir} exists and is not a directory.")
+  if (workdir / persistence.STATE_FILE).exists():
+    raise UserError(f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir.")
+  own(workdir)
+  if (workdir / persistence.STATE_FILE).exists():  # another process started it meanwhile
+    raise UserError(f"{workdir} was just started by another process; choose another --workdir.")
+  return config, experiment, experiment.init_state(), workdir
+
+
 def run(args, overrides) -> int:
   import contextlib
 
@@ -274,43 +298,7 @@ def run(args, overrides) -> int:
       except ValueError as e:
         raise UserError(str(e)) from None
 
-    if args.resume:
-      if overrides or args.workdir:
-        raise UserError("--resume continues a run with its saved config; do not combine it with --config or --workdir.")
-      workdir = Path(args.resume)
-      if not (workdir / persistence.STATE_FILE).is_file():
-        raise UserError(f"{workdir} has no {persistence.STATE_FILE}: not a curiojax run directory.")
-      own(workdir)
-      try:
-        meta, arrays = persistence.load_state(workdir)
-      except ValueError as e:
-        raise UserError(str(e)) from None
-      import ml_collections
-
-      config = ml_collections.ConfigDict(meta["config"])
-      experiment = _build(config)
-      try:
-        state = loop.experiment_from_saved(experiment, meta, arrays)
-      except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{workdir}: cannot resume: {e}") from None
-    else:
-      config = parse_config(overrides)
-      experiment = _build(config)  # validates everything before anything is written
-      if args.workdir:
-        workdir = Path(args.workdir)
-      else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = Path("curiojax_runs") / f"{config.get('name', 'run')}-{stamp}"
-      if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"--workdir {workdir} exists and is not a directory.")
-      if (workdir / persistence.STATE_FILE).exists():
-        raise UserError(
-          f"{workdir} already holds a run; continue it with --resume {workdir} or choose another --workdir."
-        )
-      own(workdir)
-      if (workdir / persistence.STATE_FILE).exists():  # another process started it meanwhile
-        raise UserError(f"{workdir} was just started by another process; choose another --workdir.")
-      state = experiment.init_state()
+    config, experiment, state, workdir = (_resume if args.resume else _start)(args, overrides, own)
     config_dict = config.to_dict()
 
     def save(state):
@@ -351,7 +339,7 @@ def run(args, overrides) -> int:
     print(
       f"curiojax: WARNING: {inaccurate} of {len(state.records)} fits rest on a tangent that missed its "
       f"tolerance (largest relative residual {worst:.3g}); the curiosity results are approximate. See the "
-      "tangent_ok column of results.csv; try --config.curvature=gauss_newton with --config.damping > 0.",
+      "tangent_ok column of results.csv; try --config.train.curvature=gauss_newton with --config.train.damping > 0.",
       file=sys.stderr,
     )
   return 0
@@ -392,10 +380,7 @@ def suggest_command(args, overrides) -> int:
   options = None
   if overrides:
     config = parse_config(overrides, ml_collections.ConfigDict(LearnerOptions().to_dict()))
-    try:
-      options = LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.to_dict().items()})
-    except (ValueError, TypeError) as e:
-      raise UserError(str(e)) from None
+    options = options_from_config(config, LearnerOptions)
   try:
     result = suggest(
       args.labelled,
@@ -428,7 +413,7 @@ def suggest_command(args, overrides) -> int:
     print(
       f"curiojax: WARNING: these rows were chosen with a tangent that missed its tolerance (relative "
       f"residual {result.tangent_residual:.3g}); the curiosity scores are approximate. Try "
-      "a larger --config.damping (e.g. 1e-2) or --config.curvature=gauss_newton.",
+      "a larger --config.train.damping (e.g. 1e-2) or --config.train.curvature=gauss_newton.",
       file=sys.stderr,
     )
   return 0
@@ -455,7 +440,8 @@ def _parser():
   q = sub.add_parser(
     "suggest",
     help="which pool rows to label next",
-    epilog="Set model options of a new state with --config.<field>=value (fields of curiojax.LearnerOptions).",
+    epilog="Set model options of a new state with --config.<field>=value (fields of curiojax.LearnerOptions, "
+    "sections by dots: --config.train.epochs=100).",
   )
   q.add_argument("--labelled", required=True, help="CSV file of labelled rows")
   q.add_argument("--target", required=True, help="the label column of the labelled file")

@@ -1,15 +1,15 @@
 """The default experiment of ``curiojax run``: ``configs/default.py`` re-exports it.
 
-Fields are those of :class:`curiojax.active.loop.LoopOptions`, with its defaults (the one source of
-each default), plus ``dataset`` (an embedded name, a UCI-style folder or a CSV file),
+Fields mirror :class:`curiojax.active.loop.LoopOptions` one to one, with its defaults (the one
+source of each default): ``config.train.epochs`` is ``TrainOptions.epochs``,
+``config.model.hidden_sizes`` is ``ModelOptions.hidden_sizes``, ``config.rounds`` is
+``LoopOptions.rounds``. Plus ``dataset`` (an embedded name, a UCI-style folder or a CSV file),
 ``target`` (the CSV target column) and ``name`` (the default work-directory name). Override
-any of them on the command line with ``--config.<field>=value``.
+any of them on the command line with ``--config.<field>=value``, e.g. ``--config.train.epochs=100``.
 """
 
 
 def get_config():
-  import dataclasses
-
   import ml_collections
 
   from curiojax.active.loop import LoopOptions
@@ -20,9 +20,7 @@ def get_config():
   config.dataset = "concrete"
   config.target = ""
   # Everything else: curiojax.active.loop.LoopOptions, whose defaults are the main job's.
-  for field in dataclasses.fields(LoopOptions):
-    value = getattr(LoopOptions(), field.name)
-    config[field.name] = dict(value) if isinstance(value, dict) else value
+  config.update(LoopOptions().to_dict())
   return config
 
 

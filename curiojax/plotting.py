@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Mapping
@@ -191,3 +192,29 @@ def plot_bars(ax, labels, values: Mapping[str, np.ndarray], *, title: str = "", 
   ax.set(title=title, ylabel=ylabel)
   ax.legend(fontsize=8)
   return ax
+
+
+def plot_learning_curve(records) -> bytes:
+  """PNG bytes: test RMSE against labels, mean over splits with a min–max band, per strategy.
+
+  ``records``: the rows of ``curiojax run``'s ``results.csv`` (``strategy``, ``labels``,
+  ``test_rmse``); its ``learning_curve.png``.
+  """
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name in dict.fromkeys(r["strategy"] for r in records):
+    rows = [r for r in records if r["strategy"] == name and "test_rmse" in r]
+    labels = sorted({r["labels"] for r in rows})
+    vals = [[r["test_rmse"] for r in rows if r["labels"] == n] for n in labels]
+    mean = np.array([np.mean(v) for v in vals])
+    ax.plot(labels, mean, marker="o", label=name)
+    ax.fill_between(labels, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+  ax.set_xlabel("labels")
+  ax.set_ylabel("test RMSE (original units)")
+  ax.set_title("Active learning: test RMSE (mean, min-max over splits)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  plt.close(fig)
+  return buf.getvalue()

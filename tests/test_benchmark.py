@@ -65,10 +65,19 @@ def test_small_data_fallback_and_pool_cap():
 def _protocol_trainer(model, epochs, lr, batch=256, maxiter=50):
   from curiojax.active.training import Trainer
 
-  cfg = ml_collections.ConfigDict(
-    dict(tangent_strength=0.05, hidden=model.hidden, epochs=epochs, lr=lr, train_batch=batch, tangent_maxiter=maxiter)
-  )
-  return Trainer(model, bm.protocol_options(cfg).train_options)
+  cfg = _protocol_config(strength=0.05, hidden_sizes=model.hidden, epochs=epochs, learning_rate=lr)
+  cfg.train.minibatch_size, cfg.train.finish_maxiter = batch, maxiter
+  return Trainer(model, bm.protocol_options(cfg).train)
+
+
+def _protocol_config(strength, hidden_sizes, **train):
+  """``configs/benchmark.py`` with a smaller model and training (its fields mirror the options)."""
+  from configs.benchmark import get_config
+
+  cfg = get_config()
+  cfg.strength, cfg.model.hidden_sizes = strength, tuple(hidden_sizes)
+  cfg.train.update(train)
+  return cfg
 
 
 def _reference_train(model, params, x, y, xv, yv, epochs, lr, steps_per_epoch=1, batch=None):
@@ -196,20 +205,17 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
       max_rows=0,
       splits=(0,),
       strategies=("random", "lcmd"),
-      strategy_kwargs={"lcmd": {"dim": 16}},
+      strategy_options={"lcmd": {"dim": 16}},
       n_valid=30,
       n_initial=20,
       max_pool=100,
       rounds=2,
       batch_size=5,
-      hidden=(8,),
+      strength=1e-3,
+      model={"name": "ntk_mlp", "hidden_sizes": (8,)},
       sigma_w=0.2,
       sigma_b=0.2,
-      epochs=3,
-      train_batch=256,
-      lr=0.1,
-      tangent_strength=1e-3,
-      tangent_maxiter=5,
+      train=dict(_protocol_config(1e-3, (8,)).train.to_dict(), epochs=3, learning_rate=0.1, finish_maxiter=5),
       results_dir=str(tmp_path / "out"),
     )
   )
@@ -239,10 +245,14 @@ def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
 
   c = get_config()
   c.results_dir = str(tmp_path / "out")
-  c.strategy_kwargs = {"lcmd": {"gama": 1.0}}
+  c.strategy_options = {"lcmd": {"gama": 1.0}}
   with pytest.raises(TypeError, match="gama"):
     bm.run(c, log=lambda *_: None)
-  c.strategy_kwargs = {}
+  c.strategy_options = {}
+  c.train.epoch = 3  # the options' fields, checked before anything runs
+  with pytest.raises(ValueError, match="unknown field config.train.epoch; valid fields: epochs"):
+    bm.run(c, log=lambda *_: None)
+  del c.train["epoch"]
   c.strategies = ("random", "lcdm")
   with pytest.raises(ValueError, match="lcdm"):
     bm.run(c, log=lambda *_: None)
@@ -268,10 +278,7 @@ def test_tangent_solved_only_for_strategies_that_need_it():
   try:
     x, y = bm.friedman1(300, seed=0)
     split = bm.make_split(x, y, 0, n_valid=30, n_initial=20, max_pool=100, rounds=2, batch_size=5)
-    cfg = ml_collections.ConfigDict(
-      dict(tangent_strength=1e-3, hidden=(8,), sigma_w=0.2, sigma_b=0.2, epochs=2, lr=0.1, train_batch=256)
-    )
-    cfg.tangent_maxiter = 3
+    cfg = _protocol_config(1e-3, (8,), epochs=2, learning_rate=0.1, finish_maxiter=3)
     learners = {name: bm.split_learner(cfg, split, name) for name in ("_probe_needs", "_probe_plain")}
     fit0 = bm.initial_fit(learners["_probe_needs"], split, seed=0)
     out = {name: bm.run_strategy(learner, split, seed=0, fit0=fit0) for name, learner in learners.items()}

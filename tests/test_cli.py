@@ -122,7 +122,8 @@ def test_user_errors_one_line(tmp_path, capsys):
     (["--config", TINY, "--config.strategies=random,oracle"], "Unknown strategy 'oracle'"),
     (["--config", TINY, "--config.nope=3"], "unknown config field 'nope'"),
     (["--config", TINY, "--config.rounds=many"], "bad value: --config.rounds=many"),
-    (["--config", TINY, "--config.epoch=3"], "unknown config field 'epoch' (did you mean 'epochs'?)"),
+    (["--config", TINY, "--config.train.epoch=3"], "unknown config field 'train.epoch' (did you mean 'epochs'?)"),
+    (["--config", TINY, "--config.epochs=3"], "unknown config field 'epochs' (it is now train.epochs)"),
     (["--config", TINY, "--config.strategies=random,lcmd,bogus"], "Unknown strategy 'bogus'"),
     (["--config", TINY, f"--config.dataset={ragged}"], "ragged row"),
     (["--config", TINY, f"--config.dataset={nan}", "--config.target=y"], "'nan' is not a finite number"),
@@ -131,8 +132,8 @@ def test_user_errors_one_line(tmp_path, capsys):
     (["--config", str(tmp_path / "none.py")], "does not exist"),
     (["--resume", str(tmp_path)], "no state.json"),
     (["--config", TINY, "--config.strength=inf"], "strength"),
-    (["--config", TINY, "--config.learning_rate=inf"], "learning_rate"),
-    (["--config", TINY, "--config.damping=nan"], "damping"),
+    (["--config", TINY, "--config.train.learning_rate=inf"], "learning_rate"),
+    (["--config", TINY, "--config.train.damping=nan"], "damping"),
   ]
   for args, match in cases:
     _one_line_error(capsys, [*args, *wd] if "--resume" not in args else args, match)
@@ -217,7 +218,7 @@ def test_second_writer_is_refused_and_a_damaged_state_stops_the_resume(reference
 def test_results_record_the_tangent_health_and_say_so_loudly(reference, tmp_path):
   """Fits on an uncertifiable tangent (no damping, s = 1e-7) are marked in results.csv and summary.json."""
   workdir = tmp_path / "run"
-  args = ("--config.damping=0", "--config.strength=1e-7", "--config.hidden_sizes=64,64")
+  args = ("--config.train.damping=0", "--config.strength=1e-7", "--config.model.hidden_sizes=64,64")
   proc = _run("--config", TINY, *args, "--workdir", str(workdir), cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
   rows = _results(workdir)
@@ -357,3 +358,42 @@ def test_results_that_cannot_be_written_are_one_line_and_resumable(reference, tm
   monkeypatch.undo()
   assert main(["run", "--resume", str(workdir)]) == 0
   assert _results(workdir) == _results(ref_dir)
+
+
+def test_nested_config_overrides_reach_the_options(tmp_path, capsys, monkeypatch):
+  """``--config.train.epochs`` is ``TrainOptions.epochs``, one to one; ``sys.argv`` is never read or changed."""
+  from curiojax.active import loop
+
+  seen = []
+
+  def experiment(x, y, options):
+    seen.append(options)
+    raise ValueError("stopped before fitting")
+
+  monkeypatch.setattr(loop, "Experiment", experiment)
+  monkeypatch.setattr(sys, "argv", ["pytest", "--config.rounds=oops"])
+  args = ["--config.train.epochs=7", "--config.model.hidden_sizes=4,4"]
+  _one_line_error(capsys, ["--config", TINY, *args, "--workdir", str(tmp_path / "w")], "stopped before fitting")
+  options = seen[0]
+  assert options.train.epochs == 7 and options.model.hidden_sizes == (4, 4) and options.train.minibatch_size == 16
+  assert sys.argv == ["pytest", "--config.rounds=oops"]
+
+
+def test_the_learning_curve_is_drawn_by_plotting():
+  from curiojax import cli, plotting
+
+  assert not hasattr(cli, "plot_learning_curve")
+  rows = [{"strategy": "random", "labels": n, "test_rmse": 1.0 / n, "split": 0} for n in (10, 20)]
+  assert plotting.plot_learning_curve(rows).startswith(b"\x89PNG")
+
+
+def test_a_run_config_saved_flat_by_the_previous_release_resumes_as_it_meant():
+  from curiojax.cli import UserError, options_from_config
+
+  flat = {"name": "old", "dataset": "concrete", "target": "", "epochs": 7, "hidden_sizes": [4], "model": "mlp"}
+  kept = {"lcmd": {"dim": 16}, "curiosity": {"heuristic": "jvp"}}  # every strategy's; lcmd's is the compared one's
+  options = options_from_config({**flat, "rounds": 2, "strategies": ["random", "lcmd"], "strategy_options": kept})
+  assert options.train.epochs == 7 and options.model.hidden_sizes == (4,) and options.rounds == 2
+  assert options.strategies == ("random", "lcmd") and options.strategy_options == {"lcmd": {"dim": 16}}
+  with pytest.raises(UserError, match=r"unknown field config.train.epoch; valid fields: epochs"):
+    options_from_config({"train": {"epoch": 3}})

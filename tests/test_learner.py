@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import curiojax
-from curiojax.active.learner import Learner, LearnerOptions
+from curiojax.active.learner import Learner, LearnerOptions, ModelOptions
+from curiojax.active.training import TrainOptions
 
-OPTIONS = LearnerOptions(epochs=15, hidden_sizes=(8,), minibatch_size=16)
+OPTIONS = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=15, minibatch_size=16))
 SESSIONS = 3
 
 
@@ -146,7 +147,7 @@ def test_saved_state_that_disagrees_with_itself_is_refused(tmp_path):
   state, batch = learner.ask(state, 4)
   learner.save(tmp_path, state)
   meta = json.loads((tmp_path / "state.json").read_text())
-  meta["options"]["hidden_sizes"] = [9]  # another model than the saved parameters
+  meta["options"]["model"]["hidden_sizes"] = [9]  # another model than the saved parameters
   (tmp_path / "state.json").write_text(json.dumps(meta))
   with pytest.raises(ValueError, match="modified or corrupted"):  # a hand edit: the checksum catches it
     Learner.load(tmp_path)
@@ -176,15 +177,17 @@ def test_exported_at_the_top_level():
 
 
 PROTOCOL = LearnerOptions(
-  epochs=15,
-  hidden_sizes=(8,),
-  minibatch_size=16,
   standardise=False,
-  regularised_training=False,
-  learning_rate_schedule="linear_decay",
-  drop_last=True,
-  restore_best=True,
-  damping=0.0,
+  model=ModelOptions(hidden_sizes=(8,)),
+  train=TrainOptions(
+    epochs=15,
+    minibatch_size=16,
+    regularised_training=False,
+    learning_rate_schedule="linear_decay",
+    drop_last=True,
+    restore_best=True,
+    damping=0.0,
+  ),
 )
 
 
@@ -208,7 +211,7 @@ def test_protocol_options_unscaled_restore_best_and_resume(tmp_path):
   # the restored parameters are the best epoch's: no worse on validation than the last epoch's
   x_valid, y_valid = learner.validation
   last_trainer = curiojax.active.training.Trainer(
-    learner.model.model_fn, dataclasses.replace(PROTOCOL, restore_best=False).train_options
+    learner.model.model_fn, dataclasses.replace(PROTOCOL.train, restore_best=False)
   )
   xs, ys = learner.training_set(state)
   key = learner.round_key(state)
@@ -280,7 +283,6 @@ def test_the_learner_hands_its_strategy_the_fits_system_and_validation_set(tmp_p
 
 def test_bad_protocol_options_get_clear_errors():
   from curiojax.active.loop import LoopOptions
-  from curiojax.active.training import TrainOptions
 
   x_pool, x_lab, y_lab, truth = _data()
   with pytest.raises(ValueError, match="needs a validation set"):
@@ -300,7 +302,7 @@ def test_bad_protocol_options_get_clear_errors():
   with pytest.raises(TypeError, match="drop_last must be True or False"):
     TrainOptions(drop_last=1)
   with pytest.raises(ValueError, match="simulated loop does not hold out"):
-    LoopOptions(restore_best=True)
+    LoopOptions(train=TrainOptions(restore_best=True))
 
 
 def test_no_recompilation_across_rounds_with_the_protocol_options(compilations):
@@ -339,3 +341,45 @@ def test_dataframes_match_columns_by_name_and_label_rows_by_index(tmp_path):
     learner.predict(state, batch.fit, pool.assign(ph="acid"))
   with pytest.raises(ValueError, match="duplicate labels"):
     Learner(pool.set_axis(["a"] * len(pool)), options=OPTIONS)
+
+
+def test_a_learner_takes_its_own_strategy_options_and_saves_them(tmp_path):
+  x_pool, x_lab, y_lab, _ = _data()
+  learner = Learner(x_pool, options=OPTIONS, strategy="curiosity_diverse", strategy_options={"gamma": 0.5})
+  assert learner.strategy.gamma == 0.5
+  learner.save(tmp_path, learner.init(jax.random.key(0), x_labelled=x_lab, y_labelled=y_lab))
+  meta = json.loads((tmp_path / "state.json").read_text())
+  assert meta["options"]["train"]["epochs"] == 15 and meta["strategy_options"] == {"gamma": 0.5}
+  loaded, _ = Learner.load(tmp_path)
+  assert loaded.options == OPTIONS and loaded.strategy.gamma == 0.5
+  with pytest.raises(TypeError, match="no option"):
+    Learner(x_pool, options=OPTIONS, strategy="curiosity_diverse", strategy_options={"gama": 0.5})
+  with pytest.raises(TypeError, match="a strategy object carries its own options"):
+    Learner(x_pool, options=OPTIONS, strategy=learner.strategy, strategy_options={"gamma": 0.5})
+  with pytest.raises(TypeError, match="options must be a curiojax.LearnerOptions"):
+    Learner(x_pool, options={"train": {"epochs": 3}})
+
+
+def test_a_state_saved_with_the_previous_flat_options_loads(tmp_path):
+  """The previous release wrote the options flat (``epochs`` beside ``seed``) with every strategy's options."""
+  from curiojax.active import persistence
+
+  x_pool, x_lab, y_lab, _ = _data()
+  learner = Learner(x_pool, options=OPTIONS, strategy="curiosity_diverse", strategy_options={"gamma": 0.5})
+  learner.save(tmp_path, learner.init(jax.random.key(0), x_labelled=x_lab, y_labelled=y_lab))
+  meta = json.loads((tmp_path / "state.json").read_text())
+  nested = meta["options"]
+  train = {k: nested["train"][k] for k in ("epochs", "learning_rate", "minibatch_size", "damping", "curvature")}
+  meta["options"] = {
+    **{k: v for k, v in nested.items() if k not in ("model", "train")},
+    "model": "mlp",
+    "hidden_sizes": [8],
+    "activation": "tanh",
+    **train,
+    "strategy_options": {"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "jvp"}},
+  }
+  del meta["strategy_options"]
+  meta["checksum"] = persistence._meta_checksum(meta)
+  (tmp_path / "state.json").write_text(json.dumps(meta))
+  loaded, _ = Learner.load(tmp_path)
+  assert loaded.options == OPTIONS and loaded.strategy_options == {"gamma": 0.5}

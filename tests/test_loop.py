@@ -6,6 +6,7 @@ import pytest
 
 import curiojax
 from curiojax.active.data import ArrayOracle
+from curiojax.active.learner import ModelOptions, options_from_dict
 from curiojax.active.loop import (
   DEFAULT_STRATEGIES,
   ActiveLearner,
@@ -14,11 +15,13 @@ from curiojax.active.loop import (
   run_active_learning,
   summarise,
 )
+from curiojax.active.training import TrainOptions
 from curiojax.scoring.scores import curiosity_scores
 from curiojax.strategies import Selection, SelectionContext, get_strategy
 
-SMALL = dict(hidden_sizes=(16,), minibatch_size=16)  # one model and trainer shared by the tests
-OPTS = dict(initial_size=20, batch_size=30, rounds=3, epochs=40, num_splits=2, test_fraction=0.25, **SMALL)
+# one model and trainer shared by the tests
+SMALL = dict(model=ModelOptions(hidden_sizes=(16,)), train=TrainOptions(epochs=40, minibatch_size=16))
+OPTS = dict(initial_size=20, batch_size=30, rounds=3, num_splits=2, test_fraction=0.25, **SMALL)
 
 
 def _data(n=400, seed=0):
@@ -86,13 +89,15 @@ def test_budget_and_batch_checks():
     LoopOptions(budget=10)
   # bad options fail when the options are built, before any model is fitted
   with pytest.raises(ValueError, match="Unknown heuristic 'bogus'"):
-    LoopOptions(strategy_options={"curiosity": {"heuristic": "bogus"}})
+    LoopOptions(strategies=("curiosity",), strategy_options={"curiosity": {"heuristic": "bogus"}})
   with pytest.raises(ValueError, match="Unknown heuristic 'signed'"):  # needs labels the pool lacks
-    LoopOptions(strategy_options={"curiosity": {"heuristic": "signed"}})
+    LoopOptions(strategies=("curiosity",), strategy_options={"curiosity": {"heuristic": "signed"}})
   with pytest.raises(TypeError, match="no option"):
     LoopOptions(strategy_options={"curiosity_diverse": {"gama": 0.5}})
   with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 3.0"):
-    LoopOptions(epochs=3.0)
+    LoopOptions(train=TrainOptions(epochs=3.0))
+  with pytest.raises(ValueError, match="names 'curiosity', which is not compared"):
+    LoopOptions(strategies=("random",), strategy_options={"curiosity": {}})
   from curiojax.active.models import mlp
 
   with pytest.raises(ValueError, match="in_features must be an integer >= 1, got 2.5"):
@@ -102,7 +107,7 @@ def test_budget_and_batch_checks():
 def test_run_active_learning_with_warm_start_and_strength_grid():
   x, y = _data(200, seed=1)
   opts = LoopOptions(
-    initial_size=20, batch_size=10, rounds=2, epochs=40, **SMALL, warm_start=True, strength_grid=(1e-4, 1e-1), budget=35
+    initial_size=20, batch_size=10, rounds=2, **SMALL, warm_start=True, strength_grid=(1e-4, 1e-1), budget=35
   )
   state, records = run_active_learning(
     x[:150], ArrayOracle(y[:150]), strategy="random", options=opts, x_test=x[150:], y_test=y[150:], capacity=128
@@ -126,7 +131,7 @@ class _Decaying:
 
 def test_curiosity_stopping_rule():
   x, y = _data(200, seed=2)
-  opts = LoopOptions(initial_size=20, batch_size=10, rounds=6, epochs=40, stop_ratio=0.3, **SMALL)
+  opts = LoopOptions(initial_size=20, batch_size=10, rounds=6, stop_ratio=0.3, **SMALL)
   state, records = run_active_learning(x, ArrayOracle(y), strategy=_Decaying(), options=opts, capacity=128)
   # Scores 1, .5, .25 ≤ 0.3·1 at round 2: stop, no label queried that round.
   assert [r["labels"] for r in records] == [20, 30, 40]
@@ -139,7 +144,7 @@ def test_curiosity_strategy_is_top_k_of_scores():
     x[:100],
     ArrayOracle(y[:100]),
     strategy="curiosity",
-    options=LoopOptions(initial_size=20, batch_size=7, rounds=1, epochs=40, **SMALL),
+    options=LoopOptions(initial_size=20, batch_size=7, rounds=1, **SMALL),
     capacity=128,
   )
   state = learner.init_state(jax.random.key(0))
@@ -193,3 +198,26 @@ def test_summary_counts_fits_whose_tangent_missed_its_tolerance():
   summary = summarise([rec(0, 0, True, 1e-4), rec(0, 1, False, 0.7), rec(1, 0, False, 0.3), rec(1, 1, True, 0.01)])
   assert summary["curiosity"]["fits_with_inaccurate_tangent"] == 2
   assert summary["curiosity"]["max_tangent_residual"] == pytest.approx(0.7)
+
+
+def test_options_come_from_nested_dicts_with_clear_errors():
+  opts = options_from_dict(LoopOptions, {"train": {"epochs": 7}, "model": {"hidden_sizes": [4]}, "rounds": 1})
+  assert opts.train == TrainOptions(epochs=7) and opts.model.hidden_sizes == (4,) and opts.rounds == 1
+  assert options_from_dict(LoopOptions, opts.to_dict()) == opts  # to_dict and back
+  with pytest.raises(ValueError, match=r"unknown field options.epochs \(it is now train.epochs\); valid fields: seed,"):
+    options_from_dict(LoopOptions, {"epochs": 7})
+  with pytest.raises(ValueError, match=r"unknown field options.train.epoch; valid fields: epochs, learning_rate"):
+    options_from_dict(LoopOptions, {"train": {"epoch": 7}})
+  with pytest.raises(TypeError, match="options.model must be a dict"):
+    options_from_dict(LoopOptions, {"model": 3})
+
+
+def test_a_compared_strategy_gets_its_own_options_only():
+  x, _ = _data(100)
+  opts = LoopOptions(
+    strategies=("random", "curiosity_diverse"), strategy_options={"curiosity_diverse": {"gamma": 0.5}}, **SMALL
+  )
+  diverse = ActiveLearner(x, ArrayOracle(np.zeros(100)), strategy="curiosity_diverse", options=opts)
+  plain = ActiveLearner(x, ArrayOracle(np.zeros(100)), strategy="random", options=opts)
+  assert diverse.learner.strategy_options == {"gamma": 0.5} and plain.learner.strategy_options == {}
+  assert diverse.learner.strategy.gamma == 0.5

@@ -12,7 +12,7 @@ import pytest
 from curiojax.active.learner import Learner
 from curiojax.cli import main
 
-FAST = ["--config.epochs=15", "--config.hidden_sizes=8", "--config.minibatch_size=16"]
+FAST = ["--config.train.epochs=15", "--config.model.hidden_sizes=8", "--config.train.minibatch_size=16"]
 ENV = {**os.environ, "XLA_FLAGS": ""}
 
 
@@ -94,13 +94,13 @@ def test_end_to_end_in_a_fresh_directory_then_continue(files):
 
 
 def test_python_call_without_id_column_matches_rows_by_features(files):
-  from curiojax.active.learner import LearnerOptions
+  from curiojax.active.learner import LearnerOptions, ModelOptions, TrainOptions
   from curiojax.active.suggest_csv import suggest
 
   tmp, _, _, x = files
   lab = write_csv(tmp / "l.csv", ["a", "b", "c", "y"], [[*row, truth(row[None])[0]] for row in x[:20]])
   pool = write_csv(tmp / "p.csv", ["a", "b", "c"], [list(row) for row in x[:220]])  # the labelled rows too
-  options = LearnerOptions(epochs=15, hidden_sizes=(8,), minibatch_size=16)
+  options = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=15, minibatch_size=16))
   out = suggest(lab, pool, target="y", k=5, state=tmp / "s", options=options)
   rows = [int(i) for i in out.ids]  # 1-based data rows of the pool file
   assert all(21 <= r <= 220 for r in rows)  # never one of the 20 labelled rows
@@ -193,12 +193,12 @@ def test_a_state_folder_in_use_is_refused_in_one_line(files, capsys):
 
 
 # -- issue 21: a session checks the files against its state, both ways; labels are never lost ----
-TINY = dict(epochs=3, hidden_sizes=(8,), minibatch_size=16)
+TINY = {"model": {"hidden_sizes": (8,)}, "train": {"epochs": 3, "minibatch_size": 16}}
 
 
 def _tiny(tmp, lab_rows, pool_rows, header=("id", "a", "b"), **kw):
   """Write lab.csv / pool.csv and run suggest (random strategy, tiny model); returns the result."""
-  from curiojax.active.learner import LearnerOptions
+  from curiojax.active.learner import LearnerOptions, options_from_dict
   from curiojax.active.suggest_csv import suggest
 
   if lab_rows is not None:
@@ -206,7 +206,14 @@ def _tiny(tmp, lab_rows, pool_rows, header=("id", "a", "b"), **kw):
   if pool_rows is not None:
     write_csv(tmp / "pool.csv", list(header), pool_rows)
   kw.setdefault("id_column", header[0] if header[0] == "id" else None)
-  kw = {"target": "y", "k": 2, "state": tmp / "st", "strategy": "random", "options": LearnerOptions(**TINY), **kw}
+  kw = {
+    "target": "y",
+    "k": 2,
+    "state": tmp / "st",
+    "strategy": "random",
+    "options": options_from_dict(LearnerOptions, TINY),
+    **kw,
+  }
   return suggest(tmp / "lab.csv", tmp / "pool.csv", **kw)
 
 

@@ -26,7 +26,8 @@ Example:
   >>> rng = np.random.default_rng(0)
   >>> x_pool = rng.normal(size=(200, 2)).astype("float32")
   >>> x_lab = rng.normal(size=(12, 2)).astype("float32"); y_lab = np.sin(x_lab[:, 0])
-  >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)))
+  >>> options = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=20))
+  >>> learner = Learner(x_pool, options=options)
   >>> state = learner.init(jax.random.key(0), x_labelled=x_lab, y_labelled=y_lab)
   >>> state, batch = learner.ask(state, 5)
   >>> batch.indices.shape, learner.strategy_name, bool(np.all(batch.scores > 0))
@@ -62,7 +63,6 @@ from curiojax.scoring.uncertainty import MIN_ROWS, LaplacePosterior, laplace_pos
 from curiojax.strategies import (
   DEFAULT_STRATEGY,
   SelectionContext,
-  Strategy,
   check_indices,
   check_strategy_name,
   get_strategy,
@@ -78,8 +78,38 @@ FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelOptions:
+  """Which model a learner fits (see :func:`curiojax.active.models.make_model`).
+
+  Attributes:
+    name: a registered model, e.g. ``"mlp"`` or ``"ntk_mlp"``.
+    hidden_sizes: widths of the hidden layers.
+    activation: the MLP's nonlinearity (``"tanh"``, ``"relu"``, …).
+  """
+
+  name: str = "mlp"
+  hidden_sizes: tuple[int, ...] = (50,)
+  activation: str = "tanh"
+
+  def __post_init__(self):
+    if self.name not in MODELS:
+      raise ValueError(f"Unknown model {self.name!r}; choose one of {sorted(MODELS)}.")
+    object.__setattr__(self, "hidden_sizes", tuple(check_int("hidden_sizes entries", h, 1) for h in self.hidden_sizes))
+    if self.name == "mlp" and self.activation not in ACTIVATIONS:
+      raise ValueError(f"Unknown activation {self.activation!r}; choose one of {ACTIVATIONS}.")
+
+  def make(self, d: int) -> ModelSpec:
+    """The :class:`~curiojax.active.models.ModelSpec` of these options for ``d`` inputs."""
+    return make_model(self.name, d, hidden_sizes=self.hidden_sizes, activation=self.activation)
+
+
+@dataclasses.dataclass(frozen=True)
 class LearnerOptions:
-  """How one learner fits and selects (the defaults are the main job's, ``curiojax run``).
+  """How one learner fits (the defaults are the main job's, ``curiojax run``).
+
+  Each field is declared once: training in :class:`~curiojax.active.training.TrainOptions`
+  (``options.train``), the model in :class:`ModelOptions` (``options.model``). A strategy's own
+  options go to :class:`Learner` with the strategy (``strategy_options=``), not here.
 
   Attributes:
     seed: base seed of the learner's keys.
@@ -89,14 +119,15 @@ class LearnerOptions:
     warm_start: continue from the previous fit's parameters and optimizer state.
     standardise: scale inputs (pool statistics) and the target (first labels' statistics)
       inside the learner; False for data already on a common scale (a benchmark protocol).
-    model, hidden_sizes, activation: the model (see :func:`curiojax.active.models.make_model`).
-    epochs, learning_rate, minibatch_size, damping, curvature, finish_maxiter,
-      learning_rate_schedule, drop_last, regularised_training, restore_best: training (see
-      :class:`curiojax.active.training.TrainOptions`; ``restore_best`` needs the learner's
-      ``validation`` set).
-    strategy_options: typed options of each strategy by name, e.g.
-      ``{"curiosity_diverse": {"gamma": 0.5}, "curiosity": {"heuristic": "jvp"}}``
-      (checked against the strategy's constructor; default: its own defaults).
+    model: :class:`ModelOptions`.
+    train: :class:`~curiojax.active.training.TrainOptions` (``train.restore_best`` needs the
+      learner's ``validation`` set).
+
+  Example:
+    >>> LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=20)).train.epochs
+    20
+    >>> options_from_dict(LearnerOptions, {"train": {"epochs": 20}}).train.epochs
+    20
   """
 
   seed: int = 0
@@ -105,59 +136,87 @@ class LearnerOptions:
   validation_fraction: float = 0.2
   warm_start: bool = False
   standardise: bool = True
-  model: str = "mlp"
-  hidden_sizes: tuple[int, ...] = (50,)
-  activation: str = "tanh"
-  epochs: int = TrainOptions.epochs  # the trainer's defaults, the one source of each
-  learning_rate: float = TrainOptions.learning_rate
-  minibatch_size: int = TrainOptions.minibatch_size
-  damping: float = TrainOptions.damping
-  curvature: str = TrainOptions.curvature
-  finish_maxiter: int = TrainOptions.finish_maxiter
-  learning_rate_schedule: str = TrainOptions.learning_rate_schedule
-  drop_last: bool = TrainOptions.drop_last
-  regularised_training: bool = TrainOptions.regularised_training
-  restore_best: bool = TrainOptions.restore_best
-  strategy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
+  train: TrainOptions = dataclasses.field(default_factory=TrainOptions)
 
   def __post_init__(self):
     check_int("seed", self.seed, 0)
     for name in ("warm_start", "standardise"):
       check_bool(name, getattr(self, name))
-    if hasattr(self.strategy_options, "to_dict"):  # an ml_collections.ConfigDict from a config file
-      object.__setattr__(self, "strategy_options", self.strategy_options.to_dict())
-    if not isinstance(self.strategy_options, Mapping) or not all(
-      isinstance(v, Mapping) for v in self.strategy_options.values()
-    ):
-      raise TypeError(f"strategy_options must map strategy names to dicts of options, got {self.strategy_options!r}.")
-    for name, kwargs in self.strategy_options.items():
-      get_strategy(name, **kwargs)  # unknown names and options, bad values: raise here
+    for name, kind in (("model", ModelOptions), ("train", TrainOptions)):
+      if not isinstance(getattr(self, name), kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}.")
     if not 0 < self.validation_fraction < 1:
       raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}.")
+    object.__setattr__(self, "strength_grid", tuple(self.strength_grid))
     for value in (self.strength, *self.strength_grid):
       if not 0 <= value < np.inf:
         raise ValueError(f"strength and strength_grid values must be finite and >= 0, got {value!r}.")
-    _ = self.train_options  # validates the training fields
-    if self.model not in MODELS:
-      raise ValueError(f"Unknown model {self.model!r}; choose one of {sorted(MODELS)}.")
-    object.__setattr__(self, "hidden_sizes", tuple(check_int("hidden_sizes entries", h, 1) for h in self.hidden_sizes))
-    if self.model == "mlp" and self.activation not in ACTIVATIONS:
-      raise ValueError(f"Unknown activation {self.activation!r}; choose one of {ACTIVATIONS}.")
 
   @property
   def train_options(self) -> TrainOptions:
-    """The :class:`TrainOptions` named by the training fields (those sharing a name with it)."""
-    names = [f.name for f in dataclasses.fields(TrainOptions) if hasattr(self, f.name)]
-    return TrainOptions(**{name: getattr(self, name) for name in names})
+    """``self.train`` (the name of the previous release)."""
+    return self.train
 
   def to_dict(self) -> dict:
-    d = dataclasses.asdict(self)
-    d["strategy_options"] = {k: dict(v) for k, v in self.strategy_options.items()}
-    return d
+    """Nested plain dicts, as :func:`options_from_dict` reads them back."""
+    return dataclasses.asdict(self)
 
-  def make_strategy(self, name: str) -> Strategy:
-    """The strategy ``name`` with its options from ``strategy_options``."""
-    return get_strategy(name, **self.strategy_options.get(name, {}))
+
+def options_from_dict(cls, values, where: str = "options"):
+  """``cls`` (a frozen options dataclass) from a nested dict or ``ml_collections.ConfigDict``.
+
+  The one conversion of configs and saved options: nested dataclass fields take nested dicts
+  (``{"train": {"epochs": 100}}`` is ``TrainOptions.epochs``), lists become tuples, and an
+  unknown field raises ``ValueError`` naming it and the valid ones (and the new spelling of a
+  field that moved into a section, e.g. ``epochs`` → ``train.epochs``).
+  """
+  values = values.to_dict() if hasattr(values, "to_dict") else values
+  if not isinstance(values, Mapping):
+    raise TypeError(f"{where} must be a dict of fields, got {type(values).__name__}.")
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  kwargs = {}
+  for key, value in values.items():
+    if key not in fields:
+      raise ValueError(f"unknown field {where}.{key}{_moved_hint(cls, key)}; valid fields: {', '.join(fields)}.")
+    default = fields[key].default_factory() if callable(fields[key].default_factory) else fields[key].default
+    if dataclasses.is_dataclass(default) and not dataclasses.is_dataclass(value):
+      value = options_from_dict(type(default), value, f"{where}.{key}")
+    kwargs[key] = tuple(value) if isinstance(value, list) else value
+  return cls(**kwargs)
+
+
+def _moved_hint(cls, key: str) -> str:
+  for f in dataclasses.fields(cls):
+    default = f.default_factory() if callable(f.default_factory) else f.default
+    if dataclasses.is_dataclass(default) and key in {g.name for g in dataclasses.fields(default)}:
+      return f" (it is now {f.name}.{key})"
+  return ""
+
+
+def options_from_flat(cls, flat: Mapping):
+  """``cls`` from the previous release's flat dict (``epochs``, ``hidden_sizes``, ``model="mlp"``, …).
+
+  Fields of a section move into it (``epochs`` → ``train.epochs``, ``model`` → ``model.name``).
+  ``strategy_options`` (every strategy's) is kept for the compared strategies where ``cls``
+  compares some (:class:`~curiojax.active.loop.LoopOptions`), else dropped (a learner's are
+  kept with its strategy).
+  """
+  nested: dict = {"model": {}, "train": {}}
+  sections = {
+    name: {f.name for f in dataclasses.fields(kind)}
+    for name, kind in (("model", ModelOptions), ("train", TrainOptions))
+  }
+  for key, value in flat.items():
+    if key == "model":
+      nested["model"]["name"] = value
+    elif key in sections["model"] or key in sections["train"]:
+      nested["model" if key in sections["model"] else "train"][key] = value
+    elif key != "strategy_options":
+      nested[key] = value
+  if "strategy_options" in {f.name for f in dataclasses.fields(cls)} and "strategies" in flat:
+    nested["strategy_options"] = {k: v for k, v in flat.get("strategy_options", {}).items() if k in flat["strategies"]}
+  return options_from_dict(cls, nested)
 
 
 @dataclasses.dataclass
@@ -317,12 +376,15 @@ class Learner:
     options: :class:`LearnerOptions` (model, training, strength).
     strategy: a registered strategy name or an object with ``select(ctx, k)``; default the best
       measured, ``curiojax.DEFAULT_STRATEGY`` (``"lcmd"``).
+    strategy_options: the named strategy's own options, e.g. ``strategy="curiosity_diverse",
+      strategy_options={"gamma": 0.5}`` (checked against its constructor); a strategy object
+      carries its own, so it takes none.
     model: a :class:`~curiojax.active.models.ModelSpec` (default from the options).
     trainer: a :class:`~curiojax.active.training.Trainer` for ``model`` (share one to compile once).
     capacity: padded size of the labelled set (default: the next power of two of each fit's
       size, so fits of similar size share one compilation).
     validation: ``(x_valid, y_valid)`` in original units, labelled rows kept out of training
-      for ``options.restore_best`` (required by it, refused without it).
+      for ``options.train.restore_best`` (required by it, refused without it).
 
   A pandas DataFrame works wherever rows go (``x_pool``, ``x_labelled``, ``x_outside``, ``x``
   of :meth:`predict`): its numeric columns are the features, matched by name to the pool's
@@ -339,6 +401,7 @@ class Learner:
     *,
     options: LearnerOptions | None = None,
     strategy=DEFAULT_STRATEGY,
+    strategy_options: Mapping[str, Any] | None = None,
     model: ModelSpec | None = None,
     trainer: Trainer | None = None,
     capacity: int | None = None,
@@ -350,23 +413,26 @@ class Learner:
       raise ValueError("x_pool's index has duplicate labels; give each row a unique id (e.g. df.reset_index()).")
     self.x_pool = self.rows(x_pool, "x_pool")
     self.options = options = options or LearnerOptions()
+    if not isinstance(options, LearnerOptions):
+      raise TypeError(f"options must be a curiojax.LearnerOptions, got {type(options).__name__}.")
+    self.strategy_options = _check_strategy_options(strategy, strategy_options)
     if isinstance(strategy, str):
       check_strategy_name(strategy)
-      self.strategy_name, self.strategy = strategy, options.make_strategy(strategy)
+      self.strategy_name, self.strategy = strategy, get_strategy(strategy, **self.strategy_options)
     else:
       self.strategy_name, self.strategy = type(strategy).__name__, strategy
     needs_validation = needs_of(self.strategy).validation
     self.validation = check_validation(
       validation,
       self.x_pool.shape[1],
-      options.restore_best,
+      options.train.restore_best,
       "LearnerOptions",
       "the pool",
       needed_by=self.strategy_name if needs_validation else None,
     )
     d = self.x_pool.shape[1]
-    self.model = model or make_model(options.model, d, hidden_sizes=options.hidden_sizes, activation=options.activation)
-    self.trainer = trainer or cached_trainer(self.model.model_fn, options.train_options)
+    self.model = model or options.model.make(d)
+    self.trainer = trainer or cached_trainer(self.model.model_fn, options.train)
     self.capacity = capacity
     self.needs_tangent = needs_of(self.strategy).tangent
     self.extra: dict = {}  # what a front end keeps with the learner (see save)
@@ -461,13 +527,13 @@ class Learner:
       strength=strength,
       key=jax.random.fold_in(key, 2),
       opt_state=opt_state,
-      validation=self._validation(state) if self.options.restore_best else None,
+      validation=self._validation(state) if self.options.train.restore_best else None,
       solve_tangent=self.needs_tangent,
     )
 
   def padded_size(self, n: int) -> int:
     """Rows a set of ``n`` is padded to: the learner's capacity, or the next size class of ``n``."""
-    return self.capacity or capacity_for(n, self.options.minibatch_size)
+    return self.capacity or capacity_for(n, self.options.train.minibatch_size)
 
   def _padded(self, xs, ys, capacity):
     """``(x, y, mask)``: the labelled rows padded to ``capacity`` rows, as every fit sees them."""
@@ -487,8 +553,8 @@ class Learner:
     """
     x, y, mask = self._padded(xs, ys, self.padded_size(len(xs)))
     trainer, options = self.trainer, self.options
-    system = TangentSystem(trainer.loss, trainer.regularizer, curvature or options.curvature)
-    return TangentOperator(system, fit.result.params, fit.strength, options.damping, dict(x=x, y=y, weights=mask))
+    system = TangentSystem(trainer.loss, trainer.regularizer, curvature or options.train.curvature)
+    return TangentOperator(system, fit.result.params, fit.strength, options.train.damping, dict(x=x, y=y, weights=mask))
 
   def choose_strength(self, state, xs, ys, key) -> float:
     """``s`` from ``strength_grid`` with the lowest RMSE on a held-out part of the labelled set."""
@@ -532,7 +598,8 @@ class Learner:
     Example:
       >>> import jax, numpy as np
       >>> x_pool = np.random.default_rng(0).normal(size=(100, 2))
-      >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)), strategy="random")
+      >>> options = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=20))
+      >>> learner = Learner(x_pool, options=options, strategy="random")
       >>> state = learner.init(jax.random.key(0), labelled=np.arange(10), labels=x_pool[:10, 0])
       >>> state, batch = learner.ask(state, 3)
       >>> mean, std = learner.predict(state, batch.fit, x_pool[:4], return_std=True)
@@ -558,7 +625,8 @@ class Learner:
     Example:
       >>> import jax, numpy as np
       >>> x_pool = np.random.default_rng(0).normal(size=(100, 2))
-      >>> learner = Learner(x_pool, options=LearnerOptions(epochs=20, hidden_sizes=(8,)), strategy="random")
+      >>> options = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=20))
+      >>> learner = Learner(x_pool, options=options, strategy="random")
       >>> state = learner.init(jax.random.key(0), labelled=np.arange(10), labels=x_pool[:10, 0])
       >>> state, fit = learner.fit(state)
       >>> low, high = learner.interval(state, fit, x_pool[:4], level=0.68)
@@ -679,6 +747,7 @@ class Learner:
       "learner_format": FORMAT_VERSION,
       "options": self.options.to_dict(),
       "strategy": self.strategy_name,
+      "strategy_options": self.strategy_options,
       "capacity": self.capacity,
       "x_mean": self.x_mean.tolist(),
       "x_std": self.x_std.tolist(),
@@ -702,11 +771,13 @@ class Learner:
     if meta.get("kind") != "learner" or meta.get("learner_format") != FORMAT_VERSION:
       raise ValueError(f"{directory} does not hold a saved curiojax learner (format {FORMAT_VERSION}).")
     try:
+      options, strategy_options = _saved_options(meta)
       validation = (arrays["x_valid"], arrays["y_valid"]) if "x_valid" in arrays else None
       learner = cls(
         arrays["x_pool"],
-        options=_options_from_saved(meta),
+        options=options,
         strategy=meta["strategy"],
+        strategy_options=strategy_options,
         model=model,
         capacity=meta["capacity"],
         validation=validation,
@@ -722,9 +793,23 @@ class Learner:
     return learner, state
 
 
-def _options_from_saved(meta: dict) -> LearnerOptions:
-  """The :class:`LearnerOptions` that :meth:`Learner.save` wrote as ``options.to_dict()`` into ``meta["options"]``."""
-  return LearnerOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()})
+def _check_strategy_options(strategy, strategy_options) -> dict:
+  """The strategy's own options as a plain dict (a ``ConfigDict`` too); none for a strategy object."""
+  options = strategy_options.to_dict() if hasattr(strategy_options, "to_dict") else strategy_options
+  if options is not None and not isinstance(options, Mapping):
+    raise TypeError(f"strategy_options must be a dict of the strategy's options, got {options!r}.")
+  if options and not isinstance(strategy, str):
+    raise TypeError("strategy_options go with a strategy named by string; a strategy object carries its own options.")
+  return dict(options or {})
+
+
+def _saved_options(meta: dict) -> tuple[LearnerOptions, dict]:
+  """The saved :class:`LearnerOptions` and strategy options; a flat dict (the previous release's) is converted."""
+  saved = meta["options"]
+  if isinstance(saved.get("model"), Mapping):
+    return options_from_dict(LearnerOptions, saved), dict(meta.get("strategy_options") or {})
+  strategy_options = saved.get("strategy_options", {}).get(meta["strategy"], {})
+  return options_from_flat(LearnerOptions, saved), dict(strategy_options)
 
 
 def _json_id(value):

@@ -21,7 +21,7 @@ Example:
   >>> from curiojax.active.data import ArrayOracle
   >>> rng = np.random.default_rng(0)
   >>> x = rng.normal(size=(300, 2)).astype("float32"); y = np.sin(2 * x[:, 0]) + 0.1 * x[:, 1]
-  >>> opts = LoopOptions(initial_size=20, batch_size=10, rounds=2, epochs=20)
+  >>> opts = LoopOptions(initial_size=20, batch_size=10, rounds=2, train=TrainOptions(epochs=20))
   >>> state, records = run_active_learning(x[:200], ArrayOracle(y[:200]), strategy="curiosity",
   ...                                      options=opts, x_test=x[200:], y_test=y[200:])
   >>> len(state.labelled), len(records)
@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -47,9 +48,9 @@ from curiojax.active.learner import (
   state_from_saved,
   state_to_saved,
 )
-from curiojax.active.models import ModelSpec, make_model
-from curiojax.active.training import Trainer, cached_trainer, capacity_for
-from curiojax.strategies import DEFAULT_STRATEGY, check_indices, check_strategy_name
+from curiojax.active.models import ModelSpec
+from curiojax.active.training import Trainer, TrainOptions, cached_trainer, capacity_for  # noqa: F401 (the example)
+from curiojax.strategies import DEFAULT_STRATEGY, check_indices, check_strategy_name, get_strategy
 
 # The main job (`curiojax run`) compares random, the default strategy (what `Learner` and
 # `curiojax suggest` use) and curiosity-weighted LCMD.
@@ -65,6 +66,9 @@ class LoopOptions(LearnerOptions):
 
   Attributes:
     strategies: strategy names compared by :class:`Experiment`.
+    strategy_options: the own options of compared strategies by name, e.g.
+      ``{"curiosity_diverse": {"gamma": 0.5}}`` (checked against each strategy's constructor;
+      a strategy not named here runs with its defaults).
     num_splits: random train/test splits for :class:`Experiment`.
     test_fraction: share of the data held out for testing in each split.
     initial_size: labels before the first round (drawn at random from the pool).
@@ -75,6 +79,7 @@ class LoopOptions(LearnerOptions):
   """
 
   strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+  strategy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   num_splits: int = 5
   test_fraction: float = 0.2
   initial_size: int = 50
@@ -93,11 +98,12 @@ class LoopOptions(LearnerOptions):
       check_strategy_name(name)
     if len(set(self.strategies)) != len(self.strategies):
       raise ValueError(f"strategies has duplicates: {list(self.strategies)}.")
+    self._check_strategy_options()
     if not 0 < self.test_fraction < 1:
       raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}.")
     if not 0 <= self.stop_ratio < 1:
       raise ValueError(f"stop_ratio must be in [0, 1), got {self.stop_ratio!r}.")
-    if self.restore_best:
+    if self.train.restore_best:
       raise ValueError(
         "restore_best needs a validation set, which the simulated loop does not hold out; use it with "
         "curiojax.Learner(..., validation=(x_valid, y_valid)) (as benchmarks/active_learning.py does)."
@@ -105,8 +111,22 @@ class LoopOptions(LearnerOptions):
     if self.budget and self.budget < self.initial_size:
       raise ValueError(f"budget {self.budget} is smaller than initial_size {self.initial_size}.")
 
+  def _check_strategy_options(self):
+    options = self.strategy_options
+    options = options.to_dict() if hasattr(options, "to_dict") else options  # a ConfigDict from a config file
+    if not isinstance(options, Mapping) or not all(isinstance(v, Mapping) for v in options.values()):
+      raise TypeError(f"strategy_options must map strategy names to dicts of options, got {options!r}.")
+    for name, kwargs in options.items():
+      if name not in self.strategies:
+        raise ValueError(
+          f"strategy_options names {name!r}, which is not compared; strategies: {list(self.strategies)}."
+        )
+      get_strategy(name, **kwargs)  # unknown options, bad values: raise here
+    object.__setattr__(self, "strategy_options", {k: dict(v) for k, v in options.items()})
+
   @property
   def learner_options(self) -> LearnerOptions:
+    """The :class:`LearnerOptions` part (its fields, shared by name)."""
     return LearnerOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LearnerOptions)})
 
   def label_schedule(self, pool_size: int) -> list[int]:
@@ -157,9 +177,15 @@ class ActiveLearner:
     self.oracle = oracle
     self.options = options
     self.schedule = options.label_schedule(len(x_pool))
-    capacity = capacity or capacity_for(self.schedule[-1], options.minibatch_size)
+    capacity = capacity or capacity_for(self.schedule[-1], options.train.minibatch_size)
     self.learner = Learner(
-      x_pool, options=options.learner_options, strategy=strategy, model=model, trainer=trainer, capacity=capacity
+      x_pool,
+      options=options.learner_options,
+      strategy=strategy,
+      strategy_options=options.strategy_options.get(strategy) if isinstance(strategy, str) else None,
+      model=model,
+      trainer=trainer,
+      capacity=capacity,
     )
     self.name = name or self.learner.strategy_name
     self.x_test = None if x_test is None else _check_x(x_test, "x_test")
@@ -320,10 +346,8 @@ class Experiment:
     n_test = max(1, int(round(options.test_fraction * n)))
     if n - n_test < 3:
       raise ValueError(f"{n} rows leave too few for training after holding out {n_test} for testing.")
-    self.model = model or make_model(
-      options.model, self.x.shape[1], hidden_sizes=options.hidden_sizes, activation=options.activation
-    )
-    self.trainer = cached_trainer(self.model.model_fn, options.train_options)
+    self.model = model or options.model.make(self.x.shape[1])
+    self.trainer = cached_trainer(self.model.model_fn, options.train)
     self.learners: dict[tuple[str, int], ActiveLearner] = {}
     self.split_keys = []
     for split in range(options.num_splits):

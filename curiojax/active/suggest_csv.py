@@ -25,8 +25,10 @@ Example:
   ...   _ = f.write("id,a,b,y\\n" + "".join(f"L{i},{a},{b},{np.sin(a)}\\n" for i, (a, b) in enumerate(x[:10])))
   >>> with open(os.path.join(d, "pool.csv"), "w") as f:
   ...   _ = f.write("id,a,b\\n" + "".join(f"P{i},{a},{b}\\n" for i, (a, b) in enumerate(x[10:])))
+  >>> from curiojax.active.learner import ModelOptions, TrainOptions
+  >>> options = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=10))
   >>> out = suggest(os.path.join(d, "lab.csv"), os.path.join(d, "pool.csv"), target="y", k=3, id_column="id",
-  ...               state=os.path.join(d, "state"), options=LearnerOptions(epochs=10, hidden_sizes=(8,)))
+  ...               state=os.path.join(d, "state"), options=options)
   >>> len(out.ids), all(i.startswith("P") for i in out.ids), os.path.basename(out.path)
   (3, True, 'suggestions.csv')
 """
