@@ -120,7 +120,9 @@ def main(argv=None) -> int:
   epochs = args.epochs
   if args.fast:
     datasets, splits, labels, args.batch, epochs = ["yacht"], 1, [30, 60], 30, 40
-  options = curiojax.LearnerOptions() if epochs is None else curiojax.LearnerOptions(epochs=epochs)
+  options = (
+    curiojax.LearnerOptions() if epochs is None else curiojax.LearnerOptions(train=curiojax.TrainOptions(epochs=epochs))
+  )
   records = []
   t0 = time.perf_counter()
   with Progress(len(datasets) * splits, "dataset splits") as bar:

@@ -17,6 +17,7 @@ import pytest
 
 import curiojax
 from curiojax.active import persistence
+from curiojax.active.learner import options_from_flat
 
 D = 3
 X = np.random.default_rng(0).normal(size=(16, D)).astype(np.float32)
@@ -134,8 +135,13 @@ POOL = np.random.default_rng(1).uniform(-2, 2, size=(60, 2)).astype(np.float32)
 FAST = dict(epochs=3, hidden_sizes=(8,))
 
 
+def _options(**flat):
+  """LearnerOptions from flat field names (training and model fields found in their sections)."""
+  return options_from_flat(curiojax.LearnerOptions, {**FAST, **flat})
+
+
 def _learner(**options):
-  learner = curiojax.Learner(POOL, options=curiojax.LearnerOptions(**{**FAST, **options}), strategy="random")
+  learner = curiojax.Learner(POOL, options=_options(**options), strategy="random")
   return learner, learner.init(jax.random.key(0), labelled=[0, 1, 2, 3], labels=[0.1, 0.2, 0.3, 0.4])
 
 
@@ -167,7 +173,7 @@ def _suggest(labelled, pool, **kw):
     with open(os.path.join(folder, name), "w") as f:
       f.write(text)
   kw = {"target": "y", "k": 1, "state": os.path.join(folder, "state"), **kw}
-  kw.setdefault("options", curiojax.LearnerOptions(**FAST))
+  kw.setdefault("options", _options())
   try:
     return curiojax.suggest(os.path.join(folder, "lab.csv"), os.path.join(folder, "pool.csv"), **kw)
   finally:  # every suggest case here is an error: nothing may have been saved
@@ -189,7 +195,7 @@ def _suggest_out_onto(name):
       id_column="id",
       state=os.path.join(folder, "state"),
       out=os.path.join(folder, name),
-      options=curiojax.LearnerOptions(**FAST),
+      options=_options(),
     )
   finally:
     with open(os.path.join(folder, "lab.csv")) as f:
@@ -249,7 +255,7 @@ class _Returns:
 
 def _own_strategy(picked, via_learner=False):
   if via_learner:
-    learner = curiojax.Learner(POOL, options=curiojax.LearnerOptions(**FAST), strategy=_Returns(picked))
+    learner = curiojax.Learner(POOL, options=_options(), strategy=_Returns(picked))
     state = learner.init(jax.random.key(0), labelled=[0, 1, 2, 3], labels=[0.1, 0.2, 0.3, 0.4])
     return learner.ask(state, 3)
   return curiojax.select_batch(LINEAR, PARAMS, None, X, 3, strategy=_Returns(picked))
@@ -559,16 +565,14 @@ CASES = {
     (ValueError, "Unknown strategy"),
   ),
   "learner options: inf strength": (lambda: curiojax.LearnerOptions(strength=float("inf")), (ValueError, "strength")),
-  "learner options: zero width": (lambda: curiojax.LearnerOptions(hidden_sizes=(0,)), (ValueError, "hidden")),
+  "learner options: zero width": (lambda: curiojax.ModelOptions(hidden_sizes=(0,)), (ValueError, "hidden")),
   "learner options: unknown activation": (lambda: _learner(activation="swish"), (ValueError, "activation")),
   "learner options: misspelled strategy option": (
-    lambda: curiojax.Learner(
-      POOL, options=curiojax.LearnerOptions(strategy_options={"curiosity_diverse": {"gama": 1}})
-    ),
+    lambda: curiojax.Learner(POOL, strategy="curiosity_diverse", strategy_options={"gama": 1}),
     (TypeError, "gama"),
   ),
   "learner options: strategy options not a dict": (
-    lambda: curiojax.LearnerOptions(strategy_options={"lcmd": 3}),
+    lambda: curiojax.Learner(POOL, strategy_options=3),
     (TypeError, "strategy_options"),
   ),
   "learner options: unknown curvature": (lambda: _learner(curvature="fisher"), (ValueError, "curvature")),
@@ -692,7 +696,10 @@ CASES = {
   ),
   # -- the simulated loop's options ------------------------------------------------------------
   "loop: NaN strength": (lambda: curiojax.LoopOptions(strength=float("nan")), (ValueError, "strength")),
-  "loop: inf learning rate": (lambda: curiojax.LoopOptions(learning_rate=float("inf")), (ValueError, "learning_rate")),
+  "loop: inf learning rate": (
+    lambda: curiojax.LoopOptions(train=curiojax.TrainOptions(learning_rate=float("inf"))),
+    (ValueError, "learning_rate"),
+  ),
   "loop: zero batch size": (lambda: curiojax.LoopOptions(batch_size=0), (ValueError, "batch_size")),
   "loop: negative rounds": (lambda: curiojax.LoopOptions(rounds=-1), (ValueError, "rounds")),
   "loop: test fraction above 1": (lambda: curiojax.LoopOptions(test_fraction=1.5), (ValueError, "test_fraction")),

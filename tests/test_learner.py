@@ -287,7 +287,7 @@ def test_bad_protocol_options_get_clear_errors():
   x_pool, x_lab, y_lab, truth = _data()
   with pytest.raises(ValueError, match="needs a validation set"):
     Learner(x_pool, options=PROTOCOL)
-  with pytest.raises(ValueError, match="only with LearnerOptions\\(restore_best=True\\) or a strategy that reads it"):
+  with pytest.raises(ValueError, match="only with TrainOptions\\(restore_best=True\\) or a strategy that reads it"):
     Learner(x_pool, options=OPTIONS, validation=(x_lab, y_lab))
   with pytest.raises(ValueError, match="strategy 'validation_influence' needs a validation set"):
     Learner(x_pool, options=OPTIONS, strategy="validation_influence")

@@ -11,7 +11,9 @@ import pytest
 from flax import serialization
 
 from curiojax.active import persistence
+from curiojax.active.learner import ModelOptions
 from curiojax.active.loop import Experiment, LoopOptions, experiment_from_saved, experiment_to_saved
+from curiojax.active.training import TrainOptions
 
 
 def test_save_load_and_old_arrays_removed(tmp_path):
@@ -229,7 +231,14 @@ def test_experiment_round_trip_resumes_exactly(tmp_path):
 def test_a_consistently_signed_but_wrong_state_is_refused(tmp_path, damage, match):
   """Beyond the checksum: a state that a buggy writer signed is checked for consistency on load."""
   x = np.random.default_rng(0).normal(size=(120, 3)).astype(np.float32)
-  opts = LoopOptions(initial_size=20, batch_size=10, rounds=1, epochs=2, hidden_sizes=(4,), num_splits=1)
+  opts = LoopOptions(
+    initial_size=20,
+    batch_size=10,
+    rounds=1,
+    train=TrainOptions(epochs=2),
+    model=ModelOptions(hidden_sizes=(4,)),
+    num_splits=1,
+  )
   exp = Experiment(x, x[:, 0], opts)
   state, _ = exp.step(exp.init_state())
   meta, arrays = experiment_to_saved(state)
@@ -254,7 +263,13 @@ def _fitted_learner():
   import curiojax
 
   x = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)
-  learner = curiojax.Learner(x, options=curiojax.LearnerOptions(epochs=3, hidden_sizes=(8,)), strategy="random")
+  learner = curiojax.Learner(
+    x,
+    options=curiojax.LearnerOptions(
+      model=curiojax.ModelOptions(hidden_sizes=(8,)), train=curiojax.TrainOptions(epochs=3)
+    ),
+    strategy="random",
+  )
   state = learner.init(jax.random.key(3), labelled=[0, 1, 2, 3], labels=[0.1, 0.2, 0.3, 0.4])
   state, batch = learner.ask(state, 2)  # fits: params and optimizer state exist
   return learner, learner.tell(state, batch.indices, [0.5, 0.6], x_outside=x[:1] + 1, y_outside=[0.7])

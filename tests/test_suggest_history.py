@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from curiojax.active.learner import LearnerOptions
+from curiojax.active.learner import LearnerOptions, ModelOptions
 from curiojax.active.suggest_csv import HISTORY_COLUMNS, RANK_MEANING, SCORE_MEANINGS, suggest
+from curiojax.active.training import TrainOptions
 from curiojax.cli import main
 
-FAST = ["--config.epochs=15", "--config.hidden_sizes=8", "--config.minibatch_size=16"]
-OPTIONS = LearnerOptions(epochs=15, hidden_sizes=(8,), minibatch_size=16)
+FAST = ["--config.train.epochs=15", "--config.model.hidden_sizes=8", "--config.train.minibatch_size=16"]
+OPTIONS = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=15, minibatch_size=16))
 
 
 def truth(x):

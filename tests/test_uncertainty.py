@@ -104,7 +104,9 @@ def test_coverage_on_a_noisy_function_is_near_nominal():
   f = lambda x: np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] ** 2
   x_pool = rng.uniform(-2, 2, size=(2000, 2))
   y_pool = f(x_pool) + 0.3 * rng.normal(size=2000)
-  learner = curiojax.Learner(x_pool, options=curiojax.LearnerOptions(epochs=200), strategy="random")
+  learner = curiojax.Learner(
+    x_pool, options=curiojax.LearnerOptions(train=curiojax.TrainOptions(epochs=200)), strategy="random"
+  )
   state = learner.init(jax.random.key(0), labelled=np.arange(150), labels=y_pool[:150])
   state, fit = learner.fit(state)
   y = y_pool[150:]
@@ -120,7 +122,12 @@ def test_learner_suggestion_carries_prediction_and_std_in_the_targets_units():
   rng = np.random.default_rng(5)
   x_pool = rng.normal(size=(120, 3)) * [1.0, 100.0, 0.01] + [0.0, 500.0, 0.0]  # unscaled inputs
   y_pool = 1000.0 + 50.0 * np.tanh(x_pool[:, 0]) + rng.normal(size=120)
-  learner = curiojax.Learner(x_pool, options=curiojax.LearnerOptions(epochs=60, hidden_sizes=(16,), activation="relu"))
+  learner = curiojax.Learner(
+    x_pool,
+    options=curiojax.LearnerOptions(
+      model=curiojax.ModelOptions(hidden_sizes=(16,), activation="relu"), train=curiojax.TrainOptions(epochs=60)
+    ),
+  )
   state = learner.init(jax.random.key(1), labelled=np.arange(20), labels=y_pool[:20])
   state, batch = learner.ask(state, 6)
   assert batch.prediction.shape == batch.std.shape == (6,)
@@ -146,7 +153,8 @@ def test_a_hessian_learner_still_gets_a_gauss_newton_posterior_and_bad_operators
   with pytest.raises(ValueError, match="non-empty"):
     post.std(jnp.zeros((0, 2)))
   x_pool = rng.normal(size=(50, 2))
-  options = curiojax.LearnerOptions(epochs=10, hidden_sizes=(8,), curvature="hessian", damping=1e-2)
+  train = curiojax.TrainOptions(epochs=10, curvature="hessian", damping=1e-2)
+  options = curiojax.LearnerOptions(model=curiojax.ModelOptions(hidden_sizes=(8,)), train=train)
   learner = curiojax.Learner(x_pool, options=options, strategy="random")
   state = learner.init(jax.random.key(0), labelled=np.arange(8), labels=x_pool[:8, 0])
   state, batch = learner.ask(state, 2)

@@ -7,7 +7,7 @@ oracles; ``persistence``: atomic, pickle-free state files; ``progress``: progres
 """
 
 from curiojax.active.data import ArrayOracle, Dataset, Table, load_dataset, read_table
-from curiojax.active.learner import Fit, Learner, LearnerOptions, LearnerState, Suggestion
+from curiojax.active.learner import Fit, Learner, LearnerOptions, LearnerState, ModelOptions, Suggestion
 from curiojax.active.loop import ActiveLearner, Experiment, LoopOptions, run_active_learning
 from curiojax.active.models import ModelSpec, make_model, register_model
 from curiojax.active.progress import Progress
@@ -24,6 +24,7 @@ __all__ = [
   "LearnerOptions",
   "LearnerState",
   "LoopOptions",
+  "ModelOptions",
   "ModelSpec",
   "Progress",
   "Suggested",

@@ -426,7 +426,7 @@ class Learner:
       validation,
       self.x_pool.shape[1],
       options.train.restore_best,
-      "LearnerOptions",
+      "TrainOptions",
       "the pool",
       needed_by=self.strategy_name if needs_validation else None,
     )
