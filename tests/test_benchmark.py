@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import active_learning as bm
+from benchmarks.active_learning import main as bm
 from curiojax.active.models import NTKMLP
 
 
@@ -235,7 +235,7 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
 
 
 def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
-  from configs.benchmark_fast import get_config
+  from benchmarks.active_learning.configs.benchmark_fast import get_config
 
   c = get_config()
   c.results_dir = str(tmp_path / "out")
