@@ -133,7 +133,7 @@ def test_protocol_trainer_takes_floor_n_over_b_steps_per_epoch():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("hidden", [(4,), (48, 32)])  # dense finishing (≤ 1024 parameters), and CG
+@pytest.mark.parametrize("hidden", [(4,), pytest.param((48, 32), marks=pytest.mark.slow)])  # dense finishing, and CG
 def test_protocol_tangent_matches_dense_solve_at_the_restored_parameters(hidden):
   import curiojax
 
@@ -249,6 +249,7 @@ def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
   assert not os.path.exists(tmp_path / "out")  # nothing written
 
 
+@pytest.mark.slow
 def test_tangent_solved_only_for_strategies_that_need_it():
   from curiojax.strategies import STRATEGIES, register_strategy
 

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from benchmarks.active_learning import compare, tangent_accuracy
 from benchmarks.active_learning import main as bm
@@ -10,6 +11,7 @@ from benchmarks.curiosity_vs_error import main as curiosity_vs_error
 from benchmarks.selection import main as bench_selection
 
 
+@pytest.mark.slow
 def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=600)
   curiosity_vs_error.main(["--fast", "--split", "100", folder])
@@ -19,6 +21,7 @@ def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
   assert all(-1 <= float(v) <= 1 for v in fields[2:5])  # three rank correlations
 
 
+@pytest.mark.slow
 def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
   bench_selection.main(["--pool", "700", "--labelled", "40", "--batch", "4", "--reps", "1"])
   out = capsys.readouterr().out
