@@ -237,6 +237,7 @@ def test_trainer_warns_when_finishing_cannot_certify():
   assert float(result.tangent_residual) > 0.1
 
 
+@pytest.mark.slow  # a fresh float64 process
 def test_float64_finish(run_float64):
   run_float64(
     textwrap.dedent("""

@@ -139,6 +139,7 @@ def test_finite_difference_retraining_matches_jvp():
   np.testing.assert_allclose(2 * eps * np.asarray(jvp), fd, rtol=1e-2, atol=1e-2 * np.abs(fd).max())
 
 
+@pytest.mark.slow  # a fresh float64 process
 def test_finite_difference_on_convex_nonquadratic_model(run_float64):
   """Huber loss (convex, not quadratic): retraining by L-BFGS at s ± ε in float64."""
   code = textwrap.dedent("""
@@ -467,6 +468,7 @@ def test_bad_input_gets_clear_errors():
   curiojax.regularity_tangent(curiojax.l2(log_strength=True), -3.0)  # negative log-strength is fine
 
 
+@pytest.mark.slow  # a fresh float64 process
 def test_float64_path(run_float64):
   code = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax, curiojax
