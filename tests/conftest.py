@@ -18,6 +18,25 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_compilation_cache_for_subprocesses(tmp_path_factory):
+  """Processes the tests start share one persistent compilation cache (a later one skips most compiling).
+
+  Set after collection, when this process has imported JAX and read its settings: only the
+  children see it. A test that sets its own ``JAX_COMPILATION_CACHE_DIR`` keeps it.
+  """
+  cache = {
+    "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+  }
+  missing = {k: v for k, v in cache.items() if k not in os.environ}
+  os.environ.update(missing)
+  yield
+  for k in missing:
+    os.environ.pop(k, None)
+
+
 @pytest.fixture
 def run_float64():
   """Run a script in a fresh process with ``JAX_ENABLE_X64=1``; it must print ``ok``.

@@ -72,6 +72,7 @@ def test_gradient_factors_are_exact_per_example_gradients(problem):
     np.testing.assert_allclose(outer[:, -1], layer["b"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # many sketch draws; the exact per-example gradient factors are the quick check
 @pytest.mark.parametrize("factored", [True, False])
 def test_sketch_is_unbiased_for_the_gradient_kernel(problem, factored):
   model, params, _, _, x_pool = problem

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import active_learning as bm
+from benchmarks.active_learning import main as bm
 from curiojax.active.models import NTKMLP
 
 
@@ -125,6 +125,7 @@ def test_protocol_trainer_matches_plain_adam_loop_with_padding():
     plain.fit(params, xpad, ypad, mask=mask, strength=0.05, key=jax.random.key(1), validation=(xv, yv))
 
 
+@pytest.mark.slow  # a second trainer compile; the padding test covers the trainer
 def test_protocol_trainer_takes_floor_n_over_b_steps_per_epoch():
   # identical labelled rows make every minibatch the same, so the schedule is checkable exactly:
   # n = 10, batch 4 -> 2 steps per epoch (the incomplete batch of 2 dropped), lr over 2·epochs.
@@ -142,6 +143,7 @@ def test_protocol_trainer_takes_floor_n_over_b_steps_per_epoch():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # a trainer compile per case
 @pytest.mark.parametrize("hidden", [(4,), (48, 32)])  # dense finishing (≤ 1024 parameters), and CG
 def test_protocol_tangent_matches_dense_solve_at_the_restored_parameters(hidden):
   import curiojax
@@ -194,6 +196,7 @@ def test_metric_and_paired_summary():
   assert f"{-np.log(0.5):+.3f} ± 0.000 (0/2)" in by_lcmd.splitlines()[2]
 
 
+@pytest.mark.slow  # three tiny benchmark runs (compiles)
 def test_end_to_end_tiny_run(tmp_path, capsys):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=300)
   c = ml_collections.ConfigDict(
@@ -241,7 +244,7 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
 
 
 def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
-  from configs.benchmark_fast import get_config
+  from benchmarks.active_learning.configs.benchmark_fast import get_config
 
   c = get_config()
   c.results_dir = str(tmp_path / "out")
@@ -259,6 +262,7 @@ def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
   assert not os.path.exists(tmp_path / "out")  # nothing written
 
 
+@pytest.mark.slow
 def test_tangent_solved_only_for_strategies_that_need_it():
   from curiojax.strategies import STRATEGIES, register_strategy
 

@@ -3,12 +3,15 @@
 import re
 
 import numpy as np
+import pytest
 
-from benchmarks import active_learning as bm
-from benchmarks import bench_selection, curiosity_vs_error
-from benchmarks.tuning import compare, tangent_accuracy
+from benchmarks.active_learning import compare, tangent_accuracy
+from benchmarks.active_learning import main as bm
+from benchmarks.curiosity_vs_error import main as curiosity_vs_error
+from benchmarks.selection import main as bench_selection
 
 
+@pytest.mark.slow
 def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=600)
   curiosity_vs_error.main(["--fast", "--split", "100", folder])
@@ -18,6 +21,7 @@ def test_curiosity_vs_error_prints_its_correlations(tmp_path, capsys):
   assert all(-1 <= float(v) <= 1 for v in fields[2:5])  # three rank correlations
 
 
+@pytest.mark.slow
 def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
   bench_selection.main(["--pool", "700", "--labelled", "40", "--batch", "4", "--reps", "1"])
   out = capsys.readouterr().out
@@ -33,12 +37,24 @@ def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
   assert floor and [float(floor[1]), float(floor[2])] == [3.2, 0.5]
 
 
-def test_tangent_accuracy_table_reads_the_committed_runs(capsys):
+def test_tangent_accuracy_tabulates_its_two_runs(tmp_path, monkeypatch, capsys):
+  import json
+
+  rmse = {"random": [1.0, 1.0], "lcmd": [1.0, 0.9], "curiosity": [1.0, 0.8], "curiosity_diverse": [1.0, 1.1]}
+  for run, residual in (("certified", 1e-4), ("cg2", 0.2)):
+    for ds in compare.DATASETS:
+      (tmp_path / run / ds).mkdir(parents=True)
+      for k in tangent_accuracy.SPLITS:
+        for name, r in rmse.items():
+          unit = dict(rmse=r, tangent_residual=[residual])
+          (tmp_path / run / ds / f"split{k}_{name}.json").write_text(json.dumps(unit))
+  monkeypatch.setattr(tangent_accuracy, "HERE", str(tmp_path))
   tangent_accuracy.main()
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 2 + 6 + 2  # header, rule, six datasets, two means
-  exact = lines[-2].split("|")[2:7]
-  assert all(-1 < float(v) < 1 for v in exact)
+  exact = [float(v) for v in lines[-2].split("|")[2:7]]
+  # the mean over rounds 1.. of log RMSE minus random's: lcmd, curiosity twice, curiosity_diverse twice
+  np.testing.assert_allclose(exact, np.log([0.9, 0.8, 0.8, 1.1, 1.1]), atol=1e-3)
 
 
 def test_compare_tabulates_runs_against_their_paired_random(tmp_path, capsys):

@@ -54,6 +54,7 @@ def reference(tmp_path_factory):
   return workdir, proc
 
 
+@pytest.mark.slow
 def test_run_writes_three_files_and_table(reference):
   workdir, proc = reference
   for name in ("results.csv", "summary.json", "learning_curve.png"):
@@ -67,6 +68,7 @@ def test_run_writes_three_files_and_table(reference):
   assert "mean log RMSE" in proc.stdout and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path):
   ref_dir, _ = reference
   workdir = tmp_path / "run"
@@ -140,6 +142,7 @@ def test_user_errors_one_line(tmp_path, capsys):
   assert not (tmp_path / "out").exists()  # validated before anything was written
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(reference, capsys):
   workdir, _ = reference
   before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in workdir.iterdir()}
@@ -157,6 +160,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
   assert not (tmp_path / "curiojax_runs").exists()
 
 
+@pytest.mark.slow
 def test_progress_reaches_a_log_file_as_it_happens(tmp_path):
   """stderr redirected to a file (a background job): one line per fit, with the time left, not at the end."""
   log = tmp_path / "log.txt"
@@ -184,6 +188,7 @@ def test_progress_reaches_a_log_file_as_it_happens(tmp_path):
   assert all("left" in ln and "s/unit" in ln for ln in lines)
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_and_a_damaged_state_stops_the_resume(reference, tmp_path, capsys):
   """One owner per work directory; a truncated or hand-edited state gives one line, exit 2, nothing changed."""
   import shutil
@@ -215,6 +220,7 @@ def test_second_writer_is_refused_and_a_damaged_state_stops_the_resume(reference
   assert files() == before  # nothing rewritten
 
 
+@pytest.mark.slow
 def test_results_record_the_tangent_health_and_say_so_loudly(reference, tmp_path):
   """Fits on an uncertifiable tangent (no damping, s = 1e-7) are marked in results.csv and summary.json."""
   workdir = tmp_path / "run"
@@ -286,6 +292,7 @@ CORRUPTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", sorted(CORRUPTIONS))
 def test_resume_after_each_corruption_continues_or_stops_in_one_line(reference, tmp_path, capsys, how):
   import shutil
@@ -305,6 +312,7 @@ def test_resume_after_each_corruption_continues_or_stops_in_one_line(reference, 
     assert _results(workdir) == _results(ref_dir)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_in_one_line_and_loses_nothing(reference, tmp_path, capsys, monkeypatch):
   """A save that fails mid-run (ENOSPC) is one line naming --resume; the resumed run equals an uninterrupted one."""
   import errno
@@ -336,6 +344,7 @@ def test_a_full_disk_stops_in_one_line_and_loses_nothing(reference, tmp_path, ca
   assert _labelled(workdir) == _labelled(ref_dir)
 
 
+@pytest.mark.slow
 def test_results_that_cannot_be_written_are_one_line_and_resumable(reference, tmp_path, capsys, monkeypatch):
   import errno
   import shutil

@@ -94,7 +94,9 @@ def main_job():
   return options, x, data.y, spec, Trainer(spec.model_fn, options.train_options)
 
 
-@pytest.mark.parametrize("labels", [50, 150, 300])
+@pytest.mark.parametrize(
+  "labels", [50, pytest.param(150, marks=pytest.mark.slow), pytest.param(300, marks=pytest.mark.slow)]
+)
 def test_main_job_trainer_hands_out_the_exact_tangent(main_job, labels):
   options, x, y, spec, trainer = main_job
   perm = np.random.default_rng(labels).permutation(len(x))
@@ -159,6 +161,7 @@ def train_minibatch(tx, params, x, y, loss, *, epochs, batch_size, key=0):
   return run(params, tx.init(params), jax.random.key(key))
 
 
+@pytest.mark.slow  # 3,200 steps of a 2×64 MLP per case; the README example and the main job's fit cover it quickly
 @pytest.mark.parametrize("strength", [1e-3, 1e-2])
 @pytest.mark.parametrize("refresh_every", [1, 8])
 def test_online_tangent_2x64_tanh_minibatch_is_accurate_or_flagged(strength, refresh_every):
@@ -209,7 +212,12 @@ HOSTILE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE))
+FAST_HOSTILE = "sgd 3, params blow up"  # 300 steps; the fast lane's case
+
+
+@pytest.mark.parametrize(
+  "name", [pytest.param(n, marks=() if n == FAST_HOSTILE else pytest.mark.slow) for n in sorted(HOSTILE)]
+)
 def test_no_tangent_is_handed_out_silently_wrong(name):
   activation, curvature, damping, strength, inner, scales, batch_size, steps = HOSTILE[name]
   kx, kp = jax.random.split(jax.random.key(3))

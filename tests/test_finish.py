@@ -96,6 +96,7 @@ def test_finish_solves_the_system_the_state_carries(solver):
   np.testing.assert_allclose(state2[0].tangent["w"], state[0].tangent["w"], rtol=1e-5)
 
 
+@pytest.mark.slow  # an MLP Jacobian oracle; solves[dense/cg] are the quick checks
 def test_finish_gauss_newton_mlp_with_padding_weights_matches_jacobian_oracle():
   kx, kp = jax.random.split(jax.random.key(1))
   x = jax.random.normal(kx, (48, 3))
@@ -115,14 +116,21 @@ def test_finish_gauss_newton_mlp_with_padding_weights_matches_jacobian_oracle():
 def test_finish_is_jittable_compiles_once_and_works_inside_inject_hyperparams():
   x, y = ridge()
   tx = optax.chain(curiojax.tunable_regularity_tangent("l2", 0.1), optax.sgd(0.1))
-  finish = jax.jit(lambda st, p: curiojax.finish_tangent(st, p, LINEAR, dict(x=x, y=y)))
+  traces = []  # one entry per trace: a retrace is what a recompile would need
+
+  @jax.jit
+  def finish(st, p):
+    traces.append(1)
+    return curiojax.finish_tangent(st, p, LINEAR, dict(x=x, y=y))
+
   params = {"w": jnp.ones(6)}
   state = finish(tx.init(params), params)
   state = finish(curiojax.set_strength(state, 0.3), {"w": -jnp.ones(6)})  # new strength, new params
-  assert finish._cache_size() == 1
+  assert len(traces) == 1
   np.testing.assert_allclose(curiojax.check_tangent(state)["w"], ridge_tangent(x, -np.ones(6), 0.3), rtol=1e-4)
 
 
+@pytest.mark.slow  # a second program per solver
 def test_finish_several_strengths():
   x, y = ridge(d=4)
   loss = curiojax.prediction_loss(lambda p, x: x[:, :2] @ p["a"] + x[:, 2:] @ p["b"])
@@ -220,6 +228,7 @@ def test_bad_finishing_arguments_get_clear_errors():
       curiojax.regularity_tangent("l2", 0.1, **bad)
 
 
+@pytest.mark.slow  # a full training
 def test_trainer_warns_when_finishing_cannot_certify():
   from curiojax.active.training import Trainer, TrainOptions
 
@@ -231,6 +240,7 @@ def test_trainer_warns_when_finishing_cannot_certify():
   assert float(result.tangent_residual) > 0.1
 
 
+@pytest.mark.slow  # a fresh float64 process
 def test_float64_finish(run_float64):
   run_float64(
     textwrap.dedent("""

@@ -69,6 +69,7 @@ def test_exact_multi_user_tangents_match_finite_differences(per_user):
     np.testing.assert_allclose(got, fd, rtol=1e-3, atol=1e-3 * np.abs(fd).max())
 
 
+@pytest.mark.slow  # a long carried-tangent training; the exact tangents are the quick checks
 def test_carried_tangents_and_per_hyperparameter_curiosity():
   """Training carries both tangents; curiosity_scores gives d f(x)/ds_k for every candidate."""
   users, phi, y = _data(seed=1)

@@ -720,7 +720,22 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+SLOW_CASES = {  # whole trainings (6-36 s each on a loaded machine); "tangent after sgd" stays in the fast lane
+  "clipping, tangent, adam",
+  "own strategy in a learner: duplicated",
+  "inside MultiSteps (gradients passed)",
+  "inside apply_if_finite (gradients passed)",
+  "float16 adam underflow is named",
+  "bfloat16 params train with adam",
+  "tangent first, then adam",
+  "tangent after adam",
+  "tangent inside optax.masked",
+}
+
+
+@pytest.mark.parametrize(
+  "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n for n in sorted(CASES)]
+)
 def test_hostile_input(name):
   call, expect = CASES[name]
   if expect is None:

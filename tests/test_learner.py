@@ -61,6 +61,7 @@ SESSION = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # three fresh processes
 def test_sessions_in_new_processes_give_the_uninterrupted_batches(tmp_path):
   """ask → save → (new process) load → tell → ask, three times: the same batches as one process."""
   learner, state, _ = _fresh()

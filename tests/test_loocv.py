@@ -133,6 +133,7 @@ def test_influence_matches_brute_force_on_a_nonlinear_model():
   assert err < err_plain
 
 
+@pytest.mark.slow  # a fresh float64 process
 def test_degree_nine_worked_example_in_float64(run_float64):
   """method.md's setting (n = 20, degree 9, log strength): closed form = refits to 1e-8, in x64."""
   code = textwrap.dedent("""

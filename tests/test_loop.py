@@ -53,6 +53,7 @@ def test_main_job_compares_random_the_default_strategy_and_curiosity_diverse():
   assert tuple(get_config().strategies) == DEFAULT_STRATEGIES  # what `curiojax run` runs
 
 
+@pytest.mark.slow  # a full run per default strategy (34 s on a loaded machine)
 def test_rmse_falls_for_every_default_strategy(finished):
   _, state = finished
   for name in DEFAULT_STRATEGIES:

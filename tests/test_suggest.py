@@ -55,6 +55,7 @@ def suggest_args(tmp, lab, pool, k=8, *extra):
   ]  # fmt: skip
 
 
+@pytest.mark.slow  # fresh processes; the in-process tests cover suggest
 def test_end_to_end_in_a_fresh_directory_then_continue(files):
   tmp, lab, pool, x = files
   proc = subprocess.run(
