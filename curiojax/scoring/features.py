@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curiojax.padding import pad_rows, round_up
+
 
 def _check_x(x) -> jax.Array:
   x = jnp.asarray(x)
@@ -105,8 +107,7 @@ def _generic_chunk(model_fn, params, xc, projections, directions):
 def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_dtype):
   n = x.shape[0]
   chunk = min(chunk_size, n)
-  pad = (-n) % chunk
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+  xp = pad_rows(x, round_up(n, chunk))  # whole chunks; x itself comes in at the caller's padded size
   dtype = jnp.dtype(compute_dtype)
   if hasattr(model_fn, "gradient_factors"):
     shapes = [(u.shape[1], d.shape[1]) for u, d in jax.eval_shape(model_fn.gradient_factors, params, x[:1])]

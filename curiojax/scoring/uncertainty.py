@@ -54,7 +54,7 @@ import scipy.linalg
 import scipy.special
 import scipy.stats
 
-from curiojax.padding import next_pow2, pad_rows
+from curiojax.padding import pad_rows, size_class
 from curiojax.tangent.dataspace import applies, cross_gram, gram_diagonal
 from curiojax.tangent.losses import PredictionLoss
 from curiojax.tangent.operator import TangentOperator
@@ -117,7 +117,7 @@ class LaplacePosterior:
     out = []
     for start in range(0, len(x), CHUNK):
       chunk = x[start : start + CHUNK]
-      size = min(next_pow2(len(chunk)), CHUNK)
+      size = min(size_class(len(chunk)), CHUNK)
       k_cross, k_diag = _pool_kernels(self.model_fn, self.params, pad_rows(chunk, size), self.x_train)
       k_hat = np.asarray(k_cross, np.float64)[: len(chunk)] * self.sqrt_b[None, :]
       solved = scipy.linalg.solve_triangular(self.cholesky, k_hat.T, lower=True)
