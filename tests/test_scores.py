@@ -339,7 +339,7 @@ def test_the_callers_mask_is_honoured():
     scorer(params, tangent, clean, mask=np.zeros(N + 1, bool))
 
 
-def test_no_module_level_cache_keeps_the_model_alive():
+def test_no_module_level_cache_keeps_the_model_alive(compilations):
   import gc
   import weakref
 
@@ -352,6 +352,9 @@ def test_no_module_level_cache_keeps_the_model_alive():
 
   ref = weakref.ref(model_fn)
   curiojax.curiosity_scores(model_fn, params, tangent, x, chunk_size=16)
+  with compilations() as names:  # the one-shot form reuses the scorer attached to model_fn
+    curiojax.curiosity_scores(model_fn, params, tangent, x[:-2], chunk_size=16)  # the same padded size
+  assert not [name for name in names if "_padded_scores" in name], names
   scorer = curiojax.make_scorer(model_fn, chunk_size=16)
   scorer(params, tangent, x)
   del model_fn, scorer

@@ -55,6 +55,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -485,6 +486,32 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
   return Scorer(model_fn, heuristic=heuristic, **options)
 
 
+_SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model_fn -> {options: Scorer}, held weakly
+
+
+class _WeakModel:
+  """``model_fn`` called through a weak reference: a scorer attached to a model never keeps it alive."""
+
+  def __init__(self, model_fn):
+    self._ref = weakref.ref(model_fn)
+
+  def __call__(self, params, x):
+    return self._ref()(params, x)
+
+
+def _scorer_of(model_fn, heuristic: str, options: dict) -> Scorer:
+  """The scorer attached to ``model_fn`` for these options (built on first use), else a fresh one."""
+  key = (heuristic, tuple(sorted(options.items())))
+  try:
+    hash(key)
+    attached = _SCORERS.setdefault(model_fn, {})
+  except TypeError:  # an unhashable option, or a model_fn without weak references: one for this call
+    return Scorer(model_fn, heuristic=heuristic, **options)
+  if key not in attached:
+    attached[key] = Scorer(_WeakModel(model_fn), heuristic=heuristic, **options)
+  return attached[key]
+
+
 def curiosity_scores(
   model_fn: Callable,
   params: Any,
@@ -507,10 +534,11 @@ def curiosity_scores(
   ``training_data=(x_train, y_train)``, the mean squared training residual
   (:func:`noise_variance`); else 1 (the same ranking as any scalar).
 
-  One-shot form of :func:`make_scorer`: it builds a :class:`Scorer` for this call and
-  drops it (nothing is cached between calls, so each call compiles). To score pool after
-  pool, build the scorer once with :func:`make_scorer` and keep it: it compiles once per
-  padded pool size.
+  One-shot form of :func:`make_scorer`. The scorer it builds is attached to ``model_fn``
+  weakly (per heuristic and options): calling this every round with the same ``model_fn``
+  compiles once per padded pool size, and the scorer, its compilations and nothing else die
+  with ``model_fn`` (no cache keeps a model alive). A fresh ``lambda`` per call, or an
+  unhashable option, gets a fresh scorer and compiles again: keep one :func:`make_scorer`.
 
   Args and returns as for calling a :class:`Scorer` made by :func:`make_scorer`.
   """
@@ -520,7 +548,8 @@ def curiosity_scores(
     noise_variance = _estimate_noise_variance(model_fn, params, *training_data)
   fn_noise = noise_variance if callable(noise_variance) else None
   scalar_noise = None if callable(noise_variance) else noise_variance
-  scorer = Scorer(model_fn, heuristic=heuristic, loss=loss, noise_variance=fn_noise, chunk_size=chunk_size, **options)
+  options = dict(loss=loss, noise_variance=fn_noise, chunk_size=chunk_size, **options)
+  scorer = _scorer_of(model_fn, heuristic, options)
   return scorer(params, tangent, x, y, mask=mask, noise_variance=scalar_noise, nonfinite=nonfinite)
 
 
