@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.padding import pad_rows, round_up
+from curiojax.scoring.attached import jit_with_model
 
 
 def _check_x(x) -> jax.Array:
@@ -129,7 +130,9 @@ def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_
   return sketch, (None if directions is None else jvp.reshape(-1, jvp.shape[-1])[:n])
 
 
-_sketch_jit = jax.jit(_sketch_impl, static_argnums=(0, 5, 6, 7))
+def _sketch_jit(model_fn, *args):
+  """:func:`_sketch_impl` jitted for ``model_fn`` (attached to it weakly: no global cache keeps it)."""
+  return jit_with_model(_sketch_impl, model_fn, static_argnums=(4, 5, 6))(*args)
 
 
 def check_sketch_options(dim, chunk_size, compute_dtype) -> tuple[int, int, str]:

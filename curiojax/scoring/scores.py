@@ -55,7 +55,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +65,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from curiojax.padding import next_pow2, pad_rows, round_up, size_class
+from curiojax.scoring.attached import attached
 from curiojax.scoring.heuristics import HEURISTIC_FNS, HEURISTICS, LABELLED_HEURISTICS, hermite_rule, jvp_along
 from curiojax.tangent.losses import Loss, check_prediction_shape, closed_form, get_loss
 from curiojax.tangent.transform import align_tangent
@@ -486,30 +486,10 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
   return Scorer(model_fn, heuristic=heuristic, **options)
 
 
-_SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model_fn -> {options: Scorer}, held weakly
-
-
-class _WeakModel:
-  """``model_fn`` called through a weak reference: a scorer attached to a model never keeps it alive."""
-
-  def __init__(self, model_fn):
-    self._ref = weakref.ref(model_fn)
-
-  def __call__(self, params, x):
-    return self._ref()(params, x)
-
-
 def _scorer_of(model_fn, heuristic: str, options: dict) -> Scorer:
   """The scorer attached to ``model_fn`` for these options (built on first use), else a fresh one."""
-  key = (heuristic, tuple(sorted(options.items())))
-  try:
-    hash(key)
-    attached = _SCORERS.setdefault(model_fn, {})
-  except TypeError:  # an unhashable option, or a model_fn without weak references: one for this call
-    return Scorer(model_fn, heuristic=heuristic, **options)
-  if key not in attached:
-    attached[key] = Scorer(_WeakModel(model_fn), heuristic=heuristic, **options)
-  return attached[key]
+  key = ("scorer", heuristic, tuple(sorted(options.items())))
+  return attached(model_fn, key, lambda model: Scorer(model, heuristic=heuristic, **options))
 
 
 def curiosity_scores(
