@@ -253,8 +253,113 @@ def test_chunking_and_buckets_reuse_one_compilation():
     16,
     20,
   ]
-  assert curiojax.scoring.scores.bucket_size(5, 64) == (8, 8)
+  assert curiojax.scoring.scores.bucket_size(5, 64) == (5, 5)  # the size class of 5 rows: 5
   assert curiojax.scoring.scores.bucket_size(300, 64, bucket="chunk") == (320, 64)
+  # The one padding policy: a pool smaller than a chunk is padded to its size class, and a
+  # pool already padded to its size is not padded again.
+  bucket = curiojax.scoring.scores.bucket_size
+  assert bucket(2560, 4096)[0] == curiojax.padding.size_class(2560) == 2560
+  assert all(bucket(bucket(n, 64)[0], 64)[0] == bucket(n, 64)[0] for n in (1, 5, 63, 65, 300, 1000, 5000))
+
+
+def test_a_second_pool_of_the_same_padded_size_does_not_recompile(compilations):
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(12), params, 0.3)
+  x, _ = _data(n=320)
+  scorer = curiojax.make_scorer(model_fn, chunk_size=64)
+  scorer(params, tangent, x[:290])
+  with compilations() as names:
+    scorer(params, tangent, x[:300])  # 290 and 300 rows: both 5 chunks of 64
+  assert not [name for name in names if "_padded_scores" in name], names
+
+
+class _DeclaredSquaredError:
+  """A user loss that is ½‖f − y‖² and says so."""
+
+  closed_form = "squared_error"
+
+  def __call__(self, prediction, target):
+    return 0.5 * jnp.sum(jnp.square(prediction - target))
+
+
+def test_expected_squared_dispatches_on_the_declared_closed_form(monkeypatch):
+  from curiojax.scoring import heuristics
+
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(5), params, 0.3)
+  x, _ = _data()
+  calls = []
+  for name, form in list(heuristics.CLOSED_FORMS.items()):
+    monkeypatch.setitem(
+      heuristics.CLOSED_FORMS, name, lambda *a, form=form, name=name, **kw: calls.append(name) or form(*a, **kw)
+    )
+  quadrature = heuristics._quadrature_form
+  monkeypatch.setattr(
+    heuristics, "_quadrature_form", lambda *a, **kw: calls.append("quadrature") or quadrature(*a, **kw)
+  )
+  declared = curiojax.curiosity_scores(model_fn, params, tangent, x, loss=_DeclaredSquaredError(), chunk_size=16)
+  assert set(calls) == {"squared_error"}  # a user loss declaring the property gets the closed form (traced)
+  builtin = curiojax.curiosity_scores(model_fn, params, tangent, x, loss="squared_error", chunk_size=16)
+  np.testing.assert_allclose(declared, builtin, rtol=1e-6)
+  undeclared = lambda f, y: 0.5 * jnp.sum(jnp.square(f - y))  # the same loss, undeclared
+  calls.clear()
+  generic = curiojax.curiosity_scores(model_fn, params, tangent, x, loss=undeclared, chunk_size=16)
+  assert set(calls) == {"quadrature"}  # no property: the generic path
+  np.testing.assert_allclose(generic, builtin, rtol=1e-4)  # quadrature is exact for squared error
+
+
+def test_the_callers_mask_is_honoured():
+  model_fn, params = _mlp()
+  tangent = _tree_like(jax.random.key(6), params, 0.3)
+  x, y = _data()
+  x = np.asarray(x).copy()
+  x[3] = np.nan  # masked: never checked, never reaches the model
+  mask = np.zeros(N, bool)
+  mask[[3, 10, 20]] = True
+  clean = np.asarray(x).copy()
+  clean[3] = 0.0
+  for h in ("expected_squared", "signed", "jvp"):
+    scorer = curiojax.make_scorer(model_fn, heuristic=h, chunk_size=16)
+    scores = np.asarray(scorer(params, tangent, x, y, mask=mask))
+    full = np.asarray(scorer(params, tangent, clean, y))
+    fill = np.isnan(scores[mask]).all() if h == "jvp" else (scores[mask] == -np.inf).all()
+    assert fill, (h, scores[mask])
+    np.testing.assert_allclose(scores[~mask], full[~mask], rtol=1e-6)
+  # A caller that padded its pool itself (to the scorer's size, padding masked) is not padded again.
+  scorer = curiojax.make_scorer(model_fn, chunk_size=16)
+  size = scorer.padded_size(N)
+  padded, pad_mask = curiojax.padding.pad_rows(clean, size), np.arange(size) >= N
+  np.testing.assert_allclose(
+    np.asarray(scorer(params, tangent, padded, mask=pad_mask))[:N], scorer(params, tangent, clean)
+  )
+  assert scorer.padded_size(size) == size
+  with pytest.raises(ValueError, match="mask must be boolean"):
+    scorer(params, tangent, clean, mask=np.zeros(N, int))
+  with pytest.raises(ValueError, match="mask must be boolean"):
+    scorer(params, tangent, clean, mask=np.zeros(N + 1, bool))
+
+
+def test_no_module_level_cache_keeps_the_model_alive(compilations):
+  import gc
+  import weakref
+
+  _, params = _mlp()
+  tangent = _tree_like(jax.random.key(7), params, 0.3)
+  x, _ = _data()
+
+  def model_fn(p, x):
+    return mlp_fn(p, x)
+
+  ref = weakref.ref(model_fn)
+  curiojax.curiosity_scores(model_fn, params, tangent, x, chunk_size=16)
+  with compilations() as names:  # the one-shot form reuses the scorer attached to model_fn
+    curiojax.curiosity_scores(model_fn, params, tangent, x[:-2], chunk_size=16)  # the same padded size
+  assert not [name for name in names if "_padded_scores" in name], names
+  scorer = curiojax.make_scorer(model_fn, chunk_size=16)
+  scorer(params, tangent, x)
+  del model_fn, scorer
+  gc.collect()
+  assert ref() is None  # the compiled scorer died with the Scorer, and with it the model
 
 
 def test_million_point_pool_is_chunked_with_bounded_memory():

@@ -185,9 +185,9 @@ def test_a_second_pool_of_the_same_padded_size_does_not_recompile(compilations):
   rng = np.random.default_rng(8)
   x = jnp.asarray(rng.normal(size=(12, 2)), jnp.float32)
   post = laplace_posterior(operator(linear, jnp.ones(2), x, x[:, 0], 1e-2))
-  post.std(rng.normal(size=(5, 2)))
+  post.std(rng.normal(size=(9, 2)))
   with compilations() as names:
-    post.std(rng.normal(size=(7, 2)))  # padded to 8 rows, as the first
+    post.std(rng.normal(size=(10, 2)))  # padded to its size class, 10 rows, as the first
   assert not names, names
 
 

@@ -1,8 +1,10 @@
 """Scoring pools and devices: curiosity scores by one JVP, top-k on device, sharding, gradient features.
 
-``scores``: :func:`curiosity_scores` / :func:`make_scorer` (chunked, padded, jitted once);
-``select``: :func:`select_top_k`; ``sharding``: meshes, sharded pools and a data-parallel
-training step; ``features``: sketched per-example gradients for the kernel strategies
+``heuristics``: the score formulas as pure functions, dispatching on the loss's declared
+``closed_form``; ``scores``: :func:`curiosity_scores` / :func:`make_scorer` (checked, padded,
+chunked, sharded, jitted once per scorer); ``select``: :func:`select_top_k`; ``sharding``:
+sharded pools (the mesh and the data-parallel training step, re-exported, live in
+:mod:`curiojax.tangent.parallel`); ``features``: sketched per-example gradients for the kernel strategies
 (:func:`gradient_sketch`, and with the JVPs along given directions in the same pass,
 :func:`sketch_and_jvp`).
 """

@@ -38,6 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curiojax.padding import pad_rows, round_up
+from curiojax.scoring.attached import jit_with_model
+
 
 def _check_x(x) -> jax.Array:
   x = jnp.asarray(x)
@@ -105,8 +108,7 @@ def _generic_chunk(model_fn, params, xc, projections, directions):
 def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_dtype):
   n = x.shape[0]
   chunk = min(chunk_size, n)
-  pad = (-n) % chunk
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+  xp = pad_rows(x, round_up(n, chunk))  # whole chunks; x itself comes in at the caller's padded size
   dtype = jnp.dtype(compute_dtype)
   if hasattr(model_fn, "gradient_factors"):
     shapes = [(u.shape[1], d.shape[1]) for u, d in jax.eval_shape(model_fn.gradient_factors, params, x[:1])]
@@ -128,7 +130,9 @@ def _sketch_impl(model_fn, params, x, key, directions, dim, chunk_size, compute_
   return sketch, (None if directions is None else jvp.reshape(-1, jvp.shape[-1])[:n])
 
 
-_sketch_jit = jax.jit(_sketch_impl, static_argnums=(0, 5, 6, 7))
+def _sketch_jit(model_fn, *args):
+  """:func:`_sketch_impl` jitted for ``model_fn`` (attached to it weakly: no global cache keeps it)."""
+  return jit_with_model(_sketch_impl, model_fn, static_argnums=(4, 5, 6))(*args)
 
 
 def check_sketch_options(dim, chunk_size, compute_dtype) -> tuple[int, int, str]:

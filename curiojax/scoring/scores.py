@@ -30,9 +30,13 @@ is ever formed. The heuristics (``HEURISTICS``):
 Several tangents (leaves with a leading axis ``k``, from a vector of strengths) are one
 ``vmap`` of the JVP over ``k``: one pass, scores ``(n, k)``.
 
-Pools are padded to a size bucket (``chunk · 2^j · {1, 5/4, 6/4, 7/4}`` per device) with a validity mask and
-scored in fixed chunks by a ``lax.scan``: one compilation serves every pool size in a
-bucket, and memory is set by the chunk, not the pool. With a ``mesh`` the pool is sharded
+The formulas are the pure functions of :mod:`curiojax.scoring.heuristics`; the closed forms
+are chosen by what the loss declares (``loss.closed_form``), not by which function it is.
+A :class:`Scorer` only checks its inputs, pads, chunks and shards. Pools are padded to the
+package's size class (:func:`curiojax.padding.size_class` per device, in whole chunks) with
+a validity mask (the caller's ``mask`` excluded too) and scored in fixed chunks by a
+``lax.scan``: one compilation serves every pool size in a class, and memory is set by the
+chunk, not the pool. The compiled function lives on the scorer and dies with it. With a ``mesh`` the pool is sharded
 ``NamedSharding(mesh, P("data"))`` and each device scores its own rows (``shard_map``),
 params and tangent replicated.
 
@@ -60,55 +64,44 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from curiojax.padding import next_pow2, pad_rows
-from curiojax.tangent.losses import Loss, check_prediction_shape, gaussian_nll, get_loss, squared_error
+from curiojax.padding import next_pow2, pad_rows, round_up, size_class
+from curiojax.scoring.attached import attached
+from curiojax.scoring.heuristics import HEURISTIC_FNS, HEURISTICS, LABELLED_HEURISTICS, hermite_rule, jvp_along
+from curiojax.tangent.losses import Loss, check_prediction_shape, closed_form, get_loss
 from curiojax.tangent.transform import align_tangent
 
-HEURISTICS = ("jvp", "signed", "squared", "magnitude", "expected_squared")
-LABELLED_HEURISTICS = ("signed", "squared", "magnitude")
+__all__ = ["HEURISTICS", "LABELLED_HEURISTICS", "Scorer", "bucket_size", "curiosity_scores", "make_scorer"]
+
 NONFINITE = ("raise", "exclude")
-BUCKETS = ("geometric", "pow2", "chunk")
-
-
-def _next_geometric(n: int) -> int:
-  """Smallest of ``2^j · {1, 5/4, 6/4, 7/4}`` (integers) that is ``≥ n``: four sizes per octave."""
-  if n <= 4:
-    return n
-  base = next_pow2(n) // 2
-  return next(size for size in (base * q // 4 for q in (5, 6, 7, 8)) if size >= n)
+_ROWS = {  # rows per device for m = ⌈n/D⌉ rows and a chunk c: all on top of curiojax.padding
+  "geometric": lambda m, c: size_class(m, multiple=c),  # the package's size class (≤ 25% padding)
+  "pow2": lambda m, c: c * next_pow2(-(-m // c)),  # a power of two of chunks (≤ 2× padding)
+  "chunk": lambda m, c: round_up(m, c),  # whole chunks (one compilation per pool size in chunks)
+}
+BUCKETS = tuple(_ROWS)
 
 
 def bucket_size(n: int, chunk_size: int, num_devices: int = 1, bucket: str = "geometric") -> tuple[int, int]:
   """Padded pool size and chunk for ``n`` points: ``(padded_n, chunk)``.
 
-  Per device ``m = ⌈n/D⌉`` rows; the chunk is ``min(chunk_size, 2^⌈log₂ m⌉)``; the number
-  of chunks is rounded up to one of four sizes per octave (``bucket="geometric"``, the
-  default: at most 25% padding, four compilations per doubling of the pool), to a power of
-  two (``"pow2"``: at most 2× padding, one compilation per doubling), or not at all
-  (``"chunk"``: a multiple of the chunk, one compilation per pool size in chunks).
+  Per device ``m = ⌈n/D⌉`` rows in chunks of ``c = min(chunk_size, size_class(m))``
+  (``next_pow2(m)`` for ``"pow2"``), padded to ``size_class(m, multiple=c)`` (``"geometric"``,
+  the default: four sizes per doubling, at most 25% padding), to ``c·2^j`` (``"pow2"``) or to
+  whole chunks (``"chunk"``). Idempotent: a pool already padded to its size is not padded again.
   """
   per_device = -(-n // num_devices)
-  chunk = min(chunk_size, next_pow2(per_device))
-  chunks = -(-per_device // chunk)
-  if bucket == "pow2":
-    chunks = next_pow2(chunks)
-  elif bucket == "geometric":
-    chunks = _next_geometric(chunks)
-  return num_devices * chunk * chunks, chunk
-
-
-def _hermite_rule(points: int) -> tuple[np.ndarray, np.ndarray]:
-  """Nodes/weights for ``E[g(f + σZ)]``, ``Z ~ N(0,1)``: ``Σ w_q g(f + σ√2 t_q)``."""
-  t, w = np.polynomial.hermite.hermgauss(points)
-  return np.sqrt(2.0) * t, w / np.sqrt(np.pi)
+  chunk = min(chunk_size, next_pow2(per_device) if bucket == "pow2" else size_class(per_device))
+  return num_devices * _ROWS[bucket](per_device, chunk), chunk
 
 
 class Scorer:
-  """A reusable, jitted pool scorer: ``scorer(params, tangent, x, y=None) -> scores``.
+  """A reusable, jitted pool scorer: ``scorer(params, tangent, x, y=None, mask=None) -> scores``.
 
-  Built by :func:`make_scorer`; the jitted function is created once in ``__init__`` and
-  shared by every call. ``trace_count`` counts how often it was traced (compiled): pools
-  in one size bucket reuse one compilation.
+  Built by :func:`make_scorer`. It checks its inputs at the boundary, pads, chunks and
+  shards, and calls the pure heuristics of :mod:`curiojax.scoring.heuristics`. The jitted
+  function is created once in ``__init__`` and held by the scorer only (no module-level
+  cache): pools of one padded size reuse one compilation, and dropping the scorer frees
+  it and ``model_fn``. ``trace_count`` counts how often it was traced (compiled).
   """
 
   def __init__(
@@ -150,13 +143,13 @@ class Scorer:
     self.bucket = bucket
     self.mesh = mesh
     self.nonfinite = nonfinite
-    self.quadrature = _hermite_rule(quadrature_points)
+    self.quadrature = hermite_rule(quadrature_points)
     self.trace_count = 0
     self._checked: dict = {}
     self._feature_shape = None
     self._jitted = jax.jit(self._padded_scores, static_argnames=("k",))
 
-  # -- the traced computation -------------------------------------------------------------
+  # -- the traced computation: pad, chunk, shard; the formulas are in heuristics.py -------
 
   def _padded_scores(self, params, tangent, x, y, valid, sigma2, k):
     """Scores of a padded pool, plus counts of non-finite inputs and outputs.
@@ -195,7 +188,7 @@ class Scorer:
         scores, bad_x, bad_y, bad_s = self._chunk_scores(params, tangent, xc, yc, vc, sigma2, k)
         return scores, jnp.stack([bad_x, bad_y, bad_s])
 
-      # Chunks made only of bucket padding skip the model: what they would give anyway.
+      # Chunks made only of padding (or masked rows) skip the model: what they would give anyway.
       shapes = jax.eval_shape(compute, None)
       fill = jnp.nan if self.heuristic == "jvp" else -jnp.inf
 
@@ -214,44 +207,30 @@ class Scorer:
     return scores.reshape((n,) + scores.shape[2:]), counts
 
   def _chunk_scores(self, params, tangent, x, y, valid, sigma2, k):
-    row_finite = lambda a: jnp.all(jnp.isfinite(a).reshape(a.shape[0], -1), axis=1)
-    x_ok = row_finite(x)
+    x_ok = _finite_rows(x)
     ok = valid & x_ok
     bad_x = jnp.sum(valid & ~x_ok, dtype=jnp.int32)
     bad_y = jnp.zeros((), jnp.int32)
     if y is not None:
-      y_ok = row_finite(y)
+      y_ok = _finite_rows(y)
       bad_y = jnp.sum(valid & ~y_ok, dtype=jnp.int32)
       ok = ok & y_ok
       y = jnp.where(_expand(ok, y), y, jnp.zeros_like(y))
     x = jnp.where(_expand(ok, x), x, jnp.zeros_like(x))  # excluded rows never touch the model
-
-    f = lambda p: self.model_fn(p, x)
-    if k is None:
-      preds, jt = jax.jvp(f, (params,), (tangent,))
-      jt = jt[:, None]
-    else:
-      preds, jt = jax.vmap(lambda t: jax.jvp(f, (params,), (t,)), out_axes=(None, 0))(tangent)
-      jt = jnp.moveaxis(jt, 0, 1)
-    # jt: (c, k', *out) with k' = 1 for a single tangent.
-    out_axes = tuple(range(2, jt.ndim))
-    h = self.heuristic
-    finite_rows = lambda a: jnp.all(jnp.isfinite(a).reshape(a.shape[0], -1), axis=1)
-    if h == "jvp":
-      overflow = ok & ~finite_rows(jt)
-      s = jnp.where(_expand(ok & ~overflow, jt), jt, jnp.nan)
-    else:
-      if h in LABELLED_HEURISTICS:
-        g = jax.vmap(jax.grad(self.loss))(preds, y)  # ∂ℓ/∂f, output space only
-        c = jnp.sum(g[:, None] * jt, axis=out_axes)
-        s = {"signed": c, "squared": jnp.square(c), "magnitude": jnp.abs(c)}[h]
-      else:
-        s = self._expected_squared(preds, jt, x, sigma2, out_axes)
-      overflow = ok & ~finite_rows(s)  # finite inputs whose prediction or score overflowed
-      s = jnp.where((ok & ~overflow)[:, None], s, -jnp.inf)
-    if k is None:
-      s = s[:, 0]
-    return s, bad_x, bad_y, jnp.sum(overflow, dtype=jnp.int32)
+    preds, jt = jvp_along(self.model_fn, params, tangent, x, k)  # jt: (c, k', *out)
+    s = HEURISTIC_FNS[self.heuristic](
+      jt,
+      preds,
+      loss=self.loss,
+      y=y,
+      sigma2=self._sigma2(x, sigma2, preds) if self.heuristic == "expected_squared" else None,
+      gradient_covariance=self.gradient_covariance,
+      quadrature=self.quadrature,
+    )
+    overflow = ok & ~_finite_rows(s)  # finite inputs whose prediction or score overflowed
+    fill = jnp.nan if self.heuristic == "jvp" else -jnp.inf
+    s = jnp.where(_expand(ok & ~overflow, s), s, fill)
+    return (s if k is not None else s[:, 0]), bad_x, bad_y, jnp.sum(overflow, dtype=jnp.int32)
 
   def _sigma2(self, x, sigma2, like):
     """``σ²`` broadcast against ``like`` (shape ``(c, *out)``)."""
@@ -262,41 +241,20 @@ class Scorer:
       return jnp.broadcast_to(s2, like.shape)
     return jnp.broadcast_to(sigma2.astype(like.dtype), like.shape)
 
-  def _expected_squared(self, preds, jt, x, sigma2, out_axes):
-    if self.gradient_covariance is not None:
-      cov = jax.vmap(self.gradient_covariance)(preds)
-      flat = jt.reshape(jt.shape[:2] + (-1,))
-      return jnp.einsum("ckp,cpq,ckq->ck", flat, cov.reshape(cov.shape[0], flat.shape[2], flat.shape[2]), flat)
-    if self.loss is squared_error:
-      return jnp.sum(self._sigma2(x, sigma2, preds)[:, None] * jnp.square(jt), axis=out_axes)
-    if self.loss is gaussian_nll:
-      inv_var = jnp.exp(-preds[..., 1])[:, None]
-      fisher = jnp.square(jt[..., 0]) * inv_var + 0.5 * jnp.square(jt[..., 1])
-      return jnp.sum(fisher, axis=tuple(range(2, fisher.ndim)))
-    # Gauss-Hermite over y ~ N(f, σ²) per output (a loss summed over outputs):
-    # E[(g·j)²] = Σ_o Var(g_o) j_o² + (Σ_o E[g_o] j_o)².
-    nodes, weights = self.quadrature
-    sigma = jnp.sqrt(self._sigma2(x, sigma2, preds))
-    grad = jax.vmap(jax.grad(self.loss))
-    gs = jnp.stack([grad(preds, preds + sigma * t) for t in nodes])
-    w = jnp.asarray(weights, preds.dtype).reshape((-1,) + (1,) * preds.ndim)
-    mean, second = jnp.sum(w * gs, 0), jnp.sum(w * jnp.square(gs), 0)
-    var = jnp.maximum(second - jnp.square(mean), 0.0)
-    return jnp.sum(var[:, None] * jnp.square(jt), axis=out_axes) + jnp.square(
-      jnp.sum(mean[:, None] * jt, axis=out_axes)
-    )
-
   # -- the boundary -----------------------------------------------------------------------
 
-  def __call__(self, params, tangent, x, y=None, *, noise_variance=None, nonfinite: str | None = None):
+  def __call__(self, params, tangent, x, y=None, *, mask=None, noise_variance=None, nonfinite: str | None = None):
     """Scores for every row of the pool ``x``.
 
     Args:
       params: trained parameters.
       tangent: ``τ`` shaped like params, or leaves ``(k, *shape)`` for ``k`` tangents.
-      x: pool, ``(n, *features)`` (host or device array).
+      x: pool, ``(n, *features)`` (host or device array). A caller that pads its pool itself
+        (to :meth:`padded_size`, with ``mask`` on the padding) is not padded again.
       y: labels ``(n, ...)``, needed by ``"signed"``, ``"squared"``, ``"magnitude"``
         (ignored by the unlabelled heuristics).
+      mask: optional boolean ``(n,)``, ``True`` = excluded (padding, already labelled): those
+        rows never reach the model, are not checked, and score ``-inf`` (``NaN`` for ``"jvp"``).
       noise_variance: ``σ²`` for this call (scalar or per-output); overrides the scorer's.
       nonfinite: ``"raise"`` (default from the scorer): NaN/Inf in the pool, labels,
         parameters or tangent, or a finite row whose score overflows, raise ``ValueError``
@@ -309,79 +267,22 @@ class Scorer:
     """
     nonfinite = _check_nonfinite(self.nonfinite if nonfinite is None else nonfinite)
     params, tangent, k = align_tangent(params, tangent)
-    x = _as_array(x, "x (the pool)")
-    if x.ndim < 1 or x.shape[0] == 0:
-      raise ValueError(
-        f"The pool x is empty (shape {x.shape}); pass at least one candidate point, shape (n, *features)."
-      )
+    x, y, valid = self._check_pool(x, y, mask)
+    sigma2 = self._check_sigma2(noise_variance, self._check_shapes(params, x, y))
     n = x.shape[0]
-    if self.heuristic in LABELLED_HEURISTICS:
-      if y is None:
-        raise ValueError(
-          f"heuristic {self.heuristic!r} needs labels y; for an unlabelled pool use heuristic='expected_squared'."
-        )
-      y = _as_array(y, "y (the labels)")
-      if y.ndim < 1 or y.shape[0] != n:
-        raise ValueError(
-          f"y has {y.shape[0] if y.ndim else 'no'} rows (shape {y.shape}) but the pool x has {n}; "
-          "give one label per pool row."
-        )
-    else:
-      y = None
-    out_shape = self._check_shapes(params, x, y)
-    sigma2 = self._sigma2_arg(noise_variance)
-    if np.ndim(sigma2) and not _broadcasts(np.shape(sigma2), out_shape):
-      raise ValueError(
-        f"noise_variance has shape {np.shape(sigma2)}; give a scalar or one value per model output (shape "
-        f"{out_shape}). A per-point σ²(x) is a function: make_scorer(..., noise_variance=fn)."
-      )
-
-    padded = self._padded_size(n)
-    valid = np.arange(padded) < n
-    x, y = pad_rows(x, padded), (None if y is None else pad_rows(y, padded))
+    padded = self.padded_size(n)
+    x, y, valid = pad_rows(x, padded), (None if y is None else pad_rows(y, padded)), pad_rows(valid, padded, False)
     if self.mesh is not None:
       pool, repl = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
-      x, valid = jax.device_put(x, pool), jax.device_put(valid, pool)
-      y = None if y is None else jax.device_put(y, pool)
+      x, y, valid = jax.device_put((x, y, valid), pool)
       params, tangent, sigma2 = jax.device_put((params, tangent, sigma2), repl)
     scores, counts = self._jitted(params, tangent, x, y, valid, sigma2, k=k)
     if nonfinite == "raise":
-      if isinstance(counts, jax.core.Tracer):
-        raise ValueError(
-          "curiosity_scores(..., nonfinite='raise') checks its inputs on the host, which is not possible "
-          "inside jax.jit / vmap / grad; pass nonfinite='exclude' there (traceable: non-finite rows get "
-          "score -inf) and check the inputs outside."
-        )
-      bad_x, bad_y, bad_s, bad_t, bad_p = (int(c) for c in np.asarray(counts))
-      if bad_p:
-        raise ValueError(
-          f"The parameters have {bad_p} non-finite entries: the model itself is broken (training "
-          "diverged?); every score would be NaN. Retrain, or check the parameters you passed."
-        )
-      if bad_t:
-        raise ValueError(f"The tangent has {bad_t} non-finite entries (it diverged?); see curiojax.check_tangent.")
-      if bad_s:
-        raise ValueError(
-          f"{bad_s} pool rows with finite features (of {n}) give a non-finite prediction or score: the "
-          "model overflows there (inputs far outside the training range? scale them). Pass "
-          "nonfinite='exclude' to give those rows score -inf (never selected)."
-        )
-      if bad_x or bad_y:
-        what = ", ".join(
-          s
-          for s in (
-            f"{bad_x} pool rows with NaN/Inf features" if bad_x else "",
-            f"{bad_y} labels with NaN/Inf" if bad_y else "",
-          )
-          if s
-        )
-        raise ValueError(
-          f"{what} (of {n} points). Clean them, or pass nonfinite='exclude' to give those rows "
-          "score -inf (never selected)."
-        )
+      _raise_nonfinite(counts, n)
     return scores if padded == n else scores[:n]
 
-  def _padded_size(self, n: int) -> int:
+  def padded_size(self, n: int) -> int:
+    """The padded pool size for ``n`` rows (:func:`bucket_size` over the scorer's devices)."""
     return bucket_size(n, self.chunk_size, 1 if self.mesh is None else self.mesh.devices.size, self.bucket)[0]
 
   def lower(self, params, tangent, x, y=None):
@@ -390,32 +291,59 @@ class Scorer:
     ``scorer.lower(...).compile().memory_analysis()`` shows the scratch memory, which
     depends on the chunk size, not on the pool size.
     """
-    n = x.shape[0]
-    padded = self._padded_size(n)
+    padded = self.padded_size(x.shape[0])
     pad = lambda a: None if a is None else jax.ShapeDtypeStruct((padded,) + tuple(a.shape[1:]), a.dtype)
     y = y if self.heuristic in LABELLED_HEURISTICS else None
     params, tangent, k = align_tangent(params, tangent)
-    return self._jitted.lower(
-      params,
-      tangent,
-      pad(x),
-      pad(y),
-      jax.ShapeDtypeStruct((padded,), bool),
-      self._sigma2_arg(None),
-      k=k,
-    )
+    valid = jax.ShapeDtypeStruct((padded,), bool)
+    return self._jitted.lower(params, tangent, pad(x), pad(y), valid, self._check_sigma2(None, None), k=k)
 
-  def _sigma2_arg(self, noise_variance):
+  def _check_pool(self, x, y, mask):
+    """``(x, y, valid)`` checked: a non-empty pool, one label per row when labels are needed."""
+    x = _as_array(x, "x (the pool)")
+    if x.ndim < 1 or x.shape[0] == 0:
+      raise ValueError(
+        f"The pool x is empty (shape {x.shape}); pass at least one candidate point, shape (n, *features)."
+      )
+    n = x.shape[0]
+    if self.heuristic not in LABELLED_HEURISTICS:
+      y = None
+    elif y is None:
+      raise ValueError(
+        f"heuristic {self.heuristic!r} needs labels y; for an unlabelled pool use heuristic='expected_squared'."
+      )
+    else:
+      y = _as_array(y, "y (the labels)")
+      if y.ndim < 1 or y.shape[0] != n:
+        raise ValueError(
+          f"y has {y.shape[0] if y.ndim else 'no'} rows (shape {y.shape}) but the pool x has {n}; "
+          "give one label per pool row."
+        )
+    if mask is None:
+      return x, y, np.ones(n, bool)
+    mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (n,):
+      raise ValueError(
+        f"mask must be boolean of shape ({n},) like the pool (True = excluded), got {mask.dtype} {mask.shape}."
+      )
+    return x, y, ~mask
+
+  def _check_sigma2(self, noise_variance, out_shape):
+    """``σ²`` for this call as an array: finite, ``≥ 0``, broadcasting to one prediction ``out_shape``."""
     if callable(noise_variance):
       raise TypeError(
         "A noise-variance function σ²(x) is fixed when the scorer is built: make_scorer(..., noise_variance=fn)."
       )
     value = self.noise_variance if noise_variance is None else noise_variance
-    if value is None:
-      value = 1.0
-    arr = np.asarray(jax.device_get(value), dtype=np.float32) if not isinstance(value, jax.core.Tracer) else value
+    value = 1.0 if value is None else value
+    arr = value if isinstance(value, jax.core.Tracer) else np.asarray(jax.device_get(value), dtype=np.float32)
     if not isinstance(arr, jax.core.Tracer) and (not np.all(np.isfinite(arr)) or np.any(arr < 0)):
       raise ValueError(f"noise_variance must be finite and >= 0, got {value!r}.")
+    if out_shape is not None and arr.ndim and not _broadcasts(arr.shape, out_shape):
+      raise ValueError(
+        f"noise_variance has shape {arr.shape}; give a scalar or one value per model output (shape "
+        f"{out_shape}). A per-point σ²(x) is a function: make_scorer(..., noise_variance=fn)."
+      )
     return jnp.asarray(arr)
 
   def _check_shapes(self, params, x, y):
@@ -444,7 +372,8 @@ class Scorer:
       raise ValueError(
         f"model_fn must return one prediction array with a leading batch axis; for a batch of 2 it returned {out}."
       )
-    if self.loss is gaussian_nll and self.heuristic == "expected_squared" and out.shape[-1:] != (2,):
+    gaussian = closed_form(self.loss) == "gaussian_nll"
+    if gaussian and self.heuristic == "expected_squared" and out.shape[-1:] != (2,):
       raise ValueError(
         f"gaussian_nll needs predictions (..., 2) = (mean, log_variance); the model returns {out.shape[1:]} per row."
       )
@@ -459,6 +388,43 @@ class Scorer:
     self._checked[key] = tuple(out.shape[1:])
     self._feature_shape = x.shape[1:]
     return self._checked[key]
+
+
+def _raise_nonfinite(counts, n: int) -> None:
+  """``ValueError`` naming what is non-finite, from the jitted scorer's counts (a host check)."""
+  if isinstance(counts, jax.core.Tracer):
+    raise ValueError(
+      "curiosity_scores(..., nonfinite='raise') checks its inputs on the host, which is not possible "
+      "inside jax.jit / vmap / grad; pass nonfinite='exclude' there (traceable: non-finite rows get "
+      "score -inf) and check the inputs outside."
+    )
+  bad_x, bad_y, bad_s, bad_t, bad_p = (int(c) for c in np.asarray(counts))
+  if bad_p:
+    raise ValueError(
+      f"The parameters have {bad_p} non-finite entries: the model itself is broken (training "
+      "diverged?); every score would be NaN. Retrain, or check the parameters you passed."
+    )
+  if bad_t:
+    raise ValueError(f"The tangent has {bad_t} non-finite entries (it diverged?); see curiojax.check_tangent.")
+  if bad_s:
+    raise ValueError(
+      f"{bad_s} pool rows with finite features (of {n}) give a non-finite prediction or score: the "
+      "model overflows there (inputs far outside the training range? scale them). Pass "
+      "nonfinite='exclude' to give those rows score -inf (never selected)."
+    )
+  if bad_x or bad_y:
+    parts = (
+      f"{bad_x} pool rows with NaN/Inf features" if bad_x else "",
+      f"{bad_y} labels with NaN/Inf" if bad_y else "",
+    )
+    raise ValueError(
+      f"{', '.join(p for p in parts if p)} (of {n} points). Clean them, or pass nonfinite='exclude' to give "
+      "those rows score -inf (never selected)."
+    )
+
+
+def _finite_rows(a):
+  return jnp.all(jnp.isfinite(a).reshape(a.shape[0], -1), axis=1)
 
 
 def _broadcasts(shape, target) -> bool:
@@ -505,8 +471,9 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
       :func:`noise_variance` for calibrated values).
     gradient_covariance: ``M(prediction) -> (p, p)``, ``E[∇_fℓ∇_fℓᵀ]`` for other losses.
     chunk_size: rows scored at once per device; memory scales with it, not with the pool.
-    bucket: ``"geometric"`` (default; pool padded to ``chunk·2^j·{1, 5/4, 6/4, 7/4}``),
-      ``"pow2"`` (``chunk·2^j``) or ``"chunk"`` (a multiple of the chunk); see ``bucket_size`` in this module.
+    bucket: ``"geometric"`` (default; the package's :func:`curiojax.padding.size_class` per
+      device, in whole chunks: at most 25% padding), ``"pow2"`` (``chunk·2^j``) or
+      ``"chunk"`` (a multiple of the chunk); see :func:`bucket_size` in this module.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
       pool is sharded over it, params and tangent replicated.
     nonfinite: ``"raise"`` or ``"exclude"`` (traceable) for NaN/Inf inputs and overflowing
@@ -519,9 +486,10 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
   return Scorer(model_fn, heuristic=heuristic, **options)
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_scorer(model_fn, heuristic, options) -> Scorer:
-  return Scorer(model_fn, heuristic=heuristic, **dict(options))
+def _scorer_of(model_fn, heuristic: str, options: dict) -> Scorer:
+  """The scorer attached to ``model_fn`` for these options (built on first use), else a fresh one."""
+  key = ("scorer", heuristic, tuple(sorted(options.items())))
+  return attached(model_fn, key, lambda model: Scorer(model, heuristic=heuristic, **options))
 
 
 def curiosity_scores(
@@ -537,6 +505,7 @@ def curiosity_scores(
   training_data: tuple | None = None,
   chunk_size: int = 4096,
   nonfinite: str = "raise",
+  mask=None,
   **options,
 ) -> jax.Array:
   """Curiosity scores of every pool row, from one forward-mode JVP along the tangent.
@@ -545,10 +514,11 @@ def curiosity_scores(
   ``training_data=(x_train, y_train)``, the mean squared training residual
   (:func:`noise_variance`); else 1 (the same ranking as any scalar).
 
-  One-shot form of :func:`make_scorer`. The scorer is cached per ``(model_fn, heuristic,
-  loss, callable noise_variance, chunk_size, options)`` (32 most recent), so calling this
-  every round with the same ``model_fn`` compiles once per pool-size bucket; a fresh
-  ``lambda`` per call misses the cache and compiles again (use :func:`make_scorer`).
+  One-shot form of :func:`make_scorer`. The scorer it builds is attached to ``model_fn``
+  weakly (per heuristic and options): calling this every round with the same ``model_fn``
+  compiles once per padded pool size, and the scorer, its compilations and nothing else die
+  with ``model_fn`` (no cache keeps a model alive). A fresh ``lambda`` per call, or an
+  unhashable option, gets a fresh scorer and compiles again: keep one :func:`make_scorer`.
 
   Args and returns as for calling a :class:`Scorer` made by :func:`make_scorer`.
   """
@@ -558,12 +528,9 @@ def curiosity_scores(
     noise_variance = _estimate_noise_variance(model_fn, params, *training_data)
   fn_noise = noise_variance if callable(noise_variance) else None
   scalar_noise = None if callable(noise_variance) else noise_variance
-  opts = dict(loss=loss, noise_variance=fn_noise, chunk_size=chunk_size, **options)
-  try:
-    scorer = _cached_scorer(model_fn, heuristic, tuple(sorted(opts.items())))
-  except TypeError:  # an unhashable option: build one for this call
-    scorer = Scorer(model_fn, heuristic=heuristic, **opts)
-  return scorer(params, tangent, x, y, noise_variance=scalar_noise, nonfinite=nonfinite)
+  options = dict(loss=loss, noise_variance=fn_noise, chunk_size=chunk_size, **options)
+  scorer = _scorer_of(model_fn, heuristic, options)
+  return scorer(params, tangent, x, y, mask=mask, noise_variance=scalar_noise, nonfinite=nonfinite)
 
 
 def noise_variance(model_fn: Callable, params: Any, x, y, *, per_output: bool = False, ddof: int = 0) -> jax.Array:

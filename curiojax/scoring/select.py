@@ -2,8 +2,9 @@
 
 Excluded points (already labelled, or rows the scorer excluded) get ``-inf`` before the
 top-k, so they are never chosen; scores that are NaN or ``-inf`` (the scorer's mark for
-excluded rows) count as excluded too. Scores are padded to a power-of-two bucket so that
-rounds with slightly different pool sizes reuse one compilation.
+excluded rows) count as excluded too. Scores are padded to their size class
+(:func:`curiojax.padding.size_class`, padding masked) so that rounds with slightly different
+pool sizes reuse one compilation.
 
 Example:
   >>> import numpy as np
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.padding import next_pow2, pad_rows
+from curiojax.padding import pad_rows, size_class
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -91,7 +92,7 @@ def select_top_k(scores, k: int, *, mask=None) -> np.ndarray:
     raise ValueError(f"k must be between 1 and the pool size {n}, got {k}.")
   if not jnp.issubdtype(scores.dtype, jnp.floating):  # exact: float32 would tie integers above 2**24
     return _top_k_exact(np.asarray(scores), np.asarray(mask), k)
-  size = next_pow2(n)
+  size = size_class(n)
   scores, mask = pad_rows(scores, size), pad_rows(mask, size, value=True)  # padding is masked
   idx, counts = jax.device_get(_top_k(scores, mask, k=int(k)))  # the one transfer
   selectable, masked, nonfinite = (int(c) for c in counts)

@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +53,8 @@ import scipy.linalg
 import scipy.special
 import scipy.stats
 
-from curiojax.padding import next_pow2, pad_rows
+from curiojax.padding import pad_rows, size_class
+from curiojax.scoring.attached import jit_with_model
 from curiojax.tangent.dataspace import applies, cross_gram, gram_diagonal
 from curiojax.tangent.losses import PredictionLoss
 from curiojax.tangent.operator import TangentOperator
@@ -66,7 +66,6 @@ RATIOS = np.logspace(-3, 3, 61)  # the grid of b/a, the trust in the linearised 
 DEGREES = (3.0, 4.0, 6.0, 10.0, 20.0, np.inf)  # Student-t degrees of freedom tried (inf: Gaussian)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _weights(model_fn, loss, params, x, y, w):
   """Predictions, ``bᵢ = wᵢℓ''ᵢ/N`` and the Gram matrix of the rows (float32)."""
   pred = model_fn(params, x)
@@ -75,7 +74,6 @@ def _weights(model_fn, loss, params, x, y, w):
   return pred, b, cross_gram(model_fn, params, x)
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _pool_kernels(model_fn, params, x, x_train):
   return cross_gram(model_fn, params, x, x_train), gram_diagonal(model_fn, params, x)
 
@@ -117,8 +115,8 @@ class LaplacePosterior:
     out = []
     for start in range(0, len(x), CHUNK):
       chunk = x[start : start + CHUNK]
-      size = min(next_pow2(len(chunk)), CHUNK)
-      k_cross, k_diag = _pool_kernels(self.model_fn, self.params, pad_rows(chunk, size), self.x_train)
+      size = min(size_class(len(chunk)), CHUNK)
+      k_cross, k_diag = jit_with_model(_pool_kernels, self.model_fn)(self.params, pad_rows(chunk, size), self.x_train)
       k_hat = np.asarray(k_cross, np.float64)[: len(chunk)] * self.sqrt_b[None, :]
       solved = scipy.linalg.solve_triangular(self.cholesky, k_hat.T, lower=True)
       explained = np.sum(solved**2, 0)
@@ -203,7 +201,9 @@ def laplace_posterior(op: TangentOperator, *, seed: int = 0) -> LaplacePosterior
     rows = np.sort(np.random.default_rng(seed).choice(real, MAX_ROWS, replace=False))
   x, y, w_rows = jnp.asarray(op.batch["x"])[rows], jnp.asarray(op.batch["y"])[rows], w[rows]
   w_all = float(np.sum(w))
-  pred, b, gram = _weights(loss.model_fn, loss.loss, op.params, x, y, jnp.asarray(w_rows))
+  pred, b, gram = jit_with_model(_weights, loss.model_fn, static_argnums=0)(
+    loss.loss, op.params, x, y, jnp.asarray(w_rows)
+  )
   b = np.asarray(b, np.float64) * float(np.sum(w_rows)) / w_all  # N is every real row
   sqrt_b = np.sqrt(b)
   mu = max(float(op.regularizer_scale()), np.finfo(np.float32).tiny)

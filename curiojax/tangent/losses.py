@@ -35,6 +35,7 @@ def squared_error(prediction: jax.Array, target: jax.Array) -> jax.Array:
 
 
 squared_error.prediction_axes = ()  # the prediction has the target's shape (checked, not broadcast)
+squared_error.closed_form = "squared_error"  # E_y[∇_fℓ∇_fℓᵀ] = σ²I under y ~ N(f, σ²): scoring's closed form
 
 
 def huber(delta: float = 1.0) -> Loss:
@@ -55,9 +56,21 @@ def gaussian_nll(prediction: jax.Array, target: jax.Array) -> jax.Array:
 
 
 gaussian_nll.prediction_axes = (2,)  # (mean, log variance) after the target's shape
+gaussian_nll.closed_form = "gaussian_nll"  # E_y[∇_fℓ∇_fℓᵀ] is the Fisher information: scoring's closed form
 
 
 LOSSES: dict[str, Loss] = {"squared_error": squared_error, "huber": huber(), "gaussian_nll": gaussian_nll}
+
+
+def closed_form(loss: Loss) -> str | None:
+  """The name of the closed form a loss declares (``loss.closed_form``), else ``None``.
+
+  A per-example loss may declare ``closed_form = "squared_error"`` (it is a positive multiple of
+  ``½‖f − y‖²``: the same ranking) or ``"gaussian_nll"`` (predictions ``(mean, log variance)``); the scorer then uses
+  that loss's exact expected squared curiosity instead of quadrature. Declared data, never
+  function identity: a wrapped or rebuilt loss keeps its form by keeping the attribute.
+  """
+  return getattr(loss, "closed_form", None)
 
 
 def get_loss(loss: str | Loss) -> Loss:
