@@ -113,7 +113,7 @@ from curiojax.tangent import (
   tangent_of,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
   # subpackages

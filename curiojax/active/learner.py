@@ -603,8 +603,9 @@ class Learner:
       >>> state = learner.init(jax.random.key(0), labelled=np.arange(10), labels=x_pool[:10, 0])
       >>> state, batch = learner.ask(state, 3)
       >>> mean, std = learner.predict(state, batch.fit, x_pool[:4], return_std=True)
-      >>> mean.shape, bool(np.all(std > 0))
-      ((4,), True)
+      >>> low, high = learner.interval(state, batch.fit, x_pool[:4], level=0.68)
+      >>> mean.shape, bool(np.all(std > 0)), bool(np.all((low < mean) & (mean < high)))
+      ((4,), True, True)
     """
     xs = self.standardise(self.rows(x))
     capacity = self.padded_size(len(xs))
@@ -620,18 +621,8 @@ class Learner:
   def interval(self, state: LearnerState, fit: Fit, x, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """``(low, high)``: the central ``level`` interval of a measurement at each row of ``x`` (target's units).
 
-    Its coverage on held-out rows is measured by ``benchmarks/bench_calibration.py``.
-
-    Example:
-      >>> import jax, numpy as np
-      >>> x_pool = np.random.default_rng(0).normal(size=(100, 2))
-      >>> options = LearnerOptions(model=ModelOptions(hidden_sizes=(8,)), train=TrainOptions(epochs=20))
-      >>> learner = Learner(x_pool, options=options, strategy="random")
-      >>> state = learner.init(jax.random.key(0), labelled=np.arange(10), labels=x_pool[:10, 0])
-      >>> state, fit = learner.fit(state)
-      >>> low, high = learner.interval(state, fit, x_pool[:4], level=0.68)
-      >>> bool(np.all(low < learner.predict(state, fit, x_pool[:4])) and np.all(high > low))
-      True
+    Its coverage on held-out rows is measured by ``benchmarks/calibration/main.py``; an example
+    is :meth:`predict`'s.
     """
     mean = self.predict(state, fit, x)
     half = self.posterior(state, fit).half_width(self.standardise(self.rows(x)), level)

@@ -106,7 +106,7 @@ class LoopOptions(LearnerOptions):
     if self.train.restore_best:
       raise ValueError(
         "restore_best needs a validation set, which the simulated loop does not hold out; use it with "
-        "curiojax.Learner(..., validation=(x_valid, y_valid)) (as benchmarks/active_learning.py does)."
+        "curiojax.Learner(..., validation=(x_valid, y_valid)) (as benchmarks/active_learning/main.py does)."
       )
     if self.budget and self.budget < self.initial_size:
       raise ValueError(f"budget {self.budget} is smaller than initial_size {self.initial_size}.")

@@ -8,7 +8,7 @@ parameter tree can be rebuilt from its flat leaves and the config).
 The default MLP is ``f(x) = W_L σ(… σ(W_1 x + b_1) …) + b_L`` with ``σ = tanh`` (smooth, so the
 Gauss-Newton curvature and the tangent behave), LeCun-normal weights and zero biases.
 ``"ntk_mlp"`` is the ReLU MLP in NTK parameterisation of the batch active-learning benchmark
-(Holzmüller et al. 2023; ``benchmarks/active_learning.py``).
+(Holzmüller et al. 2023; ``benchmarks/active_learning/main.py``).
 
 Example:
   >>> import jax, jax.numpy as jnp

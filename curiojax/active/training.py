@@ -69,7 +69,7 @@ class TrainOptions:
     carry_tangent: the final share of the training steps over which the tangent is carried
       online (``0``, the default: plain training, the tangent solved after it; ``1``: carried
       throughout). Carrying costs a Gauss-Newton product per step and measured no saving in
-      the finish (``benchmarks/bench_certified.py``); it is there for online uses, e.g.
+      the finish (``benchmarks/certified/main.py``); it is there for online uses, e.g.
       tuning ``s`` during training.
     learning_rate_schedule: ``"constant"`` or ``"linear_decay"`` (``η·(1 − t/T)`` over the fit's
       ``T`` steps, restarting at every fit).

@@ -160,9 +160,8 @@ def gradient_sketch(
     chunk_size: points per chunk (bounds memory).
     compute_dtype: the factored path's matrix-product inputs, ``"float32"`` or ``"bfloat16"``
       (float32 accumulation; the rounding, about 0.5% of ``φ``, is far below the sketch's own
-      ``1/√dim`` error). On a 2-core CPU with AVX-512 bfloat16 units the 20,000-point sketch
-      took 0.24 s instead of 0.36 s (``benchmarks/bench_selection.py``); CPUs without such
-      units may gain nothing.
+      ``1/√dim`` error); faster where the hardware has bfloat16 units
+      (``benchmarks/selection/main.py`` measures it).
 
   Returns:
     ``φ`` with ``E[φφᵀ] = ∇fᵀ∇f`` (the empirical NTK).

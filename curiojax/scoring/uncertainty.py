@@ -23,7 +23,7 @@ Gaussian's: a network's errors are many small ones and a few large. The standard
 float64 on the host (``k(x, x)`` and ``k̂ᵀ(…)⁻¹k̂`` nearly cancel near the data).
 
 Coverage of the central 68% and 95% intervals on held-out UCI rows:
-``benchmarks/bench_calibration.py`` (docs/benchmark.md, "Calibration").
+``benchmarks/calibration/main.py`` (docs/benchmark.md, "Calibration").
 
 Example:
   >>> import jax, jax.numpy as jnp, curiojax

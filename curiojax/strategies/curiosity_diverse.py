@@ -50,7 +50,33 @@ def check_exponent(name: str, value) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class CuriosityDiverseStrategy(OnSketch):
+class AlongDirection(OnSketch):
+  """Base of the sketch strategies that also read ``J_xv`` along one ``direction`` (``"tangent"``,
+  ``"validation"`` or ``"groups"``; :mod:`curiojax.strategies.directions`): their needs follow it."""
+
+  direction: str = dataclasses.field(default="tangent", kw_only=True)
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_direction(self.direction)
+
+  @property
+  def needs(self) -> Needs:
+    return needs_along(self.direction)
+
+  def features_along(self, ctx: SelectionContext, batch_size: int):
+    """``((fp, mp, fl, ml, jp, jl), residual)``: the padded sketch and ``J_xv`` of pool and labelled
+    rows in one pass (:func:`~curiojax.strategies.kernels.sketched_features`), after checking the
+    batch size and that ``J_xv`` is finite; ``residual`` is the direction's solve's."""
+    check_batch_size(ctx, batch_size)
+    directions, residual = selection_directions(ctx, self.direction)
+    features = sketched_features(ctx, self.sketch, directions)
+    check_jvp_finite(features[4], features[1], self.direction)
+    return features, residual
+
+
+@dataclasses.dataclass(frozen=True)
+class CuriosityDiverseStrategy(AlongDirection):
   """LCMD whose scored squared distances are weighted by normalised curiosity ``(c/c̄)^γ``.
 
   Coverage picks the region (the labelled-or-selected centre whose cluster has the largest
@@ -67,7 +93,6 @@ class CuriosityDiverseStrategy(OnSketch):
   """
 
   gamma: float = 0.25
-  direction: str = "tangent"
   criterion = (
     "coverage weighted by curiosity: the farthest point, in gradient features with squared distances "
     "weighted by (c/c̄)^γ, of the largest weighted cluster; score σ²(J_xτ)²"
@@ -76,19 +101,11 @@ class CuriosityDiverseStrategy(OnSketch):
   def __post_init__(self):
     super().__post_init__()
     object.__setattr__(self, "gamma", check_exponent("gamma", self.gamma))
-    check_direction(self.direction)
-
-  @property
-  def needs(self) -> Needs:
-    return needs_along(self.direction)
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    directions, residual = selection_directions(ctx, self.direction)
     # Features and J_xv in one pass, at the features' padded size (a size class of the pool),
     # so nothing here compiles again as the pool shrinks by a batch each round.
-    fp, mp, fl, ml, jvp, _ = sketched_features(ctx, self.sketch, directions)
-    check_jvp_finite(jvp, mp, self.direction)
+    (fp, mp, fl, ml, jvp, _), residual = self.features_along(ctx, batch_size)
     scores = jnp.square(jvp)  # σ² is one constant per round, so it cancels in c/c̄
     idx = checked_indices(lcmd(fp, mp, fl, ml, batch_size, curiosity_weights(scores, mp, self.gamma)), ctx, batch_size)
     sigma2 = 1.0 if ctx.noise_variance is None else ctx.noise_variance

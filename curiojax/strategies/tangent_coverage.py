@@ -41,10 +41,9 @@ import jax
 import jax.numpy as jnp
 
 from curiojax.strategies.base import Needs, Selection, SelectionContext, check_batch_size
-from curiojax.strategies.curiosity_diverse import check_exponent, check_jvp_finite
-from curiojax.strategies.directions import check_direction, needs_along, selection_directions
+from curiojax.strategies.curiosity_diverse import AlongDirection, check_exponent, check_jvp_finite
+from curiojax.strategies.directions import needs_along, selection_directions
 from curiojax.strategies.kernels import (
-  OnSketch,
   checked_indices,
   curiosity_weights,
   lcmd,
@@ -54,7 +53,7 @@ from curiojax.strategies.kernels import (
 
 
 @dataclasses.dataclass(frozen=True)
-class TangentCoverageStrategy(OnSketch):
+class TangentCoverageStrategy(AlongDirection):
   """LCMD on sketched gradients with ``β·r·J_xv`` appended (the metric stretched along ``v``); each
   pick's score is its squared stretched distance to the nearest labelled or earlier pick.
 
@@ -65,7 +64,6 @@ class TangentCoverageStrategy(OnSketch):
   """
 
   beta: float = 1.0
-  direction: str = "tangent"
   criterion = (
     "coverage in gradient features stretched along the tangent: the farthest point of the largest cluster; "
     "score its squared stretched distance to the nearest labelled or already chosen point"
@@ -74,17 +72,9 @@ class TangentCoverageStrategy(OnSketch):
   def __post_init__(self):
     super().__post_init__()
     object.__setattr__(self, "beta", check_exponent("beta", self.beta))
-    check_direction(self.direction)
-
-  @property
-  def needs(self) -> Needs:
-    return needs_along(self.direction)
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    directions, residual = selection_directions(ctx, self.direction)
-    fp, mp, fl, ml, jp, jl = sketched_features(ctx, self.sketch, directions)
-    check_jvp_finite(jp, mp, self.direction)
+    (fp, mp, fl, ml, jp, jl), residual = self.features_along(ctx, batch_size)
     fp, fl = stretched_features(fp, mp, fl, jp, jl, self.beta)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
     return Selection.of(checked_indices(idx, ctx, batch_size), distances, direction_residual=residual)
