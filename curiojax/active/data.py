@@ -220,74 +220,126 @@ def read_table(
       (a target column may be present, and is then neither read nor a feature).
   """
   path = Path(path)
-  if not path.is_file():
-    raise ValueError(f"CSV file {path} does not exist.")
-  text = _read_text(path)
-  rows = [row for row in csv.reader(io.StringIO(text, newline=""))]
-  if not rows:
-    raise ValueError(f"{path}: the file is empty.")
-  header = [h.strip() for h in rows[0]]
-  if any(not h for h in header):
-    raise ValueError(f"{path}: column {header.index('') + 1} of the header has no name.")
-  seen = set()
-  for h in header:
-    if h in seen:
-      raise ValueError(f"{path}: the header names column {h!r} twice; give every column its own name.")
-    seen.add(h)
-  for what, name in (("target", target if blank_target != "ignore" else None), ("id", id_column)):
-    if name and name not in header:
-      raise ValueError(f"{path}: no {what} column named {name!r}; columns are {header}.")
-  if target and target == id_column:
-    raise ValueError(f"{path}: the target and the id column are both {target!r}.")
-  exclude = {target, id_column} - {None, ""}
-  names = [h for h in header if h not in exclude] if features is None else list(features)
-  missing = [n for n in names if n not in header]
-  if missing:
-    raise ValueError(f"{path}: no column named {missing[0]!r}; columns are {header}.")
-  if not names:
-    raise ValueError(f"{path}: no feature columns (the columns are {header}).")
+  rows = _csv_rows(path)
+  header = _csv_header(path, rows[0])
+  read_target = target if blank_target != "ignore" else None
+  _require_column(path, "target", read_target, header)
+  _require_column(path, "id", id_column, header)
+  _check_target_not_id(path, target, id_column)
+  names = _feature_names(path, header, target, id_column, features)
   cols = [header.index(n) for n in names]
-  xs, ys, ids, texts = [], [], [], []
-  t = header.index(target) if target and blank_target != "ignore" else None
+  t = header.index(target) if read_target else None
   i = header.index(id_column) if id_column else None
+  xs, ys, ids, texts = [], [], [], []
   for lineno, row in enumerate(rows[1:], 2):
     if not row or all(not c.strip() for c in row):
       continue
     if len(row) != len(header):
       raise ValueError(f"{path}:{lineno}: ragged row with {len(row)} values, expected {len(header)} like the header.")
-    values, cells = [], []
-    for c in cols:
-      cell = row[c].strip()
-      if not cell:
-        raise ValueError(f"{path}:{lineno}: column {header[c]!r} is blank; every feature needs a value.")
-      values.append(_parse_finite(cell, f"{path}:{lineno}, column {header[c]!r}"))
-      cells.append(cell)
+    values, cells = _row_features(f"{path}:{lineno}", row, header, cols)
     xs.append(values)
-    texts.append(tuple(cells))
+    texts.append(cells)
     if t is not None:
-      cell = row[t].strip()
-      if not cell and blank_target == "allow":
-        ys.append(float("nan"))
-      elif not cell:
-        raise ValueError(f"{path}:{lineno}: the target {target!r} is blank; label the row or remove it.")
-      else:
-        ys.append(_parse_finite(cell, f"{path}:{lineno}, column {target!r}"))
+      ys.append(_row_target(f"{path}:{lineno}", row[t].strip(), target, blank_target))
     ids.append(row[i].strip() if i is not None else str(lineno - 1))
   if not xs:
     raise ValueError(f"{path}: no data rows.")
   if i is not None:
-    blank = [n for n, v in enumerate(ids) if not v]
-    if blank:
-      raise ValueError(f"{path}: row {blank[0] + 2} has a blank id in column {id_column!r}.")
-    counts = collections.Counter(ids)
-    dup = [v for v, c in counts.items() if c > 1]
-    if dup:
-      raise ValueError(
-        f"{path}: id {dup[0]!r} appears {counts[dup[0]]} times in column {id_column!r}; ids must be unique."
-      )
+    _check_table_ids(path, ids, id_column)
   x = np.asarray(xs, np.float64).reshape(len(xs), len(cols))
   y = np.asarray(ys, np.float64) if t is not None else None
   return Table(x, y, tuple(ids), tuple(names), str(path), tuple(texts))
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+  """The rows of a CSV file, the header first (a missing or empty file is refused)."""
+  if not path.is_file():
+    raise ValueError(f"CSV file {path} does not exist.")
+  rows = [row for row in csv.reader(io.StringIO(_read_text(path), newline=""))]
+  if not rows:
+    raise ValueError(f"{path}: the file is empty.")
+  return rows
+
+
+def _csv_header(path: Path, first_row: list[str]) -> list[str]:
+  """The column names of a CSV file's header row: each named, none twice."""
+  header = [h.strip() for h in first_row]
+  if any(not h for h in header):
+    raise ValueError(f"{path}: column {header.index('') + 1} of the header has no name.")
+  twice = _first_repeat(header)
+  if twice is not None:
+    raise ValueError(f"{path}: the header names column {twice!r} twice; give every column its own name.")
+  return header
+
+
+def _first_repeat(names: Sequence[str]) -> str | None:
+  """The first name that stands in ``names`` a second time, or None."""
+  seen = set()
+  for name in names:
+    if name in seen:
+      return name
+    seen.add(name)
+  return None
+
+
+def _require_column(where, what: str, name: str | None, header: list[str]) -> None:
+  """A named ``what`` column (target or id) is in the header (None or ``""``: nothing to check)."""
+  if name and name not in header:
+    raise ValueError(f"{where}: no {what} column named {name!r}; columns are {header}.")
+
+
+def _check_target_not_id(where, target: str | None, id_column: str | None) -> None:
+  if target and target == id_column:
+    raise ValueError(f"{where}: the target and the id column are both {target!r}.")
+
+
+def _feature_names(where, header: list[str], target, id_column, features: Sequence[str] | None = None) -> list[str]:
+  """The feature columns: ``features`` (each in the header), or every column but the target and the id column."""
+  exclude = {target, id_column} - {None, ""}
+  names = [h for h in header if h not in exclude] if features is None else list(features)
+  missing = [n for n in names if n not in header]
+  if missing:
+    raise ValueError(f"{where}: no column named {missing[0]!r}; columns are {header}.")
+  if not names:
+    raise ValueError(f"{where}: no feature columns (the columns are {header}).")
+  return names
+
+
+def _row_features(where: str, row: list[str], header: list[str], cols: list[int]):
+  """A CSV row's feature values and their cells' text; a blank or non-numeric cell is refused."""
+  values, cells = [], []
+  for c in cols:
+    cell = row[c].strip()
+    if not cell:
+      raise ValueError(f"{where}: column {header[c]!r} is blank; every feature needs a value.")
+    values.append(_parse_finite(cell, f"{where}, column {header[c]!r}"))
+    cells.append(cell)
+  return values, tuple(cells)
+
+
+def _row_target(where: str, cell: str, target: str, blank_target: str) -> float:
+  """A CSV row's target value (its stripped cell); blank is NaN with ``blank_target="allow"``, else refused."""
+  if not cell and blank_target == "allow":
+    return float("nan")
+  if not cell:
+    raise ValueError(f"{where}: the target {target!r} is blank; label the row or remove it.")
+  return _parse_finite(cell, f"{where}, column {target!r}")
+
+
+def _check_table_ids(path: Path, ids: list[str], id_column: str) -> None:
+  """A CSV file's ids (one per data row): none blank, each once."""
+  blank = [n for n, v in enumerate(ids) if not v]
+  if blank:
+    raise ValueError(f"{path}: row {blank[0] + 2} has a blank id in column {id_column!r}.")
+  _check_unique_ids(path, ids, f"column {id_column!r}")
+
+
+def _check_unique_ids(where, ids: list[str], where_ids: str) -> None:
+  """Every id once; ``where_ids`` says where they come from (``column 'id'``, ``the index``)."""
+  counts = collections.Counter(ids)
+  dup = [v for v, c in counts.items() if c > 1]
+  if dup:
+    raise ValueError(f"{where}: id {dup[0]!r} appears {counts[dup[0]]} times in {where_ids}; ids must be unique.")
 
 
 def is_frame(obj) -> bool:
@@ -331,105 +383,124 @@ def read_frame(
     index_ids: take the ids from the index (its values as text) when ``id_column`` is None.
     source: the frame's name in messages.
   """
+  header = _frame_header(frame, source)
+  read_target = target if blank_target != "ignore" else None
+  _require_column(source, "target", read_target, header)
+  _check_target_not_id(source, target, id_column)
+  id_from_index = _ids_from_index(frame, header, id_column, index_ids, source)
+  names = _feature_names(source, header, target, id_column)
+  n = len(frame)
+  if n == 0:
+    raise ValueError(f"{source}: no data rows.")
+  named = id_from_index or id_column is not None
+  if named:
+    ids = _frame_ids(frame, header, id_column, id_from_index, source)
+  else:
+    ids = [str(j) for j in range(1, n + 1)]
+  x = np.empty((n, len(names)), np.float64)
+  text_columns = []
+  for c, name in enumerate(names):
+    x[:, c] = _frame_numbers(frame, header, name, "feature", id_column, source)
+    _check_frame_values(x[:, c], name, False, target, ids, named, source)
+    text_columns.append([_value_text(v) for v in frame.iloc[:, header.index(name)].to_numpy()])
+  y = None
+  if read_target:
+    y = _frame_numbers(frame, header, target, "target", id_column, source)
+    _check_frame_values(y, target, blank_target == "allow", target, ids, named, source)
+  texts = tuple(zip(*text_columns, strict=True))
+  return Table(x, y, tuple(ids), tuple(names), source, texts)
+
+
+def _frame_header(frame, source: str) -> list[str]:
+  """A DataFrame's column names as text: one header level, each named, none twice."""
   columns = frame.columns
   if getattr(columns, "nlevels", 1) > 1:
     raise ValueError(f"{source} has several header levels (a MultiIndex); flatten the column names first.")
   header = [str(c) for c in columns]
   if any(not h.strip() for h in header):
     raise ValueError(f"{source}: column {[h.strip() for h in header].index('') + 1} has no name.")
-  seen = set()
-  for h in header:
-    if h in seen:
-      raise ValueError(f"{source} names column {h!r} twice; give every column its own name.")
-    seen.add(h)
-  n = len(frame)
-  if target and blank_target != "ignore" and target not in header:
-    raise ValueError(f"{source}: no target column named {target!r}; columns are {header}.")
-  if target and target == id_column:
-    raise ValueError(f"{source}: the target and the id column are both {target!r}.")
-  id_from_index = False
+  twice = _first_repeat(header)
+  if twice is not None:
+    raise ValueError(f"{source} names column {twice!r} twice; give every column its own name.")
+  return header
+
+
+def _ids_from_index(frame, header: list[str], id_column: str | None, index_ids: bool, source: str) -> bool:
+  """Whether a DataFrame's ids are its index values: ``id_column`` names the index, or ``index_ids``."""
   if id_column is not None and id_column not in header:
     if frame.index.name is not None and str(frame.index.name) == id_column:
-      id_from_index = True
-    else:
-      raise ValueError(
-        f"{source}: no id column named {id_column!r} (and the index is "
-        f"{'unnamed' if frame.index.name is None else f'named {str(frame.index.name)!r}'}); columns are {header}."
-      )
-  elif id_column is None and index_ids:
-    id_from_index = True
-  exclude = {target, id_column} - {None, ""}
-  names = [h for h in header if h not in exclude]
-  if not names:
-    raise ValueError(f"{source}: no feature columns (the columns are {header}).")
-  if n == 0:
-    raise ValueError(f"{source}: no data rows.")
+      return True
+    raise ValueError(
+      f"{source}: no id column named {id_column!r} (and the index is "
+      f"{'unnamed' if frame.index.name is None else f'named {str(frame.index.name)!r}'}); columns are {header}."
+    )
+  return id_column is None and bool(index_ids)
+
+
+def _frame_ids(frame, header: list[str], id_column: str | None, id_from_index: bool, source: str) -> list[str]:
+  """A DataFrame's ids as text, from its index or its id column: none blank (or NaN), each once."""
   where_ids = "the index" if id_from_index else f"column {id_column!r}"
-  if id_from_index or id_column is not None:
-    values = frame.index if id_from_index else frame.iloc[:, header.index(id_column)]
-    blank = np.flatnonzero(np.asarray(values.isna()))
-    ids = [str(v).strip() for v in values.tolist()]
-    blank = [int(b) for b in blank] + [j for j, v in enumerate(ids) if not v]
-    if blank:
-      raise ValueError(f"{source}: data row {min(blank) + 1} has a blank id in {where_ids}.")
-    counts = collections.Counter(ids)
-    dup = [v for v, c in counts.items() if c > 1]
-    if dup:
-      raise ValueError(f"{source}: id {dup[0]!r} appears {counts[dup[0]]} times in {where_ids}; ids must be unique.")
-  else:
-    ids = [str(j) for j in range(1, n + 1)]
+  values = frame.index if id_from_index else frame.iloc[:, header.index(id_column)]
+  blank = np.flatnonzero(np.asarray(values.isna()))
+  ids = [str(v).strip() for v in values.tolist()]
+  blank = [int(b) for b in blank] + [j for j, v in enumerate(ids) if not v]
+  if blank:
+    raise ValueError(f"{source}: data row {min(blank) + 1} has a blank id in {where_ids}.")
+  _check_unique_ids(source, ids, where_ids)
+  return ids
 
-  def row_name(j: int) -> str:
-    return f"row {ids[j]!r}" if (id_from_index or id_column is not None) else f"data row {j + 1}"
 
-  def numbers(name: str, what: str) -> np.ndarray:
-    column = frame.iloc[:, header.index(name)]
-    kind = getattr(column.dtype, "kind", "O")
-    if kind not in "biuf":
-      sample = next((v for v in column.tolist() if not isinstance(v, (int, float, np.number))), None)
-      example = f", e.g. {sample!r}" if sample is not None else ""
-      hint = f", or pass id_column={name!r} if it holds row ids" if what == "feature" and id_column is None else ""
-      raise ValueError(
-        f"{source}: {what} column {name!r} is not numeric (dtype {column.dtype}{example}); every {what} must be "
-        f"a number: convert the column or drop it{hint}."
-      )
-    try:
-      return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"{source}: {what} column {name!r} is not numeric ({e}).") from None
+def _frame_numbers(frame, header: list[str], name: str, what: str, id_column: str | None, source: str) -> np.ndarray:
+  """A DataFrame column (``what``: ``"feature"`` or ``"target"``) as float64; a non-numeric dtype is refused."""
+  column = frame.iloc[:, header.index(name)]
+  kind = getattr(column.dtype, "kind", "O")
+  if kind not in "biuf":
+    sample = next((v for v in column.tolist() if not isinstance(v, (int, float, np.number))), None)
+    example = f", e.g. {sample!r}" if sample is not None else ""
+    hint = f", or pass id_column={name!r} if it holds row ids" if what == "feature" and id_column is None else ""
+    raise ValueError(
+      f"{source}: {what} column {name!r} is not numeric (dtype {column.dtype}{example}); every {what} must be "
+      f"a number: convert the column or drop it{hint}."
+    )
+  try:
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{source}: {what} column {name!r} is not numeric ({e}).") from None
 
-  def check(values: np.ndarray, name: str, allow_nan: bool) -> None:
-    bad = ~np.isfinite(values) & ~(np.isnan(values) if allow_nan else False)
-    with np.errstate(over="ignore", under="ignore"):
-      small = (values != 0) & (np.float32(values) == 0)
-    outside = np.isfinite(values) & ((np.abs(values) > _FLOAT32_MAX) | small)
-    if bad.any():
-      j = int(np.flatnonzero(bad)[0])
-      fix = "label the row or remove it" if name == target else "every feature needs a finite value"
-      what = "blank (NaN)" if np.isnan(values[j]) else f"{float(values[j])!r}"
-      raise ValueError(f"{source}: {row_name(j)}, column {name!r} is {what}; {fix}.")
-    if outside.any():
-      j = int(np.flatnonzero(outside)[0])
-      raise ValueError(
-        f"{source}: {row_name(j)}, column {name!r}: {float(values[j])!r} is outside the range curiojax computes in "
-        "(float32: about 1e-45 to 3.4e38 in magnitude); rescale the column (e.g. other units)."
-      )
 
-  x = np.empty((n, len(names)), np.float64)
-  text_columns = []
-  for c, name in enumerate(names):
-    x[:, c] = numbers(name, "feature")
-    check(x[:, c], name, allow_nan=False)
-    text_columns.append([_value_text(v) for v in frame.iloc[:, header.index(name)].to_numpy()])
-  y = None
-  if target and blank_target != "ignore":
-    y = numbers(target, "target")
-    check(y, target, allow_nan=blank_target == "allow")
-  texts = tuple(zip(*text_columns, strict=True))
-  return Table(x, y, tuple(ids), tuple(names), source, texts)
+def _check_frame_values(values: np.ndarray, name: str, allow_nan: bool, target, ids, named: bool, source: str) -> None:
+  """A DataFrame column's values: finite (NaN too if ``allow_nan``) and within float32's range.
+
+  The first bad row is named by its id (``named``) or its 1-based data row number.
+  """
+  bad = ~np.isfinite(values) & ~(np.isnan(values) if allow_nan else False)
+  outside = _outside_float32(values)
+  if bad.any():
+    j = int(np.flatnonzero(bad)[0])
+    fix = "label the row or remove it" if name == target else "every feature needs a finite value"
+    what = "blank (NaN)" if np.isnan(values[j]) else f"{float(values[j])!r}"
+    raise ValueError(f"{source}: {_row_name(ids, named, j)}, column {name!r} is {what}; {fix}.")
+  if outside.any():
+    j = int(np.flatnonzero(outside)[0])
+    raise ValueError(f"{source}: {_row_name(ids, named, j)}, column {name!r}: {float(values[j])!r} {_OUTSIDE_FLOAT32}")
+
+
+def _row_name(ids, named: bool, j: int) -> str:
+  return f"row {ids[j]!r}" if named else f"data row {j + 1}"
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_OUTSIDE_FLOAT32 = (
+  "is outside the range curiojax computes in (float32: about 1e-45 to 3.4e38 in magnitude); "
+  "rescale the column (e.g. other units)."
+)
+
+
+def _outside_float32(values):
+  """Where finite values lie beyond float32's range: above its maximum, or nonzero but rounding to 0."""
+  with np.errstate(over="ignore", under="ignore"):
+    small = (values != 0) & (np.float32(values) == 0)
+  return np.isfinite(values) & ((np.abs(values) > _FLOAT32_MAX) | small)
 
 
 def _parse_finite(token: str, where: str) -> float:
@@ -437,11 +508,8 @@ def _parse_finite(token: str, where: str) -> float:
   value = _parse_number(token, where)
   if not np.isfinite(value):
     raise ValueError(f"{where}: {token!r} is not a finite number.")
-  if abs(value) > _FLOAT32_MAX or (value != 0 and np.float32(value) == 0):
-    raise ValueError(
-      f"{where}: {token!r} is outside the range curiojax computes in (float32: about 1e-45 to 3.4e38 in magnitude); "
-      "rescale the column (e.g. other units)."
-    )
+  if _outside_float32(value):
+    raise ValueError(f"{where}: {token!r} {_OUTSIDE_FLOAT32}")
   return value
 
 

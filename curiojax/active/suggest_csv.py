@@ -10,12 +10,36 @@ state folder. After the labels come back (days later), add the
 labelled rows to the labelled file and call it again: it reads the new labels from the file,
 tells the learner, and suggests the next batch. Rows are identified by ``id_column``
 (recommended), or else by their 1-based row number in the pool file, a labelled row matching
-a pool row when their features are equal. Labelled rows that are not in the pool are used too.
+a pool row when their features are equal. Between DataFrames the ids are by default their index
+values (as text), unless both frames have pandas' plain ``0..n-1`` index (two frames read from
+two files), which are treated like CSV files without ids. Labelled rows that are not in the pool
+are used too.
+
+What :func:`suggest` writes (only after the batch is chosen; a refused call writes nothing):
+
+- ``out`` (default ``suggestions.csv`` in the state folder), one row per suggestion:
+  ``rank`` (the order in which the strategy chose the rows, 1 = first; not a sort by score),
+  the id (the id column's name, the index's name (``id`` if unnamed) or ``pool_row``),
+  ``score`` (the strategy's score, meaning :attr:`Suggested.score_meaning`; blank where it has
+  none), ``predicted_<target>`` and ``std_<target>`` (the model's prediction and the
+  predictive standard deviation of a measurement, in the target's units), ``low95_<target>``
+  and ``high95_<target>`` (the central 95% interval of a measurement), then the features
+  as the pool writes them (a CSV cell's own text; text a spreadsheet would run as a formula
+  gets a leading ``'``). Replaced every session.
+- ``history.csv`` in the state folder: every batch so far, one row per suggested row, with
+  columns ``round`` (1 for the first batch, +1 with each session that brings new labels),
+  ``rank``, ``id``, ``score``, ``prediction``, ``std`` (as in ``out``), ``strategy`` and
+  ``time`` (ISO-8601, UTC). Rows are appended and never overwritten; asking again without new
+  labels is the same round, and its rows are kept once (replaced only if the batch differs,
+  e.g. another ``k``). Written atomically (a temporary file then a rename).
+- the state (see :meth:`curiojax.active.learner.Learner.save`).
 
 Everything is checked before anything is written; a mistake raises ``ValueError`` naming
 the file, the row and the column. The state is written atomically (see
 :meth:`curiojax.active.learner.Learner.save`) and labels once told are never dropped: a later
-labelled file must agree with them.
+labelled file must agree with them. A continued session checks the inputs against the saved
+state, both ways: rows may be added to the labelled rows; a removed or changed labelled row, a
+pool that lost, gained or changed rows, is refused with the row named.
 
 Example:
   >>> import os, tempfile, numpy as np
@@ -326,28 +350,7 @@ def suggest(
 ) -> Suggested:
   """Suggest the next ``k`` pool rows to label, and keep the state for the next session.
 
-  A continued session checks the inputs against the saved state, both ways: rows may be added
-  to the labelled rows; a removed or changed labelled row, a pool that lost, gained or changed
-  rows, is refused with the row named.
-
-  What it writes (only after the batch is chosen; a refused call writes nothing):
-
-  - ``out`` (default ``suggestions.csv`` in the state folder), one row per suggestion:
-    ``rank`` (the order in which the strategy chose the rows, 1 = first; not a sort by score),
-    the id (the id column's name, the index's name (``id`` if unnamed) or ``pool_row``),
-    ``score`` (the strategy's score, meaning :attr:`Suggested.score_meaning`; blank where it has
-    none), ``predicted_<target>`` and ``std_<target>`` (the model's prediction and the
-    predictive standard deviation of a measurement, in the target's units), ``low95_<target>``
-    and ``high95_<target>`` (the central 95% interval of a measurement), then the features
-    as the pool writes them (a CSV cell's own text; text a spreadsheet would run as a formula
-    gets a leading ``'``). Replaced every session.
-  - ``history.csv`` in the state folder: every batch so far, one row per suggested row, with
-    columns ``round`` (1 for the first batch, +1 with each session that brings new labels),
-    ``rank``, ``id``, ``score``, ``prediction``, ``std`` (as in ``out``), ``strategy`` and
-    ``time`` (ISO-8601, UTC). Rows are appended and never overwritten; asking again without new
-    labels is the same round, and its rows are kept once (replaced only if the batch differs,
-    e.g. another ``k``). Written atomically (a temporary file then a rename).
-  - the state (see :meth:`curiojax.active.learner.Learner.save`).
+  What it writes, and how a continued session is checked: see the module docstring.
 
   Args:
     labelled: CSV file of labelled rows (features, ``target``, and ``id_column`` if given), or
@@ -357,10 +360,7 @@ def suggest(
     target: the label column of the labelled file.
     k: how many rows to suggest.
     id_column: a column of unique row ids in both inputs (for DataFrames, a column or the
-      name of their index). Default, for CSV files: pool row numbers, and labelled rows
-      matched to pool rows by equal features. Default, for DataFrames: the index values (as
-      text) are the ids, unless both frames have pandas' plain ``0..n-1`` index (two frames
-      read from two files), which is treated like CSV files without ids.
+      name of their index); without one, rows are identified as the module docstring says.
     state: the state folder (default ``curiojax_suggest`` next to the pool file; required for
       DataFrames); created on the first call, continued on the next ones.
     strategy: a registered strategy (default the best measured, ``"lcmd"``); a
@@ -389,6 +389,42 @@ def suggest(
     out = suggest(labelled, pool, target="strength", k=5, state="state")
     out.ids, out.predictions, out.stds
   """
+  frames, seed = _check_arguments(
+    labelled, pool, target, k, id_column, state, strategy, options, seed, allow_same_features
+  )
+  state_dir, out = _out_paths(labelled, pool, state, out, frames)
+  index_ids = frames and id_column is None and not (is_plain_index(labelled) and is_plain_index(pool))
+  id_key = INDEX_IDS if index_ids else id_column  # what the state saves as its id column
+  _check_saved_id_key(state_dir, id_key, frames)  # before the inputs are read with the wrong columns
+  lab, pool_table = _read_inputs(labelled, pool, target, id_column, index_ids)
+  history_path = state_dir / HISTORY_FILE
+  _read_history(history_path)  # a damaged history stops here, before the fit and before anything is written
+  with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
+    locked = state_dir.is_dir()
+    if locked:
+      owner.enter_context(persistence.workdir_lock(state_dir))
+    learner, st, extra, new = _fit(
+      state_dir, lab, pool_table, target, id_key, strategy, options, seed, allow_same_features
+    )
+    st, batch = _ask(learner, st, k)
+    if not locked:
+      _lock_new_state(owner, state_dir)
+    id_header = _id_header(id_key, pool)
+    return _write_session(state_dir, out, learner, st, extra, batch, pool_table, target, id_header, new)
+
+
+def _lock_new_state(owner: contextlib.ExitStack, state_dir: Path) -> None:
+  """Lock a state folder created by this session; another process that started a state there meanwhile wins."""
+  owner.enter_context(persistence.workdir_lock(state_dir))
+  if (state_dir / persistence.STATE_FILE).exists():
+    raise ValueError(f"{state_dir} was just started by another process; run again to continue it.")
+
+
+def _check_arguments(labelled, pool, target, k, id_column, state, strategy, options, seed, allow_same_features):
+  """:func:`suggest`'s arguments, checked before any file is read.
+
+  Returns whether the inputs are DataFrames, and the checked seed.
+  """
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"k must be a positive integer, got {k!r}.")
   frames = is_frame(labelled)
@@ -414,53 +450,66 @@ def suggest(
     check_strategy_name(strategy)
   if frames and state is None:
     raise ValueError("give state= (a folder for this labelling campaign) when the inputs are DataFrames.")
+  return frames, seed
+
+
+def _out_paths(labelled, pool, state, out, frames: bool) -> tuple[Path, Path]:
+  """The state folder and the suggestions file (defaults filled in), checked by :func:`_check_paths`."""
   state_dir = Path(state) if state is not None else Path(pool).resolve().parent / "curiojax_suggest"
   if out is not None and str(out).endswith(("/", os.sep)):
     raise ValueError(f"--out {out} names a folder; give a file name.")
   out = Path(out) if out is not None else state_dir / SUGGESTIONS_FILE
   _check_paths(None if frames else labelled, None if frames else pool, state_dir, out)
-  index_ids = frames and id_column is None and not (is_plain_index(labelled) and is_plain_index(pool))
-  id_key = INDEX_IDS if index_ids else id_column  # what the state saves as its id column
+  return state_dir, out
+
+
+def _check_saved_id_key(state_dir: Path, id_key, frames: bool) -> None:
+  """A saved state is continued with the ids it was started with (id column, index, or none)."""
   saved_id = _saved_id_column(state_dir)
-  if saved_id is not _NO_STATE and id_key != saved_id:  # before the inputs are read with the wrong columns
+  if saved_id is not _NO_STATE and id_key != saved_id:
     hint = " (DataFrames' ids come from their index unless both have the plain 0..n-1 index)" if frames else ""
     raise ValueError(f"{state_dir} was started {_id_way(saved_id)}; run it the same way{hint} (or use a new --state).")
-  lab, pool_table = _read_inputs(labelled, pool, target, id_column, index_ids)
+
+
+def _fit(state_dir, lab, pool_table, target, id_key, strategy, options, seed, allow_same_features):
+  """The learner fitted on every label: a saved state told the new ones, or a new state.
+
+  Returns ``(learner, st, extra, new)``, ``new`` the number of labels told this session.
+  """
+  if (state_dir / persistence.STATE_FILE).exists():
+    learner, st, extra = _continue(state_dir, lab, pool_table, target, id_key, strategy, options, seed)
+    learner, st, new = _tell_new(learner, st, extra, lab, allow_same_features)
+    return learner, st, extra, new
+  learner, st, extra = _start(lab, pool_table, target, id_key, strategy, options, seed or 0, allow_same_features)
+  return learner, st, extra, 0
+
+
+def _ask(learner, st, k: int):
+  """The next batch of ``k`` unlabelled pool rows."""
+  unlabelled = len(learner.x_pool) - len(st.labelled)
+  if k > unlabelled:
+    raise ValueError(f"asked for {k} rows, but only {unlabelled} pool rows are unlabelled.")
+  return learner.ask(st, k)
+
+
+def _write_session(state_dir, out, learner, st, extra, batch, pool_table, target, id_header, new) -> Suggested:
+  """Save the state, append the batch to the history and write the suggestions (under the state's lock).
+
+  ``new``: the labels told this session, for :attr:`Suggested.new_labels`.
+  """
+  pool_ids = extra["pool_ids"]
+  ids = tuple(pool_ids[i] for i in batch.indices)
+  x = learner.x_pool[batch.indices]
+  text = _pool_text(pool_table, ids, x)
+  strategy = str(learner.strategy_name)
+  round_no = int(st.round) + 1
   history_path = state_dir / HISTORY_FILE
-  _read_history(history_path)  # a damaged history stops here, before the fit and before anything is written
-  with contextlib.ExitStack() as owner:  # one process per state folder (created only on success)
-    locked = state_dir.is_dir()
-    if locked:
-      owner.enter_context(persistence.workdir_lock(state_dir))
-    saved = (state_dir / persistence.STATE_FILE).exists()
-    if saved:
-      learner, st, extra = _continue(state_dir, lab, pool_table, target, id_key, strategy, options, seed)
-      learner, st, new = _tell_new(learner, st, extra, lab, allow_same_features)
-    else:
-      learner, st, extra = _start(lab, pool_table, target, id_key, strategy, options, seed or 0, allow_same_features)
-      new = 0
-    unlabelled = len(learner.x_pool) - len(st.labelled)
-    if k > unlabelled:
-      raise ValueError(f"asked for {k} rows, but only {unlabelled} pool rows are unlabelled.")
-    st, batch = learner.ask(st, k)
-    pool_ids = extra["pool_ids"]
-    ids = tuple(pool_ids[i] for i in batch.indices)
-    x = learner.x_pool[batch.indices]
-    prediction, std, low, high = batch.prediction, batch.std, batch.low, batch.high
-    text = _pool_text(pool_table, ids, x)
-    meaning = score_meaning(str(learner.strategy_name), batch.criterion)
-    round_no = int(st.round) + 1
-    if not locked:
-      owner.enter_context(persistence.workdir_lock(state_dir))
-      if (state_dir / persistence.STATE_FILE).exists():
-        raise ValueError(f"{state_dir} was just started by another process; run again to continue it.")
-    history = _read_history(history_path)  # again, under the lock: what another session may have added
-    learner.save(state_dir, st, extra=extra)
-    rows = _history_rows(round_no, ids, batch.scores, prediction, std, str(learner.strategy_name))
-    _write_history(history_path, history, rows)
-    id_header = _id_header(id_key, pool)
-    columns = (batch.scores, prediction, std, low, high)
-    _write_suggestions(out, ids, columns, text, extra["feature_names"], id_header, target)
+  history = _read_history(history_path)  # again, under the lock: what another session may have added
+  learner.save(state_dir, st, extra=extra)
+  rows = _history_rows(round_no, ids, batch.scores, batch.prediction, batch.std, strategy)
+  _write_history(history_path, history, rows)
+  columns = (batch.scores, batch.prediction, batch.std, batch.low, batch.high)
+  _write_suggestions(out, ids, columns, text, extra["feature_names"], id_header, target)
   return Suggested(
     ids=ids,
     scores=batch.scores,
@@ -473,12 +522,12 @@ def suggest(
     new_labels=new,
     tangent_residual=batch.tangent_residual,
     tangent_accurate=batch.fit.tangent_accurate,
-    predictions=prediction,
-    stds=std,
-    low95=low,
-    high95=high,
-    score_meaning=meaning,
-    strategy=str(learner.strategy_name),
+    predictions=batch.prediction,
+    stds=batch.std,
+    low95=batch.low,
+    high95=batch.high,
+    score_meaning=score_meaning(strategy, batch.criterion),
+    strategy=strategy,
     round=round_no,
     history=str(history_path),
     target=target,
