@@ -71,8 +71,8 @@ def _protocol_trainer(model, epochs, lr, batch=256, maxiter=50):
 
 
 def _protocol_config(strength, hidden_sizes, **train):
-  """``configs/benchmark.py`` with a smaller model and training (its fields mirror the options)."""
-  from configs.benchmark import get_config
+  """The benchmark config (``benchmarks/active_learning/configs/``) with a smaller model and training."""
+  from benchmarks.active_learning.configs.benchmark import get_config
 
   cfg = get_config()
   cfg.strength, cfg.model.hidden_sizes = strength, tuple(hidden_sizes)
@@ -264,18 +264,18 @@ def test_bad_strategy_options_fail_before_anything_runs(tmp_path):
 
 @pytest.mark.slow
 def test_tangent_solved_only_for_strategies_that_need_it():
-  from curiojax.strategies import STRATEGIES, register_strategy
+  from curiojax.strategies import STRATEGIES, Needs, Selection, register_strategy
 
   seen = {}
 
-  def probe(name, needs):
+  def probe(name, tangent):
     @register_strategy(name)
     class Probe:
-      needs_tangent = needs
+      needs = Needs(tangent=tangent)
 
       def select(self, ctx, batch_size):
         seen.setdefault(name, []).append(ctx.tangent is not None)
-        return np.arange(batch_size)
+        return Selection.of(np.arange(batch_size))
 
   probe("_probe_needs", True)
   probe("_probe_plain", False)

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from benchmarks.active_learning import compare, tangent_accuracy
+from benchmarks.active_learning import compare, tangent_accuracy, tune
 from benchmarks.active_learning import main as bm
 from benchmarks.curiosity_vs_error import main as curiosity_vs_error
 from benchmarks.selection import main as bench_selection
@@ -72,3 +72,26 @@ def test_compare_tabulates_runs_against_their_paired_random(tmp_path, capsys):
   want = f"{np.log(0.5):+.3f}"  # the mean over rounds 1.. of log RMSE, minus random's (0)
   assert lines[2] == f"| concrete | {want} | +0.000 | — |"
   assert lines[-1] == f"| mean, all 6 | {want} | +0.000 | — |"
+
+
+def test_tuning_variants_are_strategies_that_read_the_tangent():
+  import jax
+  import jax.numpy as jnp
+
+  from curiojax.strategies import STRATEGIES, SelectionContext, get_strategy, needs_of
+
+  f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+  params = {"w1": jnp.ones((2, 4)), "w2": jnp.ones(4)}
+  pool = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+  labelled = np.zeros((3, 2), np.float32)
+  ctx = SelectionContext(f, params, jax.tree.map(jnp.negative, params), labelled, np.zeros(3), pool, jax.random.key(0))
+  for kind in ("lcmd", "kpp", "deflate"):  # one variant of each design
+    name = f"_tune_{kind}"
+    tune.variant(name, kind, 0.5)
+    try:
+      strategy = get_strategy(name, sketch={"dim": 16})
+      picked = strategy.select(ctx, 5)
+    finally:
+      STRATEGIES.pop(name)
+    assert needs_of(strategy).tangent
+    assert len(set(picked.indices.tolist())) == 5 and picked.indices.max() < len(pool)

@@ -17,9 +17,8 @@ from jax.flatten_util import ravel_pytree
 
 import curiojax
 from curiojax.active.data import load_dataset
-from curiojax.active.loop import LoopOptions
-from curiojax.active.models import make_model
 from curiojax.active.training import Trainer
+from curiojax.cli import options_from_config
 from curiojax.config_defaults import get_config
 from curiojax.padding import pad_rows
 
@@ -84,14 +83,11 @@ def test_readme_example_as_printed_gives_the_exact_tangent():
 def main_job():
   """The packaged default config's model and trainer on the embedded concrete data."""
   cfg = get_config()
-  fields = {f: cfg[f] for f in LoopOptions.__dataclass_fields__ if f in cfg}
-  options = LoopOptions(**fields)
+  options = options_from_config(cfg)
   data = load_dataset(cfg.dataset)
   x = (data.x - data.x.mean(0)) / data.x.std(0)  # the learner standardises with the pool's statistics
-  spec = make_model(
-    options.model, in_features=x.shape[1], hidden_sizes=options.hidden_sizes, activation=options.activation
-  )
-  return options, x, data.y, spec, Trainer(spec.model_fn, options.train_options)
+  spec = options.model.make(x.shape[1])
+  return options, x, data.y, spec, Trainer(spec.model_fn, options.train)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +104,7 @@ def test_main_job_trainer_hands_out_the_exact_tangent(main_job, labels):
     spec.init(jax.random.key(labels)), xs, yp, mask=mask, strength=options.strength, key=jax.random.key(1)
   )
   reference, a = gauss_newton_reference(
-    spec.model_fn, result.params, jnp.asarray(xs), options.strength, options.damping, mask
+    spec.model_fn, result.params, jnp.asarray(xs), options.strength, options.train.damping, mask
   )
   tangent = flat64(result.tangent)
   assert rel_err(tangent, reference) <= 1e-2
@@ -116,7 +112,7 @@ def test_main_job_trainer_hands_out_the_exact_tangent(main_job, labels):
   # The residual it reports is the full-data residual of what it hands out.
   rho = flat64(result.params)
   true_residual = np.linalg.norm(a @ tangent + rho) / np.linalg.norm(rho)
-  assert float(result.tangent_residual) <= options.train_options.finish_tolerance
+  assert float(result.tangent_residual) <= options.train.finish_tolerance
   assert float(result.tangent_residual) == pytest.approx(true_residual, rel=0.5, abs=1e-5)
 
 

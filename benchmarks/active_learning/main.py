@@ -432,10 +432,11 @@ def fast_config(cfg):
   cfg.rounds, cfg.batch_size, cfg.n_valid, cfg.n_initial = 2, 8, 64, 16
   cfg.max_pool, cfg.train.epochs, cfg.model.hidden_sizes, cfg.train.finish_maxiter = 256, 8, (32, 32), 10
   for name in cfg.strategies:
-    if name in STRATEGIES and "dim" in inspect.signature(STRATEGIES[name]).parameters:  # sketched features
-      if name not in cfg.strategy_options:
-        cfg.strategy_options[name] = {}
-      cfg.strategy_options[name]["dim"] = 64
+    if name in STRATEGIES and "sketch" in inspect.signature(STRATEGIES[name]).parameters:  # sketched features
+      options = dict(cfg.strategy_options.get(name) or {})
+      options.pop("dim", None)  # the flat spelling of sketch.dim
+      options["sketch"] = {**dict(options.get("sketch") or {}), "dim": 64}
+      cfg.strategy_options[name] = options
   return cfg
 
 
@@ -449,7 +450,7 @@ def run(cfg, log=print) -> dict:
   if cfg.get("fast", False):
     cfg = fast_config(cfg)
   strategies = list(cfg.strategies)
-  kwargs = {k: dict(v) for k, v in cfg.strategy_options.items()}
+  kwargs = {k: v.to_dict() if hasattr(v, "to_dict") else dict(v) for k, v in cfg.strategy_options.items()}
   protocol_options(cfg)  # unknown fields, bad values, names or options fail now, not hours into the run
   for s in strategies:
     get_strategy(s, **kwargs.get(s, {}))

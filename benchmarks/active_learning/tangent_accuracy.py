@@ -3,7 +3,7 @@
 Tabulates two runs of ``benchmarks/active_learning/main.py`` saved under
 ``benchmarks/results/tuning_tangent_accuracy/``: ``certified/`` (the protocol's tangent, at most 50 CG
 products, relative residuals ≤ 1e-3; with random and lcmd) and ``cg2/`` (the same with
-``--config.tangent_maxiter=2``: residuals 0.01-0.45, medians 0.14-0.25 per dataset, mostly
+``--config.train.finish_maxiter=2``: residuals 0.01-0.45, medians 0.14-0.25 per dataset, mostly
 above the tolerance 0.1). Prints the mean Δ log RMSE to random over the two splits per dataset, the tangents'
 residuals, and the means over the exact-protocol datasets and over all six.
 
@@ -15,7 +15,7 @@ Reproduce (about 20 minutes on 2 cores, two processes)::
     --config.results_dir=benchmarks/results/tuning_tangent_accuracy/certified
   python -W ignore benchmarks/active_learning/main.py \\
     --config benchmarks/active_learning/configs/benchmark.py --config.splits="(100,101)" \\
-    --config.tangent_maxiter=2 --config.strategies='("curiosity","curiosity_diverse")' \\
+    --config.train.finish_maxiter=2 --config.strategies='("curiosity","curiosity_diverse")' \\
     --config.results_dir=benchmarks/results/tuning_tangent_accuracy/cg2
   python benchmarks/active_learning/tangent_accuracy.py
 """

@@ -18,9 +18,11 @@ Variants (``c = (J_xτ)²``, ``c̄`` its pool mean; all on the same 512-dim sket
   round's earlier picks (the first design of curiosity_diverse, with σ_d² = 0.1).
 """
 
+import dataclasses
 import functools
 import os
 import sys
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +32,9 @@ sys.path.insert(0, os.getcwd())  # benchmarks/ from the repository root
 from benchmarks.active_learning import main as bm  # noqa: E402
 from benchmarks.active_learning.configs.benchmark import get_config  # noqa: E402
 from curiojax.scoring.scores import curiosity_scores  # noqa: E402
-from curiojax.strategies import check_batch_size, register_strategy  # noqa: E402
+from curiojax.strategies import Needs, Selection, check_batch_size, register_strategy  # noqa: E402
 from curiojax.strategies import kernels as bl  # noqa: E402
+from curiojax.strategies.directions import needs_along  # noqa: E402
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -57,12 +60,13 @@ def deflated_greedy(scores, fp, mp, fl, ml, gamma, noise, k):
 
 def variant(name, kind, gamma, noise=0.1):
   @register_strategy(name)
-  class Variant(bl.Sketched):
-    needs_tangent = True
+  @dataclasses.dataclass(frozen=True)
+  class Variant(bl.OnSketch):
+    needs: ClassVar[Needs] = needs_along("tangent")
 
     def select(self, ctx, batch_size):
       check_batch_size(ctx, batch_size)
-      fp, mp, fl, ml = bl.sketched_features(ctx, self)
+      fp, mp, fl, ml = bl.sketched_features(ctx, self.sketch)
       xp, _ = bl.pad_rows_to(ctx.x_pool, bl.POOL_BUCKET)
       jvp = curiosity_scores(ctx.model_fn, ctx.params, ctx.tangent, jnp.asarray(xp), heuristic="jvp").reshape(-1)
       if kind == "deflate":
@@ -72,7 +76,7 @@ def variant(name, kind, gamma, noise=0.1):
       else:
         key = jax.random.fold_in(ctx.key, 2)
         idx = bl.kmeanspp(fp, mp, fl, ml, key, batch_size, bl.curiosity_weights(jnp.square(jvp)[:, None], mp, gamma))
-      return bl.checked_indices(idx, ctx, batch_size)
+      return Selection.of(bl.checked_indices(idx, ctx, batch_size))
 
 
 VARIANTS = {
@@ -91,6 +95,6 @@ if __name__ == "__main__":
   cfg = get_config()
   cfg.splits = (100, 101)
   cfg.strategies = ("random", "lcmd", *VARIANTS)
-  cfg.strategy_kwargs = {}
+  cfg.strategy_options = {}
   cfg.results_dir = "benchmarks/results/tuning"
   bm.run(cfg)

@@ -41,7 +41,6 @@ import optax
 import curiojax
 from curiojax.active.data import load_dataset
 from curiojax.active.loop import LoopOptions
-from curiojax.active.models import make_model
 from curiojax.active.training import Trainer
 from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.operator import TangentOperator
@@ -127,8 +126,8 @@ def main_job(n, fast, repeats):
   """The main job's trainer (``curiojax run``'s defaults) on the first ``n`` rows of concrete."""
   options = LoopOptions()
   x, y = standardised_concrete()
-  spec = make_model(options.model, x.shape[1], hidden_sizes=options.hidden_sizes, activation=options.activation)
-  train = options.learner_options.train_options
+  spec = options.model.make(x.shape[1])
+  train = options.train
   if fast:
     train = dataclasses.replace(train, epochs=20)
   params = spec.init(jax.random.key(0))
@@ -138,17 +137,17 @@ def main_job(n, fast, repeats):
 def ntk(n, fast, repeats):
   """The benchmark's NTK MLP and training protocol (unregularised, linear decay, bmdal_reg's batches)."""
   sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmark's own settings
-  from benchmarks.active_learning import protocol_model, protocol_options
   from benchmarks.active_learning.configs.benchmark import get_config
+  from benchmarks.active_learning.main import protocol_model, protocol_options
 
   cfg = get_config()
   if fast:
-    cfg.hidden, cfg.epochs = (64, 64), 8
+    cfg.model.hidden_sizes, cfg.train.epochs = (64, 64), 8
   x, y = standardised_concrete()
   spec = protocol_model(cfg, x.shape[1])
-  train = dataclasses.replace(protocol_options(cfg).train_options, restore_best=False)
+  train = dataclasses.replace(protocol_options(cfg).train, restore_best=False)
   params = spec.init(jax.random.key(0))
-  yield from trainer_rows(f"ntk {n}", spec.model_fn, params, x[:n], y[:n], train, repeats, cfg.tangent_strength)
+  yield from trainer_rows(f"ntk {n}", spec.model_fn, params, x[:n], y[:n], train, repeats, cfg.strength)
 
 
 def tanh_mlp(params, x):

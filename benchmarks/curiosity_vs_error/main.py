@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from benchmarks.active_learning import main as bm  # noqa: E402
 from benchmarks.active_learning.configs.benchmark import get_config  # noqa: E402
 from curiojax.scoring.scores import curiosity_scores  # noqa: E402
-from curiojax.strategies import SelectionContext, kernels  # noqa: E402
+from curiojax.strategies import SelectionContext, SketchOptions, kernels  # noqa: E402
 
 
 def spearman(a, b):
@@ -68,7 +68,7 @@ def main(argv=None):
     c = np.asarray(curiosity_scores(model, params, tangent, jnp.asarray(split.x_pool), heuristic="jvp")) ** 2
     c = c.reshape(-1)
     ctx = SelectionContext(model, params, None, split.x_initial, split.y_initial, split.x_pool, jax.random.key(0))
-    var = np.asarray(kernels.posterior_variance(*kernels.sketched_features(ctx, kernels.Sketched()), 0.01)[0])[: len(f)]
+    var = np.asarray(kernels.posterior_variance(*kernels.sketched_features(ctx, SketchOptions()), 0.01)[0])[: len(f)]
     print(
       f"{os.path.basename(folder):18s} {len(f):6d} {spearman(c, f**2):+9.2f} {spearman(c, err2):+11.2f} "
       f"{spearman(var, err2):+13.2f} {top32(c, err2):8.2f} {top32(var, err2):10.2f}"

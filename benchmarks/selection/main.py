@@ -2,7 +2,7 @@
 
 A selection step is what happens between two fits in ``benchmarks/active_learning/main.py``'s last
 round: the tangent's solve on the labelled set (at most 50 conjugate-gradient products, as the
-protocol's ``tangent_maxiter``), the sketched gradient features of pool and labelled points,
+protocol's ``train.finish_maxiter``), the sketched gradient features of pool and labelled points,
 J_xτ over the pool (separately, and in the features' pass as the tangent strategies take it), the
 greedy batch choice (LCMD's labelled distances and picks)
 and the transfers to the host. Each part is timed on its own (median of ``--reps`` runs after a
@@ -29,7 +29,7 @@ import numpy as np
 import curiojax
 from curiojax.active.models import NTKMLP
 from curiojax.scoring.features import gradient_sketch, sketch_and_jvp
-from curiojax.strategies import get_strategy
+from curiojax.strategies import get_strategy, needs_of
 from curiojax.strategies.kernels import LABELLED_BUCKET, POOL_BUCKET, SKETCH_DIM, lcmd, pad_rows_to
 from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.operator import TangentOperator
@@ -147,7 +147,7 @@ def main(argv=None):
   ]
   for label, name, options in rows:
     strategy = get_strategy(name, **options)
-    needs = getattr(strategy, "needs_tangent", True)
+    needs = needs_of(strategy).tangent
 
     def step(strategy=strategy, needs=needs):
       tau = solve(params) if needs else None

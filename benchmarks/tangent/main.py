@@ -128,24 +128,22 @@ def main():
 def finishing_share(repeats):
   """Finishing time / training time for the main job's trainer (default config, concrete)."""
   from curiojax.active.data import load_dataset
-  from curiojax.active.loop import LoopOptions
-  from curiojax.active.models import make_model
   from curiojax.active.training import Trainer
+  from curiojax.cli import options_from_config
   from curiojax.config_defaults import get_config
   from curiojax.padding import pad_rows
 
   cfg = get_config()
-  options = LoopOptions(**{f: cfg[f] for f in LoopOptions.__dataclass_fields__ if f in cfg})
+  options = options_from_config(cfg)
   data = load_dataset(cfg.dataset)
   x = (data.x - data.x.mean(0)) / data.x.std(0)
-  spec = make_model(
-    options.model, in_features=x.shape[1], hidden_sizes=options.hidden_sizes, activation=options.activation
-  )
-  trainer = Trainer(spec.model_fn, options.train_options)
+  spec = options.model.make(x.shape[1])
+  trainer = Trainer(spec.model_fn, options.train)
   finish = jax.jit(lambda st, p, b: curiojax.finish_tangent(st, p, trainer.loss, b))
   perm = np.random.default_rng(0).permutation(len(x))
   capacity = 512  # the learner's padded size for the default schedule (50 + 10 × 25 labels)
-  print(f"\nmain job trainer ({cfg.dataset}, {options.hidden_sizes} {options.activation}, {options.epochs} epochs):")
+  model, epochs = options.model, options.train.epochs
+  print(f"\nmain job trainer ({cfg.dataset}, {model.hidden_sizes} {model.activation}, {epochs} epochs):")
   print(f"{'labels':>6s} {'fit incl. finish (s)':>20s} {'finish (s)':>11s} {'finish / training':>18s}")
   for n in (50, 150, 300):
     lab = perm[:n]

@@ -31,7 +31,6 @@ from curiojax.strategies.directions import normalised_sum
 
 POOL_BUCKET = 512  # the size classes' multiple for pool rows
 LABELLED_BUCKET = 512  # and for labelled rows
-Sketched = SketchOptions  # the name before SketchOptions, for scripts that still use it
 
 
 @dataclasses.dataclass(frozen=True)
