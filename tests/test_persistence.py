@@ -188,9 +188,8 @@ def test_experiment_round_trip_resumes_exactly(tmp_path):
     initial_size=20,
     batch_size=10,
     rounds=2,
-    epochs=40,
-    hidden_sizes=(16,),
-    minibatch_size=16,
+    train=TrainOptions(epochs=40, minibatch_size=16),
+    model=ModelOptions(hidden_sizes=(16,)),
     num_splits=1,
     warm_start=True,
   )
