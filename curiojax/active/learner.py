@@ -159,7 +159,7 @@ class LearnerOptions:
     return self.train
 
   def to_dict(self) -> dict:
-    """Nested plain dicts, as :func:`options_from_dict` reads them back."""
+    """Nested plain dicts, as ``options_from_dict`` reads them back."""
     return dataclasses.asdict(self)
 
 

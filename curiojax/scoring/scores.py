@@ -33,7 +33,7 @@ Several tangents (leaves with a leading axis ``k``, from a vector of strengths) 
 The formulas are the pure functions of :mod:`curiojax.scoring.heuristics`; the closed forms
 are chosen by what the loss declares (``loss.closed_form``), not by which function it is.
 A :class:`Scorer` only checks its inputs, pads, chunks and shards. Pools are padded to the
-package's size class (:func:`curiojax.padding.size_class` per device, in whole chunks) with
+package's size class (``curiojax.padding.size_class`` per device, in whole chunks) with
 a validity mask (the caller's ``mask`` excluded too) and scored in fixed chunks by a
 ``lax.scan``: one compilation serves every pool size in a class, and memory is set by the
 chunk, not the pool. The compiled function lives on the scorer and dies with it. With a ``mesh`` the pool is sharded
@@ -282,7 +282,7 @@ class Scorer:
     return scores if padded == n else scores[:n]
 
   def padded_size(self, n: int) -> int:
-    """The padded pool size for ``n`` rows (:func:`bucket_size` over the scorer's devices)."""
+    """The padded pool size for ``n`` rows (``bucket_size`` over the scorer's devices)."""
     return bucket_size(n, self.chunk_size, 1 if self.mesh is None else self.mesh.devices.size, self.bucket)[0]
 
   def lower(self, params, tangent, x, y=None):
@@ -471,9 +471,9 @@ def make_scorer(model_fn: Callable, *, heuristic: str = "expected_squared", **op
       :func:`noise_variance` for calibrated values).
     gradient_covariance: ``M(prediction) -> (p, p)``, ``E[∇_fℓ∇_fℓᵀ]`` for other losses.
     chunk_size: rows scored at once per device; memory scales with it, not with the pool.
-    bucket: ``"geometric"`` (default; the package's :func:`curiojax.padding.size_class` per
+    bucket: ``"geometric"`` (default; the package's ``curiojax.padding.size_class`` per
       device, in whole chunks: at most 25% padding), ``"pow2"`` (``chunk·2^j``) or
-      ``"chunk"`` (a multiple of the chunk); see :func:`bucket_size` in this module.
+      ``"chunk"`` (a multiple of the chunk); see ``bucket_size`` in this module.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (:func:`curiojax.data_mesh`): the
       pool is sharded over it, params and tangent replicated.
     nonfinite: ``"raise"`` or ``"exclude"`` (traceable) for NaN/Inf inputs and overflowing

@@ -3,7 +3,7 @@
 Excluded points (already labelled, or rows the scorer excluded) get ``-inf`` before the
 top-k, so they are never chosen; scores that are NaN or ``-inf`` (the scorer's mark for
 excluded rows) count as excluded too. Scores are padded to their size class
-(:func:`curiojax.padding.size_class`, padding masked) so that rounds with slightly different
+(``curiojax.padding.size_class``, padding masked) so that rounds with slightly different
 pool sizes reuse one compilation.
 
 Example:

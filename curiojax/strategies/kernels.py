@@ -2,7 +2,7 @@
 
 Features are sketched gradients ``φ(x)`` (:mod:`curiojax.scoring.features`, ``grad → rp(512)``
 in Holzmüller et al.'s terms; :class:`~curiojax.strategies.base.SketchOptions`). Pool and
-labelled arrays are padded to their size class (:func:`curiojax.padding.size_class`, in
+labelled arrays are padded to their size class (``curiojax.padding.size_class``, in
 multiples of 512 rows) and masked, and every selection loop is a jitted ``lax.fori_loop``, so
 rounds compile once per size class.
 """
@@ -46,7 +46,7 @@ class OnSketch:
 
 
 def pad_rows_to(a, multiple):
-  """``a`` padded with zero rows to its size class (:func:`curiojax.padding.size_class`, a multiple
+  """``a`` padded with zero rows to its size class (``curiojax.padding.size_class``, a multiple
   of ``multiple`` rows, at least one), and the mask of its rows."""
   a = np.asarray(a, np.float32)
   m = size_class(len(a), multiple=multiple)
