@@ -18,6 +18,19 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
 
+SLOW_LIST = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Mark ``slow`` the tests listed in ``slow_tests.txt`` (measured, see its header), besides those
+  decorated ``@pytest.mark.slow``: the fast lane, ``-m "not slow"``, leaves both to the full suite."""
+  with open(SLOW_LIST) as f:
+    listed = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+  for item in items:
+    if item.nodeid in listed:
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_compilation_cache_for_subprocesses(tmp_path_factory):
   """Processes the tests start share one persistent compilation cache (a later one skips most compiling).
