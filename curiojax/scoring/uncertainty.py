@@ -117,11 +117,14 @@ class LaplacePosterior:
       chunk = x[start : start + CHUNK]
       size = min(size_class(len(chunk)), CHUNK)
       k_cross, k_diag = jit_with_model(_pool_kernels, self.model_fn)(self.params, pad_rows(chunk, size), self.x_train)
-      k_hat = np.asarray(k_cross, np.float64)[: len(chunk)] * self.sqrt_b[None, :]
-      solved = scipy.linalg.solve_triangular(self.cholesky, k_hat.T, lower=True)
-      explained = np.sum(solved**2, 0)
-      out.append(np.maximum(np.asarray(k_diag, np.float64)[: len(chunk)] - explained, 0.0) / (self.mu * self.rows))
+      out.append(self._from_kernels(k_cross[: len(chunk)], k_diag[: len(chunk)]))
     return np.concatenate(out)
+
+  def _from_kernels(self, k_cross, k_diag) -> np.ndarray:
+    """``e(x)`` from ``k(x, X)`` and ``k(x, x)``: ``(k(x,x) − ‖L⁻¹k̂‖²)/(μN)``, ``k̂ = √b ⊙ k(X, x)``."""
+    k_hat = np.asarray(k_cross, np.float64) * self.sqrt_b[None, :]
+    explained = np.sum(scipy.linalg.solve_triangular(self.cholesky, k_hat.T, lower=True) ** 2, 0)
+    return np.maximum(np.asarray(k_diag, np.float64) - explained, 0.0) / (self.mu * self.rows)
 
   def spread(self, x) -> np.ndarray:
     """The predictive distribution's scale at each row of ``x``: ``√(a + b·e(x))`` (model units)."""
@@ -204,17 +207,18 @@ def laplace_posterior(op: TangentOperator, *, seed: int = 0) -> LaplacePosterior
   pred, b, gram = jit_with_model(_weights, loss.model_fn, static_argnums=0)(
     loss.loss, op.params, x, y, jnp.asarray(w_rows)
   )
+  gram = np.asarray(gram, np.float64)
   b = np.asarray(b, np.float64) * float(np.sum(w_rows)) / w_all  # N is every real row
   sqrt_b = np.sqrt(b)
   mu = max(float(op.regularizer_scale()), np.finfo(np.float32).tiny)
-  k_hat = sqrt_b[:, None] * np.asarray(gram, np.float64) * sqrt_b[None, :]
+  k_hat = sqrt_b[:, None] * gram * sqrt_b[None, :]
   shift = max(mu, 1e-12 * float(np.max(np.diag(k_hat), initial=0.0)))
   cholesky = np.linalg.cholesky(k_hat + shift * np.eye(len(rows)))
   inverse_diagonal = np.sum(scipy.linalg.solve_triangular(cholesky, np.eye(len(rows)), lower=True) ** 2, 0)
   one_minus_h = np.clip(shift * inverse_diagonal, 1e-6, 1.0)  # I − H = μ(K̂ + μI)⁻¹
   loo = (np.asarray(y, np.float64) - np.asarray(pred, np.float64)) / one_minus_h
   posterior = LaplacePosterior(loss.model_fn, op.params, x, sqrt_b, mu, w_all, cholesky, 1.0, 0.0, np.inf, loo)
-  spread = posterior.epistemic(x) / one_minus_h
+  spread = posterior._from_kernels(gram, np.diag(gram)) / one_minus_h  # the rows' kernels: no second pass
   keep = w_rows > 0  # the calibration sees real rows only
   noise, scale, dof = calibrate(loo[keep], spread[keep])
   posterior = dataclasses.replace(posterior, loo_residuals=loo[keep])
