@@ -79,7 +79,7 @@ def _public_target(target: str) -> str | None:
   """Where a public name is documented.
 
   ``curiojax.active.learner.Learner.ask`` or ``Learner.ask`` -> ``curiojax.Learner.ask``;
-  ``Fit`` -> ``curiojax.active.Fit`` (documented with its layer).
+  ``Needs`` -> ``curiojax.strategies.Needs`` (documented with its layer).
   """
   parts = target.split(".")
   if parts[0] == "curiojax":

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import curiojax
-from curiojax.tangent.transform import align_tangent
+from curiojax.tangent.state import align_tangent
 
 
 def _ridge_data(seed=0, n=40, d=6, noise=0.5, n_val=None):

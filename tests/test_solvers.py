@@ -256,3 +256,28 @@ def test_the_trainers_tangent_is_the_exact_one_or_flagged(activation, scale, car
   if certified:
     assert rel(result.tangent, want) < 1e-2
   assert 0 < int(result.tangent_products) <= options.finish_maxiter
+
+
+def test_the_system_keywords_have_one_home_and_misspellings_are_refused():
+  """exact_tangent, dense_curvature, relative_residual, lissa and adjoint_curiosities take the
+  system's keywords through TangentOperator.build: same defaults everywhere, and a misspelt or
+  foreign keyword is a TypeError naming it (never silently ignored)."""
+  x = jax.random.normal(jax.random.key(0), (20, 3))
+  loss = curiojax.prediction_loss(lambda p, x: x @ p)
+  batch, params = dict(x=x, y=x[:, 0]), jnp.zeros(3)
+  dense = curiojax.dense_curvature(loss, params, batch)
+  ridge = x.T @ x / 20 + 1e-2 * jnp.eye(3)  # squared error's Hessian (½ mean) plus the default l2 strength
+  np.testing.assert_allclose(dense, ridge, rtol=1e-5, atol=1e-6)
+  tau = curiojax.exact_tangent(loss, params, batch)
+  assert float(curiojax.relative_residual(loss, params, tau, batch)) < 1e-4
+  for call in (
+    lambda: curiojax.exact_tangent(loss, params, batch, strenght=1.0),
+    lambda: curiojax.dense_curvature(loss, params, batch, strenght=1.0),
+    lambda: curiojax.adjoint_curiosities(loss, params, batch, x[:2], x[:2, 0], strenght=1.0),
+  ):
+    with pytest.raises(TypeError, match="strenght"):
+      call()
+  with pytest.raises(TypeError, match="value_fn must be callable"):
+    curiojax.exact_tangent("not a function", params, batch)
+  with pytest.raises(TypeError, match="batch must be a dict"):
+    curiojax.exact_tangent(loss, params, [x])

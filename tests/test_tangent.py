@@ -209,7 +209,9 @@ def test_heavy_ball_averaged_recursion_follows_method_md(batch_size):
 
   The oracle shares no code with the library: Hessians by ``jax.hessian``, the recursion in numpy.
   """
-  from curiojax.tangent.transform import EVALUATE_EVERY, ITERATE_WINDOW, RESIDUAL_WINDOW, handed_out
+  from curiojax.tangent.recursion import ITERATE_WINDOW
+  from curiojax.tangent.state import handed_out
+  from curiojax.tangent.transform import EVALUATE_EVERY, RESIDUAL_WINDOW
 
   x, y = ridge_data(n=64, d=6)
   batches = {"x": x.reshape(-1, batch_size, 6), "y": y.reshape(-1, batch_size)}

@@ -71,8 +71,8 @@ from curiojax.strategies import (
   select_checked,
 )
 from curiojax.tangent.curvature import TangentSystem
+from curiojax.tangent.diagnostics import tangent_diagnostics
 from curiojax.tangent.operator import TangentOperator
-from curiojax.tangent.transform import tangent_diagnostics
 
 FORMAT_VERSION = 1
 

@@ -33,15 +33,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.losses import PredictionLoss, check_prediction_loss, check_xy
 from curiojax.tangent.operator import TangentOperator
-from curiojax.tangent.regularizers import Regularizer, get_regularizer
-from curiojax.tangent.solvers import _check_batch, solve
-from curiojax.tangent.transform import align_tangent
+from curiojax.tangent.solvers import solve
+from curiojax.tangent.state import align_tangent
 
 ADJOINT_SOLVERS = ("dense", "data_space", "cg")
 
@@ -92,13 +89,10 @@ def adjoint_curiosities(
   x,
   y,
   *,
-  regularizer: str | Regularizer = "l2",
-  strength=1e-2,
-  curvature: str = "hessian",
-  damping=0.0,
   solver: str = "dense",
   tol: float = 1e-6,
   maxiter: int | None = None,
+  **system,
 ) -> jax.Array:
   """Adjoint form ``c_k(zᵢ) = −λ(zᵢ)ᵀρ_k`` with ``λ(zᵢ) = (C + λI)⁻¹∇_θℓ(zᵢ)``.
 
@@ -110,9 +104,9 @@ def adjoint_curiosities(
     params: trained parameters ``θ*``.
     batch: the training set as ``loss``'s keyword arguments (defines ``C``).
     x, y: labelled queries.
-    regularizer, strength, curvature, damping: as in :func:`curiojax.exact_tangent`;
-      ``strength`` scalar or a vector of ``k``.
     solver, tol, maxiter: ``"dense"`` or ``"cg"`` and the CG settings.
+    system: ``regularizer``, ``strength``, ``curvature``, ``damping``, as in
+      :func:`curiojax.exact_tangent`; ``strength`` scalar or a vector of ``k``.
 
   Returns:
     ``(n,)`` for a scalar strength, ``(n, k)`` for ``k`` strengths; equal to
@@ -121,34 +115,18 @@ def adjoint_curiosities(
   check_prediction_loss(loss)
   if solver not in ADJOINT_SOLVERS:
     raise ValueError(f"Unknown solver {solver!r}; choose one of {ADJOINT_SOLVERS}.")
-  batch = _check_batch(batch)
+  op = TangentOperator.build(loss, params, batch, **system)
   x, y = check_xy(x, y)
-  return _adjoint(
-    loss,
-    get_regularizer(regularizer),
-    curvature,
-    solver,
-    tol,
-    maxiter,
-    params,
-    batch,
-    x,
-    y,
-    jnp.asarray(strength),
-    jnp.asarray(damping),
-  )
+  return _adjoint(solver, tol, maxiter, op, x, y)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _adjoint(loss, regularizer, curvature, solver, tol, maxiter, params, batch, x, y, strength, damping):
-  system = TangentSystem(loss, regularizer, curvature)
-  rho = system.rho(params, strength)
-  many = jnp.ndim(strength) == 1
-  grads = per_example_gradients(loss, params, x, y)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _adjoint(solver, tol, maxiter, op: TangentOperator, x, y):
+  rho, many = op.rho(), op.stacked
+  grads = per_example_gradients(op.system.value_fn, op.params, x, y)
   ravel = lambda t: ravel_pytree(t)[0]
   r_mat = jax.vmap(ravel)(rho) if many else ravel(rho)[None]  # (k, d)
   # λ(zᵢ) = (C + λI)⁻¹∇ℓ(zᵢ): one preconditioner (a factorisation) for all queries, CG per query
-  op = TangentOperator(system, params, strength, damping, batch)
   maxiter = 10 * op.size if maxiter is None else maxiter
   lam, _ = solve(op, grads, method=solver, tol=tol, maxiter=maxiter, stacked=True)
   c = -jax.vmap(ravel)(lam) @ r_mat.T  # (n, k)

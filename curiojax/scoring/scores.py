@@ -68,7 +68,7 @@ from curiojax.padding import next_pow2, pad_rows, round_up, size_class
 from curiojax.scoring.attached import attached
 from curiojax.scoring.heuristics import HEURISTIC_FNS, HEURISTICS, LABELLED_HEURISTICS, hermite_rule, jvp_along
 from curiojax.tangent.losses import Loss, check_prediction_shape, closed_form, get_loss
-from curiojax.tangent.transform import align_tangent
+from curiojax.tangent.state import align_tangent
 
 __all__ = ["HEURISTICS", "LABELLED_HEURISTICS", "Scorer", "bucket_size", "curiosity_scores", "make_scorer"]
 

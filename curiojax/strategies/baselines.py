@@ -32,14 +32,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from curiojax.strategies.base import Selection, SelectionContext, check_batch_size
+from curiojax.strategies.base import Selection, SelectionContext
 from curiojax.strategies.kernels import (
   OnSketch,
   checked_indices,
   kmeanspp,
   lcmd,
   posterior_variance,
-  sketched_features,
   top_k,
 )
 
@@ -68,11 +67,14 @@ class VarianceStrategy(OnSketch):
       raise ValueError(f"noise must be > 0, got {self.noise}.")
     object.__setattr__(self, "noise", float(self.noise))
 
+  def score(self, variance, diagonal):
+    """The score from the posterior variance ``v(x)`` and the prior diagonal ``‖φ(x)‖²``."""
+    return variance
+
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
-    var, _ = posterior_variance(fp, mp, fl, ml, self.noise)
-    return _top_k_selection(ctx, var, mp, batch_size)
+    fp, mp, fl, ml = self.features(ctx, batch_size)
+    variance, diagonal = posterior_variance(fp, mp, fl, ml, self.noise)
+    return _top_k_selection(ctx, self.score(variance, diagonal), mp, batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +83,8 @@ class EMCMStrategy(VarianceStrategy):
 
   criterion = "expected model change √v(x)·‖∇f(x)‖ (top k)"
 
-  def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
-    var, diag = posterior_variance(fp, mp, fl, ml, self.noise)
-    return _top_k_selection(ctx, jnp.sqrt(var * diag), mp, batch_size)
+  def score(self, variance, diagonal):
+    return jnp.sqrt(variance * diagonal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +94,7 @@ class BadgeStrategy(OnSketch):
   criterion = "k-means++ sampling on gradient features (diversity; no score)"
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
+    fp, mp, fl, ml = self.features(ctx, batch_size)
     idx = kmeanspp(fp, mp, fl, ml, jax.random.fold_in(ctx.key, 2), batch_size)
     return Selection.of(checked_indices(idx, ctx, batch_size))
 
@@ -112,7 +110,6 @@ class LCMDStrategy(OnSketch):
   )
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
+    fp, mp, fl, ml = self.features(ctx, batch_size)
     idx, distances = lcmd(fp, mp, fl, ml, batch_size, with_distances=True)
     return Selection.of(checked_indices(idx, ctx, batch_size), distances)

@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from curiojax.strategies.base import Needs, SelectionContext
+from curiojax.tangent.diagnostics import TangentInaccurateWarning
 from curiojax.tangent.solvers import DIRECTION_MAXITER, FINISH_TOLERANCE, solve
-from curiojax.tangent.transform import TangentInaccurateWarning
 
 DIRECTIONS = ("tangent", "validation", "groups")
 

@@ -26,6 +26,7 @@ from curiojax.strategies.base import (  # noqa: F401  (the sketch defaults, impo
   Needs,
   SelectionContext,
   SketchOptions,
+  check_batch_size,
 )
 from curiojax.strategies.directions import normalised_sum
 
@@ -43,6 +44,11 @@ class OnSketch:
 
   def __post_init__(self):
     object.__setattr__(self, "sketch", SketchOptions.of(self.sketch))
+
+  def features(self, ctx: SelectionContext, batch_size: int):
+    """The batch size checked against the pool, then :func:`sketched_features` ``(fp, mp, fl, ml)``."""
+    check_batch_size(ctx, batch_size)
+    return sketched_features(ctx, self.sketch)
 
 
 def pad_rows_to(a, multiple):

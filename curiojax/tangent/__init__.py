@@ -9,6 +9,17 @@ NNX modules as pure functions.
 """
 
 from curiojax.tangent.curvature import CURVATURES, TangentSystem
+from curiojax.tangent.diagnostics import (
+  TangentDiagnostics,
+  TangentDivergedError,
+  TangentDivergedWarning,
+  TangentInaccurateError,
+  TangentInaccurateWarning,
+  TangentMisplacedWarning,
+  check_tangent,
+  tangent_diagnostics,
+  tangent_of,
+)
 from curiojax.tangent.losses import LOSSES, PredictionLoss, gaussian_nll, huber, prediction_loss, squared_error
 from curiojax.tangent.nnx_adapter import nnx_model_fn
 from curiojax.tangent.operator import TangentOperator
@@ -22,20 +33,8 @@ from curiojax.tangent.solvers import (
   relative_residual,
   solve,
 )
-from curiojax.tangent.transform import (
-  RegularityTangentState,
-  TangentDiagnostics,
-  TangentDivergedError,
-  TangentDivergedWarning,
-  TangentInaccurateError,
-  TangentInaccurateWarning,
-  TangentMisplacedWarning,
-  align_tangent,
-  check_tangent,
-  regularity_tangent,
-  tangent_diagnostics,
-  tangent_of,
-)
+from curiojax.tangent.state import RegularityTangentState, align_tangent
+from curiojax.tangent.transform import regularity_tangent
 
 __all__ = [
   "CURVATURES",

@@ -37,6 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.recursion import relative_norm
+from curiojax.tangent.regularizers import Regularizer, get_regularizer
 
 HALF_PRECISION = (jnp.float16, jnp.bfloat16)
 
@@ -65,6 +66,38 @@ class TangentOperator(eqx.Module):
     self.strength = jnp.asarray(strength, dtype)
     self.damping = jnp.asarray(damping, dtype)
     self.batch = dict(batch)
+
+  @classmethod
+  def build(
+    cls,
+    value_fn,
+    params,
+    batch: Mapping[str, Any],
+    *,
+    regularizer: str | Regularizer = "l2",
+    strength=1e-2,
+    curvature: str = "hessian",
+    damping=0.0,
+  ) -> TangentOperator:
+    """The operator of ``value_fn(params, **batch) + R(s, θ)``: the one place of the system's
+    keywords and their defaults, which :func:`curiojax.exact_tangent`,
+    :func:`curiojax.dense_curvature`, :func:`curiojax.relative_residual` and
+    :func:`curiojax.adjoint_curiosities` take as ``**system``.
+
+    Args:
+      value_fn: mean data loss ``value_fn(params, **batch)``.
+      params: where ``C`` is taken.
+      batch: the data as ``value_fn``'s keyword arguments.
+      regularizer: a registered name (``"l2"``, ``"group_l2"``) or a ``Regularizer``.
+      strength: ``s``, scalar or ``(k,)``.
+      curvature: ``"hessian"`` or ``"gauss_newton"``.
+      damping: ``λ``.
+    """
+    if not callable(value_fn):
+      raise TypeError(f"value_fn must be callable value_fn(params, **batch), got {type(value_fn).__name__}.")
+    if not isinstance(batch, Mapping):
+      raise TypeError(f"batch must be a dict of value_fn's keyword arguments, got {type(batch).__name__}.")
+    return cls(TangentSystem(value_fn, get_regularizer(regularizer), curvature), params, strength, damping, batch)
 
   @property
   def stacked(self) -> bool:

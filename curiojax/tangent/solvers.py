@@ -34,10 +34,8 @@ from jax.flatten_util import ravel_pytree
 
 from curiojax.tangent import dataspace
 from curiojax.tangent.access import find_tangent_state, finished_state, replace_tangent_state
-from curiojax.tangent.curvature import TangentSystem
 from curiojax.tangent.operator import HALF_PRECISION, TangentOperator
 from curiojax.tangent.recursion import relative_norm, tangent_step
-from curiojax.tangent.regularizers import Regularizer, get_regularizer
 from curiojax.tangent.state import _pure_tree, handed_out, restructure
 
 SOLVERS = ("auto", "dense", "data_space", "cg")
@@ -48,41 +46,19 @@ DIRECTION_MAXITER = 200  # products a strategy's solve of further directions may
 STALL_LIMIT = 100  # CG stops after this many products without the residual falling by a tenth
 
 
-def _system(value_fn, regularizer, curvature) -> TangentSystem:
-  if not callable(value_fn):
-    raise TypeError(f"value_fn must be callable value_fn(params, **batch), got {type(value_fn).__name__}.")
-  return TangentSystem(value_fn, get_regularizer(regularizer), curvature)
-
-
-def _check_batch(batch):
-  if not isinstance(batch, Mapping):
-    raise TypeError(f"batch must be a dict of value_fn's keyword arguments, got {type(batch).__name__}.")
-  return dict(batch)
-
-
 def _check_solver(solver: str) -> str:
   if solver not in SOLVERS:
     raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
   return solver
 
 
-def _operator(value_fn, params, batch, regularizer, strength, curvature, damping) -> TangentOperator:
-  return TangentOperator(_system(value_fn, regularizer, curvature), params, strength, damping, _check_batch(batch))
+def dense_curvature(value_fn: Callable, params, batch: Mapping, *, chunk_size: int = 256, **system) -> jax.Array:
+  """The matrix ``C + λI`` (``d × d`` over the ravelled params), column by column from HVPs.
 
-
-def dense_curvature(
-  value_fn: Callable,
-  params,
-  batch: Mapping[str, Any],
-  *,
-  regularizer: str | Regularizer = "l2",
-  strength=1e-2,
-  curvature: str = "hessian",
-  damping=0.0,
-  chunk_size: int = 256,
-) -> jax.Array:
-  """The matrix ``C + λI`` (``d × d`` over the ravelled params), column by column from HVPs."""
-  return _operator(value_fn, params, batch, regularizer, strength, curvature, damping).dense(chunk_size)
+  ``system``: ``regularizer``, ``strength``, ``curvature``, ``damping``
+  (:meth:`~curiojax.tangent.operator.TangentOperator.build`, which holds their defaults).
+  """
+  return TangentOperator.build(value_fn, params, batch, **system).dense(chunk_size)
 
 
 class SolveInfo(eqx.Module):
@@ -293,14 +269,11 @@ def exact_tangent(
   params,
   batch: Mapping[str, Any],
   *,
-  regularizer: str | Regularizer = "l2",
-  strength=1e-2,
-  curvature: str = "hessian",
-  damping=0.0,
   solver: str = "auto",
   x0=None,
   tol: float = 1e-6,
   maxiter: int | None = None,
+  **system,
 ):
   """``τ = −(C + λI)⁻¹ρ`` at ``params`` on the full ``batch`` (:func:`solve`).
 
@@ -308,32 +281,27 @@ def exact_tangent(
     value_fn: mean data loss ``value_fn(params, **batch)``.
     params: where to linearise (normally trained parameters ``θ*``).
     batch: the whole training set as ``value_fn``'s keyword arguments.
-    regularizer, strength, curvature, damping: as in :func:`curiojax.regularity_tangent`.
     solver: ``"auto"``, ``"dense"``, ``"data_space"`` or ``"cg"`` (``choose_method``).
     x0, tol, maxiter: start (e.g. a carried tangent), relative tolerance, products (default ``10 d``).
+    system: ``regularizer``, ``strength``, ``curvature``, ``damping``, as in
+      :func:`curiojax.regularity_tangent` (:meth:`~curiojax.tangent.operator.TangentOperator.build`
+      holds their defaults: ``"l2"``, ``1e-2``, ``"hessian"``, ``0``).
 
   Returns:
     The tangent, shaped like params (leading axis ``k`` for ``k`` strengths).
   """
-  op = _operator(value_fn, params, batch, regularizer, strength, curvature, damping)
+  op = TangentOperator.build(value_fn, params, batch, **system)
   maxiter = 10 * op.size if maxiter is None else maxiter
   minus_rho = jax.tree.map(jnp.negative, op.rho())
   return solve(op, minus_rho, method=solver, tol=tol, maxiter=maxiter, x0=x0, stacked=op.stacked)[0]
 
 
-def relative_residual(
-  value_fn: Callable,
-  params,
-  tangent,
-  batch: Mapping[str, Any],
-  *,
-  regularizer: str | Regularizer = "l2",
-  strength=1e-2,
-  curvature: str = "hessian",
-  damping=0.0,
-) -> jax.Array:
-  """``‖(C + λI)v + ρ‖ / ‖ρ‖`` (the largest over ``k`` tangents): zero for the exact tangent."""
-  return _operator(value_fn, params, batch, regularizer, strength, curvature, damping).relative_residual(tangent)
+def relative_residual(value_fn: Callable, params, tangent, batch: Mapping[str, Any], **system) -> jax.Array:
+  """``‖(C + λI)v + ρ‖ / ‖ρ‖`` (the largest over ``k`` tangents): zero for the exact tangent.
+
+  ``system``: as in :func:`exact_tangent`.
+  """
+  return TangentOperator.build(value_fn, params, batch, **system).relative_residual(tangent)
 
 
 def finish_tangent(
@@ -393,7 +361,8 @@ def finish_tangent(
   old = find_tangent_state(opt_state)
   state, params = _pure_tree(old), _pure_tree(params)
   settings = state.settings
-  op = _operator(value_fn, params, batch, settings.regularizer, state.strength, settings.curvature, state.damping)
+  system = dict(regularizer=settings.regularizer, curvature=settings.curvature)
+  op = TangentOperator.build(value_fn, params, batch, strength=state.strength, damping=state.damping, **system)
   start = restructure(handed_out(state), params, stacked=op.stacked)
   minus_rho = jax.tree.map(jnp.negative, op.rho())
   tangent, info = solve(op, minus_rho, method=solver, tol=tol, maxiter=maxiter, x0=start, stacked=op.stacked)
@@ -409,12 +378,9 @@ def lissa(
   batches: Mapping[str, Any],
   *,
   scale: float,
-  regularizer: str | Regularizer = "l2",
-  strength=1e-2,
-  curvature: str = "hessian",
-  damping=0.0,
   init=None,
   return_iterates: bool = False,
+  **system,
 ):
   """LiSSA for ``−(C + λI)⁻¹ρ``: ``v ← v − (1/scale)((C_B + λI)v + ρ)`` over a stream of batches.
 
@@ -427,15 +393,16 @@ def lissa(
     scale: must exceed ``λ_max(C + λI)/2`` for convergence.
     init: starting vector (default zeros).
     return_iterates: also return every iterate (stacked).
+    system: as in :func:`exact_tangent`.
   """
-  system, batches = _system(value_fn, regularizer, curvature), _check_batch(batches)
+  stream = TangentOperator.build(value_fn, params, batches, **system)  # the system; batches stacked
   if not scale > 0:
     raise ValueError(f"scale must be positive, got {scale!r}.")
   if init is None:
-    init = jax.tree.map(jnp.zeros_like, system.rho(params, strength))
+    init = jax.tree.map(jnp.zeros_like, stream.rho())
 
   def step(v, batch):
-    residual = TangentOperator(system, params, strength, damping, batch).residual(v)
+    residual = TangentOperator(stream.system, params, stream.strength, stream.damping, batch).residual(v)
     v = tangent_step(v, residual, 1.0 / scale)
     return v, (v if return_iterates else None)
 

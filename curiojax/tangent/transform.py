@@ -64,82 +64,14 @@ import numpy as np
 import optax
 
 from curiojax.tangent import recursion
-from curiojax.tangent.access import (
-  _tangent_state,
-  find_tangent_state,
-  finished_state,
-  replace_tangent_state,
-  strength_of,
-)
 from curiojax.tangent.curvature import TangentSystem, check_curvature, split_value_fn_kwargs
-from curiojax.tangent.diagnostics import (
-  ONLINE_MARGIN,
-  TangentDiagnostics,
-  TangentDivergedError,
-  TangentDivergedWarning,
-  TangentInaccurateError,
-  TangentInaccurateWarning,
-  TangentMisplacedWarning,
-  carried_tangent,
-  check_tangent,
-  tangent_diagnostics,
-  tangent_of,
-  warn_diverged,
-  warn_misplaced,
-)
+from curiojax.tangent.diagnostics import warn_diverged, warn_misplaced
 from curiojax.tangent.operator import TangentOperator
-from curiojax.tangent.recursion import (
-  GROWTH_LIMIT,
-  ITERATE_WINDOW,
-  power_iteration,
-  relative_norm,
-  tangent_step,
-)
+from curiojax.tangent.recursion import ITERATE_WINDOW, power_iteration, relative_norm
 from curiojax.tangent.regularizers import Regularizer, get_regularizer
-from curiojax.tangent.state import (
-  RegularityTangentState,
-  TangentSettings,
-  _pure,
-  _pure_tree,
-  align_tangent,
-  handed_out,
-  restructure,
-)
+from curiojax.tangent.state import RegularityTangentState, TangentSettings
 
-__all__ = [  # the transformation, and (for existing imports) what moved to its own module
-  "DEFAULT_TOLERANCE",
-  "EVALUATE_EVERY",
-  "GROWTH_LIMIT",
-  "ITERATE_WINDOW",
-  "ONLINE_MARGIN",
-  "RESIDUAL_WINDOW",
-  "RegularityTangentState",
-  "TangentDiagnostics",
-  "TangentDivergedError",
-  "TangentDivergedWarning",
-  "TangentInaccurateError",
-  "TangentInaccurateWarning",
-  "TangentMisplacedWarning",
-  "TangentSettings",
-  "_pure",
-  "_pure_tree",
-  "_tangent_state",
-  "align_tangent",
-  "carried_tangent",
-  "check_tangent",
-  "find_tangent_state",
-  "finished_state",
-  "handed_out",
-  "power_iteration",
-  "regularity_tangent",
-  "relative_norm",
-  "replace_tangent_state",
-  "restructure",
-  "strength_of",
-  "tangent_diagnostics",
-  "tangent_of",
-  "tangent_step",
-]
+__all__ = ["DEFAULT_TOLERANCE", "EVALUATE_EVERY", "RESIDUAL_WINDOW", "check_strength_sign", "regularity_tangent"]
 
 DEFAULT_TOLERANCE = 0.1  # relative residual above which a tangent is flagged (documented accuracy)
 EVALUATE_EVERY = 20  # refreshes between evaluations of the average's residual (one extra product)
