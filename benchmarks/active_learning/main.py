@@ -14,7 +14,9 @@ Protocol, per dataset and split ``k`` (seeds 0-4):
   dropped (as ``bmdal_reg``'s data loader does), squared loss; validation RMSE after every
   epoch and the best parameters restored;
 - metric: the mean over the 12 post-acquisition rounds of ``log`` test RMSE; per dataset the
-  mean and standard error over the splits and the paired difference to ``random``.
+  mean and standard error over the splits and the paired difference to ``random``. The same for
+  the tail errors ``q99`` (99th percentile of the absolute test error) and ``max_error``, and
+  the verdict rule against LCMD (``verdict.py``).
 
 Datasets too small for the protocol (``N − test < 256 + 64 + 12·32``, e.g. yacht and energy)
 fall back to: validation ``min(256, ⌊0.2N⌋)``, initial ``min(64, ⌊0.2N⌋)``, and acquisition batch
