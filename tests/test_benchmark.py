@@ -1,7 +1,9 @@
 """Benchmark protocol: splits, preprocessing, the jitted trainer, the tangent, the report."""
 
 import dataclasses
+import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -196,6 +198,128 @@ def test_metric_and_paired_summary():
   assert f"{-np.log(0.5):+.3f} ± 0.000 (0/2)" in by_lcmd.splitlines()[2]
 
 
+def test_error_metrics_of_a_known_prediction():
+  # |errors| 0..9 with mixed signs: RMSE √(Σk²/10) = √28.5, q99 at 0.99·9 = 8.91 between 8 and 9, max 9
+  err = np.arange(10.0) * np.where(np.arange(10) % 2, 1.0, -1.0)
+  target = np.linspace(-1.0, 1.0, 10).astype(np.float32)
+  out = bm.error_metrics(target + err.astype(np.float32), target)
+  assert out["rmse"] == pytest.approx(np.sqrt(28.5), rel=1e-6)
+  assert out["q99"] == pytest.approx(8.91, rel=1e-6) and out["q99"] == pytest.approx(np.quantile(np.abs(err), 0.99))
+  assert out["max_error"] == pytest.approx(9.0, rel=1e-6)
+  # the held-out errors come from one prediction of the split's test set
+  calls = []
+  learner = type("L", (), {"predict": lambda self, state, fit, x: calls.append(x) or x[:, 0] + err})()
+  split = types.SimpleNamespace(x_test=np.column_stack([target, target]), y_test=target)
+  assert bm.heldout_errors(learner, None, None, split) == pytest.approx(out) and len(calls) == 1
+
+
+def _unit(rmse, q99=None, max_error=None):
+  """A saved result with rounds 0..2 (round 0 at 9, outside the metric); no tail curves if not given."""
+  out = dict(rmse=[9.0, *rmse], select_s=[0.1, 0.2], batch_size=4, n_initial=8)
+  out.update({k: [9.0, *v] for k, v in (("q99", q99), ("max_error", max_error)) if v is not None})
+  return out
+
+
+def test_summarise_pairs_q99_the_way_it_pairs_rmse():
+  e = np.e
+  # mean log q99 over rounds 1-2: random 0, 1, 1 on splits 0-2; lcmd -1, 1, 0
+  q99 = {"random": ([1, 1], [e, e], [1, e * e]), "lcmd": ([1 / e, 1 / e], [e, e], [1, 1])}
+  results = {"d": {s: {k: _unit([1.0, 1.0], q, [5.0, 5.0]) for k, q in enumerate(q99[s])} for s in q99}}
+  rows = {r["strategy"]: r for r in bm.summarise(results, metric_name="q99")}
+  diffs = np.array([-1 - 0, 1 - 1, 0 - 1])  # lcmd minus random per split, by hand
+  mean = diffs.sum() / 3
+  se = np.sqrt(np.sum((diffs - mean) ** 2) / 2) / np.sqrt(3)
+  assert mean == pytest.approx(-2 / 3) and se == pytest.approx(1 / 3)
+  lcmd = rows["lcmd"]
+  assert lcmd["metric"] == "q99" and not lcmd["missing"]
+  assert lcmd["delta"] == pytest.approx(mean) and lcmd["delta_se"] == pytest.approx(se) and lcmd["wins"] == 2
+  assert rows["random"]["mean"] == pytest.approx(2 / 3) and rows["random"]["se"] == pytest.approx(1 / 3)
+  table = bm.markdown_table(list(rows.values()), ["random", "lcmd"])
+  assert "| d | 3 | 0.667 ± 0.333 | -0.667 ± 0.333 (2/3) |" in table
+  # the RMSE rows of the same results are their own (equal curves: no difference)
+  assert next(r for r in bm.summarise(results) if r["strategy"] == "lcmd")["delta"] == 0.0
+
+
+def test_results_without_tail_metrics_tabulate_rmse_and_mark_the_tail_missing():
+  # "old" was saved before q99 and max_error were recorded; "new" has them
+  old = {"random": {k: _unit([1.0, 1.0]) for k in (0, 1)}, "lcmd": {k: _unit([0.5, 0.5]) for k in (0, 1)}}
+  new = {s: {k: _unit(u["rmse"][1:], [2.0, 2.0], [3.0, 3.0]) for k, u in by.items()} for s, by in old.items()}
+  results = {"old": old, "new": new}
+  text, rows = bm.report_tables(results, ["random", "lcmd"], "random")
+  assert [r["metric"] for r in rows] == ["rmse"] * 4 and not any(r["missing"] for r in rows)
+  rmse_table = text.split("\n\n")[0]
+  assert "| old | 2 | 0.000 ± 0.000 | -0.693 ± 0.000 (2/2) |" in rmse_table
+  assert "| *mean over datasets* | 2 | +0.000 | -0.693 ± 0.000 |" in rmse_table
+  for name, value in (("q99", 2.0), ("max_error", 3.0)):  # the same curves for both strategies of "new"
+    for ref in ("random", "lcmd"):
+      intro = f"Mean over rounds of log test {bm.METRICS[name]} against {ref} ("
+      table = text.split(intro)[1].split("\n\n")[1]
+      assert f"| old | 2 | missing (no {name}) | missing (no {name}) |" in table
+      cells = [f"{np.log(value):.3f} ± 0.000", "+0.000 ± 0.000 (0/2)"]
+      assert f"| new | 2 | {' | '.join(cells if ref == 'random' else cells[::-1])} |" in table
+      assert "| *mean over datasets* | 2 | missing | missing |" in table
+  assert "nan" not in text.lower()
+  # the verdict says what is missing instead of computing from nothing
+  assert "- random: fails: incomplete (0 of 6×10 dataset splits paired);" in text
+
+
+def _verdict_results(lead, se, q99_delta):
+  """lcmd at log RMSE and log q99 0 on splits 0-9 of the six datasets; the candidate's paired RMSE
+  differences alternate −lead ± a, so se_d = std(ddof=1)/√10 = a/3 and the se of the mean of six
+  such dataset means is √(6 (a/3)²)/6: a = 3·se·√6 gives ``se``. Its q99 differences are ``q99_delta``."""
+  from benchmarks.active_learning.compare import DATASETS
+
+  a = 3 * se * np.sqrt(6)
+  unit = lambda log_rmse, log_q99: _unit([np.exp(log_rmse)], [np.exp(log_q99)], [1.0])
+  return {
+    ds: {
+      "lcmd": {k: unit(0.0, 0.0) for k in range(10)},
+      "cand": {k: unit(-lead + a * (-1) ** k, q99_delta) for k in range(10)},
+    }
+    for ds in DATASETS
+  }
+
+
+@pytest.mark.parametrize(
+  "lead, se, q99_delta, failure",
+  [
+    (0.011, 0.004, -0.001, None),
+    (0.009, 0.004, -0.001, "lead below 0.01"),
+    (0.011, 0.006, -0.001, "se above 0.005"),
+    (0.011, 0.004, 0.001, "worse on q99"),
+    (0.009, 0.006, 0.001, "lead below 0.01; se above 0.005; worse on q99"),
+  ],
+)
+def test_verdict_thresholds(lead, se, q99_delta, failure):
+  from benchmarks.active_learning.verdict import verdict
+
+  results = _verdict_results(lead, se, q99_delta)
+  v = verdict(results, "cand")
+  assert v.lead == pytest.approx(lead) and v.se == pytest.approx(se) and v.q99_delta == pytest.approx(q99_delta)
+  assert len(v.datasets) == 6 and v.splits == tuple(range(10)) and v.reference == "lcmd"
+  assert v.passes == (failure is None)
+  assert v.reason.startswith("passes:" if failure is None else f"fails: {failure}:")
+  assert verdict(json.loads(json.dumps(results)), "cand") == v  # results.json's string split keys
+
+
+def test_verdict_fails_incomplete_or_without_q99():
+  from benchmarks.active_learning.verdict import verdict
+
+  results = _verdict_results(0.011, 0.004, -0.001)
+  del results["yacht"]["cand"][9]
+  v = verdict(results, "cand")
+  assert not v.passes and v.reason.startswith("fails: incomplete (59 of 6×10 dataset splits paired):")
+  results = _verdict_results(0.011, 0.004, -0.001)
+  for unit in results["concrete"]["cand"].values():
+    del unit["q99"]
+  v = verdict(results, "cand")
+  assert not v.passes and v.reason.startswith("fails: q99 missing:") and "q99 difference n/a" in v.reason
+  for unit in results["concrete"]["cand"].values():
+    unit["q99"] = [1.0, 1.0]
+  del results["concrete"]["cand"][9]["q99"]
+  assert "q99 missing" not in verdict(results, "cand", splits=range(9)).reason  # only the given splits are read
+
+
 @pytest.mark.slow  # three tiny benchmark runs (compiles)
 def test_end_to_end_tiny_run(tmp_path, capsys):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=300)
@@ -228,12 +352,29 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
   res = out["results"]["f1"]["lcmd"][0]
   assert len(res["rmse"]) == 3 and len(res["select_s"]) == 2
   assert res["tangent_residual"] == []  # lcmd needs no tangent
+  # the tail errors of the same predictions, per round: RMSE ≤ max error, q99 ≤ max error
+  assert len(res["q99"]) == len(res["max_error"]) == 3
+  assert all(0 < q <= m and 0 < r <= m for r, q, m in zip(res["rmse"], res["q99"], res["max_error"], strict=True))
+  report = (tmp_path / "out" / "report.md").read_text()
+  for name in ("q99 (99th percentile of the absolute error)", "max error"):
+    for ref in ("random", "lcmd"):
+      table = report.split(f"Mean over rounds of log test {name} against {ref} (")[1].split("\n\n")[1]
+      assert table.startswith("| dataset | splits | random | lcmd |") and "| f1 | 1 |" in table
+  assert "- random: fails: incomplete (0 of 6×10 dataset splits paired)" in report  # the verdict against lcmd
   # progress: one line per computed unit, with the time left, as it happens (stderr is not a TTY)
   lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("units")]
   n_units = len(out["results"]["f1"])
   assert len(lines) == n_units and f"{n_units}/{n_units}" in lines[-1] and "left" in lines[0]
-  bm.run(c, log=lambda *_: None)  # resumed: every unit reused, nothing recomputed or reported
+  # resumed: every unit reused, nothing recomputed or reported; results saved before the tail errors were
+  # recorded still give the RMSE table, and the tail tables say they are missing
+  for unit in (tmp_path / "out" / "f1").iterdir():
+    saved = json.loads(unit.read_text())
+    unit.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("q99", "max_error")}))
+  again = bm.run(c, log=lambda *_: None)
   assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("units")]
+  assert [(r["mean"], r["delta"]) for r in again["rows"]] == [(r["mean"], r["delta"]) for r in out["rows"]]
+  assert "| f1 | 1 | missing (no q99) | missing (no q99) |" in again["table"]
+  assert "| f1 | 1 | missing (no max_error) | missing (no max_error) |" in again["table"]
   # a run without random (e.g. extra splits of a few strategies) reports against lcmd, not NaN
   c.strategies, c.report_only = ("lcmd",), True
   out = bm.run(c, log=lambda *_: None)

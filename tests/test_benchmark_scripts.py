@@ -95,3 +95,21 @@ def test_tuning_variants_are_strategies_that_read_the_tangent():
       STRATEGIES.pop(name)
     assert needs_of(strategy).tangent
     assert len(set(picked.indices.tolist())) == 5 and picked.indices.max() < len(pool)
+
+
+def test_verdict_and_reference_set_configs_name_the_rule_s_runs():
+  import os
+
+  from benchmarks.active_learning.configs import reference_set, verdict
+  from curiojax.strategies import get_strategy
+
+  v, r = verdict.get_config(), reference_set.get_config()
+  # the verdict's run covers what the rule reads: splits 0-9 of the six datasets, lcmd among the strategies
+  assert {os.path.basename(os.path.normpath(d)) for d in v.datasets} == set(compare.DATASETS)
+  assert v.splits == tuple(range(10)) and "lcmd" in v.strategies and v.results_dir == "benchmarks/results/verdict"
+  assert r.strategies == ("random", "lcmd", "badge", "variance") and r.splits == (0, 1, 2, 3, 4)
+  assert r.results_dir == "benchmarks/results/reference_set"
+  for c in (v, r):
+    for s in c.strategies:
+      options = c.strategy_options.get(s)
+      get_strategy(s, **(options.to_dict() if options else {}))

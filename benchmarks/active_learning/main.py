@@ -14,7 +14,9 @@ Protocol, per dataset and split ``k`` (seeds 0-4):
   dropped (as ``bmdal_reg``'s data loader does), squared loss; validation RMSE after every
   epoch and the best parameters restored;
 - metric: the mean over the 12 post-acquisition rounds of ``log`` test RMSE; per dataset the
-  mean and standard error over the splits and the paired difference to ``random``.
+  mean and standard error over the splits and the paired difference to ``random``. The same for
+  the tail errors ``q99`` (99th percentile of the absolute test error) and ``max_error``, and
+  the verdict rule against LCMD (``verdict.py``).
 
 Datasets too small for the protocol (``N − test < 256 + 64 + 12·32``, e.g. yacht and energy)
 fall back to: validation ``min(256, ⌊0.2N⌋)``, initial ``min(64, ⌊0.2N⌋)``, and acquisition batch
@@ -219,8 +221,23 @@ def initial_fit(learner: Learner, split: Split, *, seed: int) -> Fit:
   return learner.fit(state)[1]
 
 
-def heldout_rmse(learner: Learner, state: LearnerState, fit: Fit, split: Split) -> float:
-  return float(np.sqrt(np.mean(np.square(learner.predict(state, fit, split.x_test) - split.y_test))))
+# The recorded test errors (each a curve over rounds 0..R, in the target's standardised units) and their names
+METRICS = {"rmse": "RMSE", "q99": "q99 (99th percentile of the absolute error)", "max_error": "max error"}
+
+
+def error_metrics(prediction, target) -> dict[str, float]:
+  """``rmse``, ``q99`` (the 99th percentile of ``|prediction − target|``, ``np.quantile``'s linear
+  interpolation) and ``max_error`` (its maximum) of one prediction of the test set."""
+  err = np.asarray(prediction) - np.asarray(target)
+  abs_err = np.abs(err)
+  return dict(
+    rmse=float(np.sqrt(np.mean(np.square(err)))), q99=float(np.quantile(abs_err, 0.99)), max_error=float(abs_err.max())
+  )
+
+
+def heldout_errors(learner: Learner, state: LearnerState, fit: Fit, split: Split) -> dict[str, float]:
+  """:func:`error_metrics` of the fit on the split's test set (one prediction for all three)."""
+  return error_metrics(learner.predict(state, fit, split.x_test), split.y_test)
 
 
 def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dict:
@@ -229,7 +246,8 @@ def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dic
   ``fit0`` is the shared round-0 fit (it must carry a tangent if the strategy reads one).
 
   Returns:
-    dict with ``rmse`` (test RMSE after rounds 0..R), ``select_s`` (seconds per selection
+    dict with ``rmse``, ``q99`` and ``max_error`` (the test errors after rounds 0..R,
+    :func:`error_metrics`), ``select_s`` (seconds per selection
     step: features and batch choice; the tangent is solved with the fit), ``train_s`` (fit,
     tangent included), ``tangent_residual`` (each round's tangent's relative residual;
     empty for strategies without a tangent) and ``direction_residual`` (the same for the
@@ -239,7 +257,7 @@ def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dic
   b = split.batch_size
   state = learner.init(jax.random.key(seed), x_labelled=split.x_initial, y_labelled=split.y_initial)
   fit = fit0
-  rmse = [heldout_rmse(learner, state, fit, split)]
+  curves = {name: [value] for name, value in heldout_errors(learner, state, fit, split).items()}
   select_s, train_s, residuals, direction_residuals = [], [], [], []
   for _ in range(split.rounds):
     if learner.needs_tangent:
@@ -252,10 +270,11 @@ def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dic
     state = learner.tell(state, suggestion.indices, split.y_pool[suggestion.indices])
     t0 = time.perf_counter()
     state, fit = learner.fit(state)
-    rmse.append(heldout_rmse(learner, state, fit, split))
+    for name, value in heldout_errors(learner, state, fit, split).items():
+      curves[name].append(value)
     train_s.append(time.perf_counter() - t0)
   return dict(
-    rmse=rmse,
+    **curves,  # rmse, q99, max_error
     select_s=select_s,
     train_s=train_s,
     tangent_residual=residuals,  # empty for strategies without a tangent
@@ -266,35 +285,52 @@ def run_strategy(learner: Learner, split: Split, *, seed: int, fit0: Fit) -> dic
   )
 
 
-def metric(rmse: Sequence[float]) -> float:
-  """Mean over the post-acquisition rounds of ``log`` test RMSE."""
-  return float(np.mean(np.log(np.asarray(rmse[1:]))))
+def metric(curve: Sequence[float]) -> float:
+  """Mean over the post-acquisition rounds of the ``log`` of a test error (``rmse``, ``q99`` or ``max_error``)."""
+  return float(np.mean(np.log(np.asarray(curve[1:]))))
 
 
 # --------------------------------------------------------------------------------------------
 # Report
 
 
-def summarise(results: dict[str, dict[str, dict[int, dict]]], reference: str = "random") -> list[dict]:
-  """Rows ``dataset, strategy, n, mean, se, delta, delta_se, wins, select_s`` from nested results."""
-  rows = []
+def _se(a: np.ndarray) -> float:
+  """Standard error of the mean of ``a`` (``std(ddof=1)/√n``; NaN for fewer than two values)."""
+  return float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+
+
+def summarise(
+  results: dict[str, dict[str, dict[int, dict]]], reference: str = "random", metric_name: str = "rmse"
+) -> list[dict]:
+  """Rows ``dataset, strategy, metric, missing, n, mean, se, delta, delta_se, wins, select_s`` from nested results.
+
+  ``metric_name`` is one of :data:`METRICS`, each result's curve of it summarised by :func:`metric`:
+  ``mean ± se`` over the splits and the paired difference to ``reference`` on the splits both have,
+  ``delta ± delta_se`` (the se of the paired differences, :func:`_se`). Where a split of the row,
+  or its paired reference split, lacks the curve (results saved before it was recorded), the row
+  is ``missing`` and its numbers are NaN.
+  """
+  rows, nan = [], float("nan")
   for ds, by_strategy in results.items():
     ref = by_strategy.get(reference, {})
     for name, by_split in by_strategy.items():
       splits = sorted(by_split)
-      m = np.array([metric(by_split[k]["rmse"]) for k in splits])
-      se = lambda a: float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
       paired = [k for k in splits if k in ref]
-      diff = np.array([metric(by_split[k]["rmse"]) - metric(ref[k]["rmse"]) for k in paired])
+      missing = any(metric_name not in unit for unit in [*(by_split[k] for k in splits), *(ref[k] for k in paired)])
+      value = lambda unit: metric(unit[metric_name])
+      m = np.array([] if missing else [value(by_split[k]) for k in splits])
+      diff = np.array([] if missing else [value(by_split[k]) - value(ref[k]) for k in paired])
       rows.append(
         dict(
           dataset=ds,
           strategy=name,
+          metric=metric_name,
+          missing=missing,
           n=len(splits),
-          mean=float(m.mean()),
-          se=se(m),
-          delta=float(diff.mean()) if len(diff) else float("nan"),
-          delta_se=se(diff) if len(diff) else float("nan"),
+          mean=float(m.mean()) if len(m) else nan,
+          se=_se(m),
+          delta=float(diff.mean()) if len(diff) else nan,
+          delta_se=_se(diff),
           wins=int(np.sum(diff < 0)),  # splits on which this strategy beat the reference (paired)
           # median over rounds (round 1 includes compilation), then mean over splits
           select_s=float(np.mean([np.median(by_split[k]["select_s"]) for k in splits])),
@@ -305,11 +341,17 @@ def summarise(results: dict[str, dict[str, dict[int, dict]]], reference: str = "
   return rows
 
 
+def mean_over_datasets(rows: list[dict]) -> tuple[float, float]:
+  """The mean of the rows' paired differences ``delta_d`` over their ``D`` datasets and its se
+  ``√(Σ_d delta_se_d²)/D``, the se of a mean of independent dataset means (``rows``: one per dataset)."""
+  return float(np.mean([r["delta"] for r in rows])), math.sqrt(sum(r["delta_se"] ** 2 for r in rows)) / len(rows)
+
+
 def markdown_table(rows: list[dict], strategies: Sequence[str], reference: str = "random") -> str:
   """Per dataset: mean ± se of the metric for ``reference``, Δ to it ± paired se (wins/splits) for
   the others; then the means over datasets (and over those on the exact protocol), the Δs ± the
-  se of a mean of independent dataset means, ``√(Σ se²)/n``. ``rows`` come from
-  :func:`summarise` with the same reference."""
+  se of a mean of independent dataset means (:func:`mean_over_datasets`). ``rows`` come from
+  :func:`summarise` with the same reference; a ``missing`` row's cell (and its means) say so."""
   lines = ["| dataset | splits | " + " | ".join(strategies) + " |", "|---|---|" + "---|" * len(strategies)]
   datasets = list(dict.fromkeys(r["dataset"] for r in rows))
   for ds in datasets:
@@ -322,7 +364,9 @@ def markdown_table(rows: list[dict], strategies: Sequence[str], reference: str =
         continue
       n = max(n, r["n"])
       flag = "" if r["standard"] else f" (fallback, batch {r['batch_size']})"
-      if s == reference:
+      if r["missing"]:
+        cells.append(f"missing (no {r['metric']})")
+      elif s == reference:
         cells.append(f"{r['mean']:.3f} ± {r['se']:.3f}")
       else:
         cells.append(f"{r['delta']:+.3f} ± {r['delta_se']:.3f} ({r['wins']}/{r['n']})")
@@ -336,11 +380,12 @@ def markdown_table(rows: list[dict], strategies: Sequence[str], reference: str =
       rs = [r for r in rows if r["dataset"] in subset and r["strategy"] == s]
       if len(rs) != len(subset):
         cells.append("—")
+      elif any(r["missing"] for r in rs):
+        cells.append("missing")
       elif s == reference:
         cells.append(f"{np.mean([r['mean'] for r in rs]):+.3f}")
       else:
-        se = math.sqrt(sum(r["delta_se"] ** 2 for r in rs)) / len(rs)
-        cells.append(f"{np.mean([r['delta'] for r in rs]):+.3f} ± {se:.3f}")
+        cells.append("{:+.3f} ± {:.3f}".format(*mean_over_datasets(rs)))
     lines.append(f"| *{label}* | {len(subset)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -355,6 +400,38 @@ def timing_table(rows: list[dict], strategies: Sequence[str]) -> str:
       cells.append("—" if r is None else f"{r['select_s']:.2f}")
     lines.append(f"| {ds} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def report_tables(results: dict, strategies: Sequence[str], reference: str) -> tuple[str, list[dict]]:
+  """The report's tables: each metric of :data:`METRICS` against ``reference`` (and against lcmd too,
+  the bar a new method must clear, when ``reference`` is random), the verdict of each strategy
+  against lcmd when it ran (:mod:`benchmarks.active_learning.verdict`), and the seconds per
+  selection step. Returns the text and the RMSE rows against ``reference``."""
+  from benchmarks.active_learning.verdict import verdict  # imported here: it imports this module
+
+  refs = [reference, *(["lcmd"] if "lcmd" in strategies and reference == "random" else [])]
+  rows = summarise(results, reference=reference)
+  parts = [markdown_table(rows, strategies, reference=reference)]  # the report's first line introduces it
+  for name, label in METRICS.items():
+    for ref in refs:
+      if (name, ref) == ("rmse", reference):
+        continue
+      intro = "The same against LCMD" if name == "rmse" else f"Mean over rounds of log test {label} against {ref}"
+      parts.append(
+        f"{intro} (mean ± se of {ref}; the others as the paired difference to {ref} ± se):\n\n"
+        + markdown_table(summarise(results, ref, name), strategies, reference=ref)
+      )
+  if "lcmd" in strategies:
+    parts.append(
+      "Verdict: the default changes only if a candidate leads lcmd by at least 0.01 in mean log RMSE over "
+      "splits 0–9 of all six datasets, with a paired se of at most 0.005, and is not worse on q99 "
+      "(docs/benchmark.md):\n\n" + "\n".join(f"- {s}: {verdict(results, s).reason}" for s in strategies if s != "lcmd")
+    )
+  parts.append(
+    "Seconds per selection step (median over rounds, mean over splits; features and batch choice, "
+    "the tangent is solved with the fit):\n\n" + timing_table(rows, strategies)
+  )
+  return "\n\n".join(parts), rows
 
 
 def plot(results, rows, strategies, out_dir: str, reference: str = "random") -> list[str]:
@@ -502,17 +579,7 @@ def run(cfg, log=print) -> dict:
         del results[ds]
   # The first table's reference: random, or (a run without it, e.g. extra splits of a few strategies) lcmd or the first
   reference = next((s for s in ("random", "lcmd") if s in strategies), strategies[0])
-  rows = summarise(results, reference=reference)
-  table = markdown_table(rows, strategies, reference=reference)
-  if "lcmd" in strategies and reference == "random":  # the bar a new method must clear (issue 13)
-    table += (
-      "\n\nThe same against LCMD (mean ± se of lcmd; the others as the paired difference to lcmd ± se):\n\n"
-      + markdown_table(summarise(results, reference="lcmd"), strategies, reference="lcmd")
-    )
-  table += (
-    "\n\nSeconds per selection step (median over rounds, mean over splits; features and batch choice, "
-    "the tangent is solved with the fit):\n\n" + timing_table(rows, strategies)
-  )
+  table, rows = report_tables(results, strategies, reference)
   paths = plot(results, rows, strategies, cfg.results_dir, reference)
   atomic_write_text(os.path.join(cfg.results_dir, "results.json"), json.dumps(dict(rows=rows, results=results)))
   atomic_write_text(
