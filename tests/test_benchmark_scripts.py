@@ -100,10 +100,10 @@ def test_tuning_variants_are_strategies_that_read_the_tangent():
 def test_verdict_and_reference_set_configs_name_the_rule_s_runs():
   import os
 
-  from benchmarks.active_learning.configs import reference_set, verdict
+  from benchmarks.active_learning.configs import leaders_ten_splits, reference_set
   from curiojax.strategies import get_strategy
 
-  v, r = verdict.get_config(), reference_set.get_config()
+  v, r = leaders_ten_splits.get_config(), reference_set.get_config()
   # the verdict's run covers what the rule reads: splits 0-9 of the six datasets, lcmd among the strategies
   assert {os.path.basename(os.path.normpath(d)) for d in v.datasets} == set(compare.DATASETS)
   assert v.splits == tuple(range(10)) and "lcmd" in v.strategies and v.results_dir == "benchmarks/results/verdict"

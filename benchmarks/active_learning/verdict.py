@@ -6,7 +6,7 @@ with a paired standard error at most 0.005, and is not worse on q99 (its mean pa
 to LCMD in mean log q99 is at most 0). :func:`verdict` applies it to the nested results of
 ``benchmarks/active_learning/main.py`` (``run``'s ``results``, or a ``results.json``'s), and the
 benchmark's report prints one line per strategy when LCMD is among them
-(``configs/verdict.py`` runs the leaders on the rule's splits).
+(``configs/leaders_ten_splits.py`` runs the leaders on the rule's splits).
 """
 
 from __future__ import annotations

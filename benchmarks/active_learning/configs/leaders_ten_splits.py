@@ -1,6 +1,6 @@
 """The verdict run (issue 24): the leaders and LCMD on splits 0–9 of all six datasets, from the repository root.
 
-``python benchmarks/active_learning/main.py --config benchmarks/active_learning/configs/verdict.py``
+``python benchmarks/active_learning/main.py --config benchmarks/active_learning/configs/leaders_ten_splits.py``
 
 The report ends with each strategy's verdict against LCMD (``benchmarks/active_learning/verdict.py``):
 the default changes only if a candidate leads LCMD by at least 0.01 in mean log RMSE with a paired
