@@ -17,7 +17,8 @@ masked arrays, so rounds compile once per size class.
   posterior variance over a target set ``T``, ``V(S) = Σ_{t∈T} k_S(t, t)``, small. Adding ``x``
   lowers it by ``Δ_S(x) = Σ_t k_S(t, x)² / (k_S(x, x) + σ²)``; the forward steps add the largest
   ``Δ``. With ``backward``, ``2k`` points are added that way, then the ``k`` whose removal
-  raises ``V`` least, ``Σ_t k_S(t, x)² / (σ² − k_S(x, x))``, are dropped one at a time. ``T``
+  raises ``V`` least, ``Σ_t k_S(t, x)² / (σ² − k_S(x, x))``, are dropped one at a time (these
+  steps update the ``2k`` chosen rows only, the only ones they read). ``T``
   is the pool and the labelled points (``bmdal_reg``'s P mode).
 - ``bait_validation`` (ours) — BAIT with ``T`` the validation inputs: variance reduction where
   the model is judged, i.e. transductive experimental design on the held-out inputs.
@@ -196,22 +197,23 @@ def bait(fp, mp, fl, ml, ft, mt, weights, noise, k, backward=True):
     state = _bait_step(state, fp, target, j, -1.0, noise)
     return state, sel.at[j].set(True), out.at[i].set(j), scores.at[i].set(gain[j])
 
-  sel0 = jnp.zeros(fp.shape[0], bool)
-  start = (state, sel0, jnp.zeros(n_forward, jnp.int32), jnp.zeros(n_forward, fp.dtype))
-  state, sel, out, scores = jax.lax.fori_loop(0, steps, forward, start)
+  start = (state, jnp.zeros(fp.shape[0], bool), jnp.zeros(n_forward, jnp.int32), jnp.zeros(n_forward, fp.dtype))
+  state, _, out, scores = jax.lax.fori_loop(0, steps, forward, start)
   if not backward:
     return out, scores
 
-  def remove(_, carry):
-    state, sel = carry
-    cost = _removal_cost(state[1], state[2], w, noise)
-    j = _best(sel, cost, largest=False)
-    return _bait_step(state, fp, target, j, 1.0, noise), sel.at[j].set(False)
+  # Removals only need k_S and Σ_t k_S(t, ·)² at the chosen rows: the backward steps run on those 2k rows alone.
+  chosen, w_chosen = fp[out], w[out]
 
-  state, sel = jax.lax.fori_loop(0, steps - k, remove, (state, sel))
-  kept = sel[out] & (jnp.arange(n_forward) < steps)
-  idx = out[jnp.nonzero(kept, size=k)[0]]
-  return idx, _removal_cost(state[1], state[2], w, noise)[idx]
+  def remove(_, carry):
+    state, alive = carry
+    j = _best(alive, _removal_cost(state[1], state[2], w_chosen, noise), largest=False)
+    return _bait_step(state, chosen, target, j, 1.0, noise), alive.at[j].set(False)
+
+  start = ((state[0], state[1][out], state[2][out]), jnp.arange(n_forward) < steps)
+  state, alive = jax.lax.fori_loop(0, steps - k, remove, start)
+  kept = jnp.nonzero(alive, size=k)[0]
+  return out[kept], _removal_cost(state[1], state[2], w_chosen, noise)[kept]
 
 
 def _check_noise(noise) -> float:
