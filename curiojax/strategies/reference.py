@@ -16,16 +16,16 @@ masked arrays, so rounds compile once per size class.
   posterior transformation (BAIT-F-P, and BAIT-FB-P with ``backward``): make the total
   posterior variance over a target set ``T``, ``V(S) = Σ_{t∈T} k_S(t, t)``, small. Adding ``x``
   lowers it by ``Δ_S(x) = Σ_t k_S(t, x)² / (k_S(x, x) + σ²)``; the forward steps add the largest
-  ``Δ``. With ``backward``, ``2k`` points are added that way, then the ``k`` whose removal
-  raises ``V`` least, ``Σ_t k_S(t, x)² / (σ² − k_S(x, x))``, are dropped one at a time (these
-  steps update the ``2k`` chosen rows only, the only ones they read). ``T``
-  is the pool and the labelled points (``bmdal_reg``'s P mode).
+  ``Δ``. With ``backward``, ``2k`` points are added that way, then the one whose removal raises
+  ``V`` least, by ``Σ_t k_S(t, x)² / (σ² − k_S(x, x))``, is dropped, ``k`` times (these steps
+  update the ``2k`` chosen rows only, the only ones they read). ``T`` is the pool and the
+  labelled points (``bmdal_reg``'s P mode).
 - ``bait_validation`` (ours) — BAIT with ``T`` the validation inputs: variance reduction where
   the model is judged, i.e. transductive experimental design on the held-out inputs.
-- ``bait_adjoint`` (ours) — ``bait_validation`` whose candidate reductions are weighted by the
-  normalised validation influence, ``w(x)Δ(x)``, ``w = ((J_x a)²/mean)^γ`` with the validation
-  adjoint ``a = −(C + λI)⁻¹∇L_val`` (as ``validation_diverse`` weights LCMD;
-  :mod:`curiojax.strategies.directions`).
+- ``bait_adjoint`` (ours) — ``bait_validation`` whose candidate reductions (and the removals'
+  increases) are weighted by the normalised validation influence, ``w(x)Δ(x)``, ``w =
+  ((J_x a)²/mean)^γ`` with the validation adjoint ``a = −(C + λI)⁻¹∇L_val`` (as
+  ``validation_diverse`` weights LCMD; :mod:`curiojax.strategies.directions`).
 
 The kernel is the GP posterior in scaled features (the labelled points' mean ``‖φ‖²`` is 1, the
 pool's without labelled points; bmdal's ``scale`` then ``train``): ``k_S(x, x') = φ(x)ᵀM_Sφ(x')``,
@@ -45,8 +45,11 @@ would add back, since a reduction at pick time was computed against points later
 
 Deviations from ``bmdal_reg``: float32 (bmdal allows float64 for BAIT and MaxDet); no random
 fill-up when a score is not positive (the largest free score is taken whatever its sign, so ``k``
-distinct points always come back); a removal's ``σ² − k_S(x, x)`` is floored at ``1e-12·σ²``
-(bmdal: ``1e-15``); the overselection is ``min(2k, n)``, as bmdal's factor 2.
+distinct points always come back); the backward steps always remove ``k`` (bmdal stops and keeps the
+first ``k`` added when the best removal would not raise ``V``, which in exact arithmetic needs a
+pick with ``Δ = 0``); a removal's ``σ² − k_S(x, x)`` is floored at ``1e-12·σ²`` (bmdal: ``1e-15``); the
+overselection is ``min(2k, n)``, as bmdal's factor 2; ``bait``'s target set is unweighted
+(``bait_adjoint``'s weights are ours).
 
 Example:
   >>> import numpy as np, jax, jax.numpy as jnp
