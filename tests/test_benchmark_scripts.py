@@ -28,7 +28,8 @@ def test_selection_benchmark_prints_the_breakdown_and_the_ratio(capsys):
   for part in ("tangent solve", "features: pool sketch", "curiosity JVP", "in one pass", "greedy LCMD"):
     assert part in out
   ratios = re.findall(r"^(\w+) .* ratio to target (\d+\.\d+)$", out, re.M)
-  assert [name for name, _ in ratios] == ["random", "lcmd", *bench_selection.TANGENT_STRATEGIES]
+  names = ["random", "lcmd", *bench_selection.TANGENT_STRATEGIES, *bench_selection.REFERENCE_STRATEGIES]
+  assert [name for name, _ in ratios] == names
   assert re.search(r"^lcmd, dim=256 .* ratio to target", out, re.M)
   rates = re.search(r"product rate: bfloat16 (\d+) GFLOP/s, float32 (\d+) GFLOP/s", out)
   assert rates and all(float(r) > 0 for r in rates.groups())

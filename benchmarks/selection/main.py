@@ -9,10 +9,11 @@ and the transfers to the host. Each part is timed on its own (median of ``--reps
 warm-up that compiles), then the whole step of each strategy through ``select_batch`` with the
 tangent solve added, and the first call's compilation.
 
-Run: ``python benchmarks/selection/main.py`` (``--pool N``, ``--labelled N``, ``--reps N``).
-Target: ≤ 0.3 s per step on 2 CPU cores. The features have the strategies' default ``SKETCH_DIM``
-(512) dimensions; the last rows repeat lcmd and tangent_coverage with other dimensions
-(``--other-dims``, default 256: faster, but LCMD labelled worse with it, docs/benchmark.md).
+Run: ``python benchmarks/selection/main.py`` (``--pool N``, ``--labelled N``, ``--reps N``;
+``--strategies a,b`` for the whole steps of some strategies only). Target: ≤ 0.3 s per step on
+2 CPU cores. The features have the strategies' default ``SKETCH_DIM`` (512) dimensions; the last
+rows repeat lcmd and tangent_coverage with other dimensions (``--other-dims``, default 256:
+faster, but LCMD labelled worse with it, docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ TANGENT_STRATEGIES = (
   "validation_coverage",
   "group_curiosity",
 )
+# Holzmüller et al.'s other methods and the transductive BAITs (curiojax.strategies.reference)
+REFERENCE_STRATEGIES = ("maxdist", "maxdet", "bait", "bait_validation", "bait_adjoint")
 
 
 def timeit(fn, reps):
@@ -78,7 +81,7 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--dim", type=int, default=SKETCH_DIM)
-  parser.add_argument("--strategies", default=",".join(("random", "lcmd", *TANGENT_STRATEGIES)))
+  parser.add_argument("--strategies", default=",".join(("random", "lcmd", *TANGENT_STRATEGIES, *REFERENCE_STRATEGIES)))
   parser.add_argument("--other-dims", type=lambda s: [int(d) for d in s.split(",") if d], default=[256])
   args = parser.parse_args(argv)
 

@@ -17,6 +17,11 @@ registered here, by name, in one place:
 ``group_curiosity``      top-k sum over layers of normalised ``(J_xτ_k)²`` (per-layer strengths)
 ``random``               uniform sampling
 ``badge``                k-means++ on sketched gradients (Ash et al. 2020)
+``maxdist``              MaxDist / Core-set on sketched gradients (Sener & Savarese 2018)
+``maxdet``               greedy posterior determinant (MaxDet, Holzmüller et al. 2023)
+``bait``                 greedy posterior variance reduction over the pool (BAIT, Ash et al. 2021)
+``bait_validation``      BAIT's variance reduction at the validation inputs (ours, transductive)
+``bait_adjoint``         ``bait_validation`` weighted by the validation influence ``(J_x a)²`` (ours)
 ``variance``, ``emcm``   top-k predictive variance / expected model change
 ======================== ===========================================================================
 
@@ -58,6 +63,13 @@ from curiojax.strategies.base import (
 from curiojax.strategies.baselines import BadgeStrategy, EMCMStrategy, LCMDStrategy, VarianceStrategy
 from curiojax.strategies.curiosity_diverse import CuriosityDiverseStrategy, ValidationDiverseStrategy
 from curiojax.strategies.directions import DIRECTIONS
+from curiojax.strategies.reference import (
+  BaitAdjointStrategy,
+  BaitStrategy,
+  BaitValidationStrategy,
+  MaxDetStrategy,
+  MaxDistStrategy,
+)
 from curiojax.strategies.tangent_coverage import TangentCoverageStrategy, ValidationCoverageStrategy
 from curiojax.strategies.topk import (
   CuriosityStrategy,
@@ -80,6 +92,11 @@ register_strategy("validation_diverse", ValidationDiverseStrategy)
 register_strategy("validation_coverage", ValidationCoverageStrategy)
 register_strategy("validation_influence", ValidationInfluenceStrategy)
 register_strategy("group_curiosity", GroupCuriosityStrategy)
+register_strategy("maxdist", MaxDistStrategy)
+register_strategy("maxdet", MaxDetStrategy)
+register_strategy("bait", BaitStrategy)
+register_strategy("bait_validation", BaitValidationStrategy)
+register_strategy("bait_adjoint", BaitAdjointStrategy)
 
 
 def select_batch(
@@ -148,11 +165,16 @@ __all__ = [
   "DIRECTIONS",
   "STRATEGIES",
   "BadgeStrategy",
+  "BaitAdjointStrategy",
+  "BaitStrategy",
+  "BaitValidationStrategy",
   "CuriosityDiverseStrategy",
   "CuriosityStrategy",
   "EMCMStrategy",
   "GroupCuriosityStrategy",
   "LCMDStrategy",
+  "MaxDetStrategy",
+  "MaxDistStrategy",
   "Needs",
   "RandomStrategy",
   "Selection",

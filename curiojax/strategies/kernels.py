@@ -69,18 +69,20 @@ def sketched_features(ctx: SelectionContext, sketch: SketchOptions, directions=N
   if ctx.model_fn is None:
     raise ValueError("This strategy needs ctx.model_fn and ctx.params (a trained model).")
   xp, mp = pad_rows_to(ctx.x_pool, POOL_BUCKET)
-  key = jax.random.fold_in(ctx.key, 1)
-  options = dict(dim=sketch.dim, chunk_size=sketch.chunk_size, compute_dtype=sketch.compute_dtype)
-
-  def features(x):
-    if directions is None:
-      return gradient_sketch(ctx.model_fn, ctx.params, x, key, **options), None
-    return sketch_and_jvp(ctx.model_fn, ctx.params, x, key, directions, **options)
-
   xl, ml = pad_rows_to(ctx.x_labelled, LABELLED_BUCKET)  # no labelled point: one bucket of masked zeros
-  (fp, jvp), (fl, jl) = features(xp), features(xl)
+  (fp, jvp), (fl, jl) = round_sketch(ctx, sketch, xp, directions), round_sketch(ctx, sketch, xl, directions)
   features = (fp, jnp.asarray(mp), fl, jnp.asarray(ml))
   return features if directions is None else (*features, jvp, jl)
+
+
+def round_sketch(ctx: SelectionContext, sketch: SketchOptions, x, directions=None):
+  """``(φ(x), J_x v or None)`` of padded rows ``x`` with this round's projection (the same for every call with
+  ``ctx``, so features of other rows, e.g. validation inputs, live in the pool's feature space)."""
+  key = jax.random.fold_in(ctx.key, 1)
+  options = dict(dim=sketch.dim, chunk_size=sketch.chunk_size, compute_dtype=sketch.compute_dtype)
+  if directions is None:
+    return gradient_sketch(ctx.model_fn, ctx.params, x, key, **options), None
+  return sketch_and_jvp(ctx.model_fn, ctx.params, x, key, directions, **options)
 
 
 def checked_indices(idx, ctx, batch_size):
@@ -160,15 +162,18 @@ def kmeanspp(fp, mp, fl, ml, key, k, weights=None):
 
 def scale_features(fp, mp, fl, ml):
   """Scale features so the labelled points' mean kernel diagonal is 1 (bmdal's ``scale``)."""
+  s = feature_scale(fp, mp, fl, ml)
+  return fp * s, fl * s
+
+
+def feature_scale(fp, mp, fl, ml):
+  """The factor of :func:`scale_features`: ``1/√mean‖φ‖²`` over the labelled rows (the pool's if none, or if
+  every labelled row's features are zero)."""
   diag_l = jnp.sum(fl * fl, 1)
   diag_p = jnp.sum(fp * fp, 1)
-  mean = jnp.where(
-    jnp.any(ml),
-    jnp.sum(jnp.where(ml, diag_l, 0)) / jnp.maximum(jnp.sum(ml), 1),
-    jnp.sum(jnp.where(mp, diag_p, 0)) / jnp.maximum(jnp.sum(mp), 1),
-  )
-  s = 1.0 / jnp.sqrt(jnp.maximum(mean, 1e-30))
-  return fp * s, fl * s
+  mean_l = jnp.sum(jnp.where(ml, diag_l, 0)) / jnp.maximum(jnp.sum(ml), 1)
+  mean = jnp.where(mean_l > 0, mean_l, jnp.sum(jnp.where(mp, diag_p, 0)) / jnp.maximum(jnp.sum(mp), 1))
+  return 1.0 / jnp.sqrt(jnp.maximum(mean, 1e-30))
 
 
 @jax.jit
