@@ -214,7 +214,7 @@ def test_bad_options_raise():
     get_strategy("curiosity_diverse", gamma=-1.0)
   with pytest.raises(TypeError, match="no option.*noise.*options are"):
     get_strategy("curiosity_diverse", noise=0.1)  # not an option of this strategy
-  with pytest.raises(ValueError, match="noise must be > 0"):
+  with pytest.raises(ValueError, match="noise must be finite and > 0"):
     get_strategy("variance", noise=0.0)
   with pytest.raises(ValueError, match="non-empty batch"):
     gradient_sketch(lambda p, x: x @ p, jnp.ones(2), jnp.ones(2), jax.random.key(0))

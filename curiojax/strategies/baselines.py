@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from curiojax.strategies.base import Selection, SelectionContext
 from curiojax.strategies.kernels import (
+  OnPosterior,
   OnSketch,
   checked_indices,
   kmeanspp,
@@ -50,7 +51,7 @@ def _top_k_selection(ctx: SelectionContext, scores, mp, k: int) -> Selection:
 
 
 @dataclasses.dataclass(frozen=True)
-class VarianceStrategy(OnSketch):
+class VarianceStrategy(OnPosterior):
   """Top-k Laplace / Gauss-Newton predictive variance in the sketched gradient space.
 
   Args:
@@ -58,14 +59,7 @@ class VarianceStrategy(OnSketch):
     sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
   """
 
-  noise: float = 0.01
   criterion = "predictive variance of the linearised network (top k)"
-
-  def __post_init__(self):
-    super().__post_init__()
-    if not self.noise > 0:
-      raise ValueError(f"noise must be > 0, got {self.noise}.")
-    object.__setattr__(self, "noise", float(self.noise))
 
   def score(self, variance, diagonal):
     """The score from the posterior variance ``v(x)`` and the prior diagonal ``‖φ(x)‖²``."""

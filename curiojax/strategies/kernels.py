@@ -51,6 +51,20 @@ class OnSketch:
     return sketched_features(ctx, self.sketch)
 
 
+@dataclasses.dataclass(frozen=True)
+class OnPosterior(OnSketch):
+  """Base of the strategies on the linearised posterior in the sketched features: its ``noise``
+  option ``σ²`` (finite, > 0; ``ValueError`` otherwise)."""
+
+  noise: float = 0.01
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not (self.noise > 0 and np.isfinite(self.noise)):
+      raise ValueError(f"noise must be finite and > 0, got {self.noise}.")
+    object.__setattr__(self, "noise", float(self.noise))
+
+
 def pad_rows_to(a, multiple):
   """``a`` padded with zero rows to its size class (``curiojax.padding.size_class``, a multiple
   of ``multiple`` rows, at least one), and the mask of its rows."""

@@ -84,6 +84,7 @@ from curiojax.strategies.curiosity_diverse import check_exponent, check_jvp_fini
 from curiojax.strategies.directions import needs_along, selection_directions
 from curiojax.strategies.kernels import (
   LABELLED_BUCKET,
+  OnPosterior,
   OnSketch,
   checked_indices,
   curiosity_weights,
@@ -219,12 +220,6 @@ def bait(fp, mp, fl, ml, ft, mt, weights, noise, k, backward=True):
   return out[kept], _removal_cost(state[1], state[2], w_chosen, noise)[kept]
 
 
-def _check_noise(noise) -> float:
-  if not (noise > 0 and np.isfinite(noise)):
-    raise ValueError(f"noise must be finite and > 0, got {noise}.")
-  return float(noise)
-
-
 def _check_validation(ctx: SelectionContext, strategy) -> None:
   if ctx.validation is None or len(ctx.validation[0]) == 0:
     raise ValueError(
@@ -244,14 +239,13 @@ class MaxDistStrategy(OnSketch):
   criterion = "coverage: the point farthest from its nearest labelled or chosen point; score that squared distance"
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
+    fp, mp, fl, ml = self.features(ctx, batch_size)
     idx, distances = maxdist(fp, mp, fl, ml, batch_size)
     return Selection.of(checked_indices(idx, ctx, batch_size), distances)
 
 
 @dataclasses.dataclass(frozen=True)
-class MaxDetStrategy(OnSketch):
+class MaxDetStrategy(OnPosterior):
   """MaxDet on sketched gradients (P mode): greedy determinant maximisation of the posterior kernel;
   each pick's score is its posterior variance given the labelled and earlier picks.
 
@@ -260,22 +254,16 @@ class MaxDetStrategy(OnSketch):
     sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
   """
 
-  noise: float = 0.01
   criterion = "determinant: the largest posterior variance given the labelled and chosen points; score that variance"
 
-  def __post_init__(self):
-    super().__post_init__()
-    object.__setattr__(self, "noise", _check_noise(self.noise))
-
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
+    fp, mp, fl, ml = self.features(ctx, batch_size)
     idx, variances = maxdet(fp, mp, fl, ml, self.noise, batch_size)
     return Selection.of(checked_indices(idx, ctx, batch_size), variances)
 
 
 @dataclasses.dataclass(frozen=True)
-class BaitStrategy(OnSketch):
+class BaitStrategy(OnPosterior):
   """BAIT on sketched gradients (P mode): greedy reduction of the total posterior variance over the
   pool and labelled points, forward to ``2k`` then backward to ``k`` (module docstring).
 
@@ -285,13 +273,11 @@ class BaitStrategy(OnSketch):
     sketch: :class:`~curiojax.strategies.base.SketchOptions` (or a dict of them).
   """
 
-  noise: float = 0.01
   backward: bool = True
   criterion = "variance reduction: the largest drop of the total posterior variance over the pool; score that drop"
 
   def __post_init__(self):
     super().__post_init__()
-    object.__setattr__(self, "noise", _check_noise(self.noise))
     if not isinstance(self.backward, bool | np.bool_):
       raise ValueError(f"backward must be True or False, got {self.backward!r}.")
     object.__setattr__(self, "backward", bool(self.backward))
@@ -301,8 +287,7 @@ class BaitStrategy(OnSketch):
     return jnp.concatenate([fp, fl]), jnp.concatenate([mp, ml])
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
-    fp, mp, fl, ml = sketched_features(ctx, self.sketch)
+    fp, mp, fl, ml = self.features(ctx, batch_size)
     return self.chosen(ctx, batch_size, (fp, mp, fl, ml), jnp.ones(fp.shape[0], fp.dtype))
 
   def chosen(self, ctx: SelectionContext, batch_size: int, features, weights, residual=float("nan")) -> Selection:
