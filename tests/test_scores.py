@@ -564,3 +564,28 @@ def test_nnx_natural_call_needs_no_conversions():
   tangent = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(curiojax.check_tangent(optimizer)))
   np.testing.assert_allclose(scores, curiojax.curiosity_scores(model_fn, params, tangent, pool), rtol=1e-6)
   assert np.all(np.isfinite(np.asarray(scores))) and float(jnp.max(scores)) > 0
+
+
+def test_a_model_equal_to_an_older_one_that_dies_mid_call_is_still_the_one_called():
+  """Compiled functions are shared by equal models (the store is keyed by equality, like jax's
+  static arguments), but each call runs the caller's own model: an equal, older model dying
+  before the trace must not leave the trace calling nothing (it did, in a benchmark run)."""
+  import dataclasses
+  import gc
+
+  from curiojax.scoring.attached import jit_with_model
+
+  @dataclasses.dataclass(frozen=True)
+  class Linear:  # equal by fields, hashable, weakly referenceable: like a model spec
+    scale: float
+
+    def __call__(self, params, x):
+      return self.scale * x @ params
+
+  double = lambda model_fn, params, x: 2 * model_fn(params, x)
+  older, newer = Linear(3.0), Linear(3.0)
+  jit_with_model(double, older)(jnp.ones(2), jnp.ones((1, 2)))
+  handed = jit_with_model(double, newer)  # what the equal older model built
+  del older
+  gc.collect()
+  np.testing.assert_allclose(handed(jnp.ones(2), jnp.ones((5, 2))), 12.0)  # a new shape: traced now

@@ -30,9 +30,17 @@ _ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model_fn -
 
 
 class WeakModel:
-  """``model_fn`` through a weak reference: called, and its attributes read, as the model itself."""
+  """``model_fn`` through a weak reference: called, and its attributes read, as the model itself.
+
+  :func:`attached` points it at each caller's own ``model_fn`` (:meth:`point_to`): the store is
+  keyed by equality, so a caller may be handed what an equal, older model built, and that older
+  model may die while the caller's trace runs.
+  """
 
   def __init__(self, model_fn: Callable):
+    self._ref = weakref.ref(model_fn)
+
+  def point_to(self, model_fn: Callable) -> None:
     self._ref = weakref.ref(model_fn)
 
   def __call__(self, *args, **kwargs):
@@ -54,8 +62,11 @@ def attached(model_fn: Callable, key: Hashable, build: Callable[[Callable], Any]
   except TypeError:
     return build(model_fn)
   if key not in store:
-    store[key] = build(WeakModel(model_fn))
-  return store[key]
+    model = WeakModel(model_fn)
+    store[key] = (model, build(model))
+  model, built = store[key]
+  model.point_to(model_fn)  # the caller's model, which the caller keeps alive (class docstring)
+  return built
 
 
 def jit_with_model(fn: Callable, model_fn: Callable, **jit_options) -> Callable:
