@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 from test_baselines import _numpy_lcmd
 
 import curiojax
@@ -39,16 +40,21 @@ def fitted():
   import optax
 
   opt = optax.adam(1e-2)
+
+  @jax.jit
+  def step(params, state):
+    u, state = opt.update(jax.grad(loss)(params, x_lab, y_lab), state)
+    return optax.apply_updates(params, u), state
+
   state = opt.init(params)
   for _ in range(100):
-    g = jax.grad(loss)(params, x_lab, y_lab)
-    u, state = opt.update(g, state)
-    params = optax.apply_updates(params, u)
+    params, state = step(params, state)
   batch = dict(x=jnp.asarray(x_lab), y=jnp.asarray(y_lab))
   kw = dict(regularizer=curiojax.l2(), strength=STRENGTH, curvature="gauss_newton")
-  tangent = curiojax.exact_tangent(loss, params, batch, solver="dense", **kw)
   matrix = np.asarray(curiojax.dense_curvature(loss, params, batch, **kw), np.float64)
   problem = TangentOperator(TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, STRENGTH, 0.0, batch)
+  rho, unravel = ravel_pytree(problem.rho())
+  tangent = unravel(jnp.asarray(-np.linalg.solve(matrix, np.asarray(rho, np.float64)), jnp.float32))  # dense oracle
   return dict(
     model=model,
     params=params,
