@@ -22,10 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repository root
 
-from benchmarks.active_learning.main import metric  # noqa: E402  (the benchmark's own metric)
-
-DATASETS = ("concrete", "power-plant", "wine-quality-red", "friedman1", "energy", "yacht")  # exact protocol first
-EXACT = DATASETS[:4]
+from benchmarks.active_learning.summary import DATASETS, EXACT, metric  # noqa: E402,F401  (the benchmark's own)
 
 
 def load(run: str, dataset: str, split: int, strategy: str) -> dict:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from benchmarks.active_learning.compare import DATASETS
-from benchmarks.active_learning.main import mean_over_datasets, summarise
+from benchmarks.active_learning.summary import DATASETS, mean_over_datasets, summarise
 
 MIN_LEAD = 0.01  # in mean log RMSE
 MAX_SE = 0.005  # the lead's paired standard error
