@@ -108,7 +108,8 @@ def test_verdict_and_reference_set_configs_name_the_rule_s_runs():
   # the verdict's run covers what the rule reads: splits 0-9 of the six datasets, lcmd among the strategies
   assert {os.path.basename(os.path.normpath(d)) for d in v.datasets} == set(compare.DATASETS)
   assert v.splits == tuple(range(10)) and "lcmd" in v.strategies and v.results_dir == "benchmarks/results/verdict"
-  assert r.strategies == ("random", "lcmd", "badge", "variance") and r.splits == (0, 1, 2, 3, 4)
+  assert {"random", "lcmd", "bait", "maxdet", "maxdist", "badge", "variance"} <= set(r.strategies)
+  assert r.splits == (0, 1, 2, 3, 4)
   assert r.results_dir == "benchmarks/results/reference_set"
   for c in (v, r):
     for s in c.strategies:

@@ -1,4 +1,4 @@
-"""The reference set (issue 24): random, LCMD, BADGE and variance on splits 0–4 of all six datasets.
+"""The reference set (issue 24): Holzmüller et al.'s methods and our transductive BAIT, splits 0–4 of the six datasets.
 
 ``python benchmarks/active_learning/main.py --config benchmarks/active_learning/configs/reference_set.py``
 
@@ -7,7 +7,17 @@ The protocol is ``configs/benchmark.py``'s; the report gives RMSE, q99 and max e
 
 from benchmarks.active_learning.configs.benchmark import get_config as _full
 
-STRATEGIES = ("random", "lcmd", "badge", "variance")
+STRATEGIES = (
+  "random",
+  "lcmd",
+  "bait",
+  "maxdet",
+  "maxdist",
+  "bait_validation",
+  "bait_adjoint",
+  "badge",  # k-means++
+  "variance",  # top-k
+)
 
 
 def get_config():
