@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from curiojax.active.models import NTKMLP
-from curiojax.strategies import SelectionContext, SketchOptions, get_strategy, kernels, needs_of
+from curiojax.strategies import SelectionContext, SketchOptions, curiosity_diverse, get_strategy, kernels, needs_of
 from curiojax.strategies import reference as ref
 
 DIM = 12
@@ -37,7 +37,7 @@ def adjoint(problem):
   rng = np.random.default_rng(5)
   a = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=(1, *p.shape)), p.dtype), problem["params"])
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(ref, "selection_directions", lambda ctx, direction: (a, 0.25))
+    patch.setattr(curiosity_diverse, "selection_directions", lambda ctx, direction: (a, 0.25))
     yield a
 
 

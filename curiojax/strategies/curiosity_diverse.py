@@ -49,6 +49,17 @@ def check_exponent(name: str, value) -> float:
   return float(value)
 
 
+def features_along(ctx: SelectionContext, sketch, direction: str, batch_size: int):
+  """``((fp, mp, fl, ml, jp, jl), residual)``: the padded sketch and ``J_xv`` of pool and labelled
+  rows in one pass (:func:`~curiojax.strategies.kernels.sketched_features`), after checking the
+  batch size and that ``J_xv`` is finite; ``residual`` is the direction's solve's."""
+  check_batch_size(ctx, batch_size)
+  directions, residual = selection_directions(ctx, direction)
+  features = sketched_features(ctx, sketch, directions)
+  check_jvp_finite(features[4], features[1], direction)
+  return features, residual
+
+
 @dataclasses.dataclass(frozen=True)
 class AlongDirection(OnSketch):
   """Base of the sketch strategies that also read ``J_xv`` along one ``direction`` (``"tangent"``,
@@ -65,14 +76,8 @@ class AlongDirection(OnSketch):
     return needs_along(self.direction)
 
   def features_along(self, ctx: SelectionContext, batch_size: int):
-    """``((fp, mp, fl, ml, jp, jl), residual)``: the padded sketch and ``J_xv`` of pool and labelled
-    rows in one pass (:func:`~curiojax.strategies.kernels.sketched_features`), after checking the
-    batch size and that ``J_xv`` is finite; ``residual`` is the direction's solve's."""
-    check_batch_size(ctx, batch_size)
-    directions, residual = selection_directions(ctx, self.direction)
-    features = sketched_features(ctx, self.sketch, directions)
-    check_jvp_finite(features[4], features[1], self.direction)
-    return features, residual
+    """:func:`features_along` this strategy's direction."""
+    return features_along(ctx, self.sketch, self.direction, batch_size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,9 +79,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curiojax.strategies.base import Needs, Selection, SelectionContext, check_batch_size
-from curiojax.strategies.curiosity_diverse import check_exponent, check_jvp_finite
-from curiojax.strategies.directions import needs_along, selection_directions
+from curiojax.strategies.base import Needs, Selection, SelectionContext
+from curiojax.strategies.curiosity_diverse import check_exponent, features_along
+from curiojax.strategies.directions import needs_along
 from curiojax.strategies.kernels import (
   LABELLED_BUCKET,
   OnPosterior,
@@ -92,7 +92,6 @@ from curiojax.strategies.kernels import (
   min_dist_to_labelled,
   pad_rows_to,
   round_sketch,
-  sketched_features,
   sq_dists,
 )
 
@@ -337,10 +336,7 @@ class BaitAdjointStrategy(BaitValidationStrategy):
     object.__setattr__(self, "gamma", check_exponent("gamma", self.gamma))
 
   def select(self, ctx: SelectionContext, batch_size: int) -> Selection:
-    check_batch_size(ctx, batch_size)
     _check_validation(ctx, self)
-    directions, residual = selection_directions(ctx, "validation")
-    fp, mp, fl, ml, jvp, _ = sketched_features(ctx, self.sketch, directions)
-    check_jvp_finite(jvp, mp, "validation")
+    (fp, mp, fl, ml, jvp, _), residual = features_along(ctx, self.sketch, "validation", batch_size)
     weights = curiosity_weights(jnp.square(jvp), mp, self.gamma)
     return self.chosen(ctx, batch_size, (fp, mp, fl, ml), weights, residual)
