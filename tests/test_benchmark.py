@@ -320,6 +320,25 @@ def test_verdict_fails_incomplete_or_without_q99():
   assert "q99 missing" not in verdict(results, "cand", splits=range(9)).reason  # only the given splits are read
 
 
+def test_the_report_s_verdict_repeats_the_rule_on_a_run_of_other_datasets():
+  # the decision's run: one section, the rule as decided
+  text = bm.verdict_lines(_verdict_results(0.011, 0.004, -0.001), ["lcmd", "cand"])
+  assert "- cand: passes:" in text and "this run's" not in text
+  # a repetition on two other datasets and splits 0-2: the rule as decided is incomplete, the same
+  # thresholds on what ran are applied to it (here the candidate leads by 0.02 with no spread)
+  results = {
+    ds: {
+      "lcmd": {k: _unit([1.0], [1.0], [1.0]) for k in range(3)},
+      "cand": {k: _unit([np.exp(-0.02)], [1.0], [1.0]) for k in range(3)},
+    }
+    for ds in ("housing", "protein")
+  }
+  decided, repeated = bm.verdict_lines(results, ["lcmd", "cand"]).split("The same thresholds on this run's")
+  assert "- cand: fails: incomplete (0 of 6×10 dataset splits paired)" in decided
+  assert repeated.startswith(" 2 datasets (housing, protein) and splits 0, 1, 2 (")
+  assert "- cand: passes: lead in mean log RMSE +0.0200 ± 0.0000" in repeated and "paired splits 6" in repeated
+
+
 @pytest.mark.slow  # three tiny benchmark runs (compiles)
 def test_end_to_end_tiny_run(tmp_path, capsys):
   folder = bm.write_friedman1(str(tmp_path / "f1"), n=300)
