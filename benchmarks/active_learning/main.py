@@ -48,14 +48,18 @@ import dataclasses
 import inspect
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from benchmarks.active_learning.summary import DATASETS, mean_over_datasets, metric, summarise
-from benchmarks.active_learning.verdict import SPLITS, verdict
+# run as a script, this folder is on the path and the repository root is not: the configs and the modules beside it
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from benchmarks.active_learning.summary import mean_over_datasets, metric, summarise  # noqa: E402
+from benchmarks.active_learning.verdict import verdict_lines  # noqa: E402
 from curiojax.active import data
 from curiojax.active.learner import Fit, Learner, LearnerOptions, LearnerState, options_from_dict
 from curiojax.active.models import ModelSpec, make_model
@@ -345,26 +349,6 @@ def timing_table(rows: list[dict], strategies: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def verdict_lines(results: dict, strategies: Sequence[str]) -> str:
-  """The report's verdict against lcmd: the rule as decided (splits 0–9 of the six benchmark datasets), and,
-  for a run on other datasets or splits (an independent repetition), the same thresholds on what it ran."""
-  candidates = [s for s in strategies if s != "lcmd"]
-  text = (
-    "Verdict: the default changes only if a candidate leads lcmd by at least 0.01 in mean log RMSE over "
-    "splits 0–9 of all six datasets, with a paired se of at most 0.005, and is not worse on q99 "
-    "(docs/benchmark.md):\n\n" + "\n".join(f"- {s}: {verdict(results, s).reason}" for s in candidates)
-  )
-  datasets = tuple(results)
-  splits = tuple(sorted({int(k) for by in results.values() for k in by.get("lcmd", {})}))
-  if set(datasets) != set(DATASETS) or not set(SPLITS) <= set(splits):
-    text += (
-      f"\n\nThe same thresholds on this run's {len(datasets)} datasets ({', '.join(datasets)}) and splits "
-      f"{', '.join(map(str, splits))} (a repetition; the default follows the rule as decided):\n\n"
-      + "\n".join(f"- {s}: {verdict(results, s, datasets=datasets, splits=splits).reason}" for s in candidates)
-    )
-  return text
-
-
 def report_tables(results: dict, strategies: Sequence[str], reference: str) -> tuple[str, list[dict]]:
   """The report's tables: each metric of :data:`METRICS` against ``reference`` (and against lcmd too,
   the bar a new method must clear, when ``reference`` is random), the verdict of each strategy
@@ -556,12 +540,9 @@ def run(cfg, log=print) -> dict:
 
 
 def main(argv=None):
-  import sys
-
   from absl import app, flags
   from ml_collections import config_flags
 
-  sys.path.insert(0, os.getcwd())  # the configs import benchmarks.* from the repository root
   config_flags.DEFINE_config_file("config", "benchmarks/active_learning/configs/benchmark.py", "benchmark config file")
 
   def _main(_):

@@ -4,8 +4,8 @@ The default changes only if a candidate leads LCMD by at least 0.01 in mean log 
 over datasets of the per-dataset mean paired difference, over splits 0–9 of all six datasets)
 with a paired standard error at most 0.005, and is not worse on q99 (its mean paired difference
 to LCMD in mean log q99 is at most 0). :func:`verdict` applies it to the nested results of
-``benchmarks/active_learning/main.py`` (``run``'s ``results``, or a ``results.json``'s), and the
-benchmark's report prints one line per strategy when LCMD is among them
+``benchmarks/active_learning/main.py`` (``run``'s ``results``, or a ``results.json``'s), and
+:func:`verdict_lines` is the report's text, one line per strategy when LCMD is among them
 (``configs/leaders_ten_splits.py`` runs the leaders on the rule's splits).
 """
 
@@ -108,3 +108,27 @@ def verdict(
     passes=not failed,
     reason=reason,
   )
+
+
+def verdict_lines(results: dict, strategies: Sequence[str], reference: str = "lcmd") -> str:
+  """The report's verdict, one line per candidate: the rule as decided (:data:`SPLITS` of the six
+  :data:`DATASETS`), and, for a run on other datasets or splits (an independent repetition), the
+  same thresholds applied to the datasets and the reference's splits it has."""
+  candidates = [s for s in strategies if s != reference]
+  text = (
+    f"Verdict: the default changes only if a candidate leads {reference} by at least {MIN_LEAD} in mean log RMSE "
+    f"over splits {SPLITS[0]}–{SPLITS[-1]} of all six datasets, with a paired se of at most {MAX_SE}, and is not "
+    "worse on q99 (docs/benchmark.md):\n\n"
+    + "\n".join(f"- {s}: {verdict(results, s, reference).reason}" for s in candidates)
+  )
+  datasets = tuple(results)
+  splits = tuple(sorted({int(k) for by in results.values() for k in by.get(reference, {})}))
+  if set(datasets) != set(DATASETS) or not set(SPLITS) <= set(splits):
+    text += (
+      f"\n\nThe same thresholds on this run's {len(datasets)} datasets ({', '.join(datasets)}) and splits "
+      f"{', '.join(map(str, splits))} (a repetition; the default follows the rule as decided):\n\n"
+      + "\n".join(
+        f"- {s}: {verdict(results, s, reference, datasets=datasets, splits=splits).reason}" for s in candidates
+      )
+    )
+  return text
