@@ -52,7 +52,7 @@ def fitted():
   batch = dict(x=jnp.asarray(x_lab), y=jnp.asarray(y_lab))
   kw = dict(regularizer=curiojax.l2(), strength=STRENGTH, curvature="gauss_newton")
   matrix = np.asarray(curiojax.dense_curvature(loss, params, batch, **kw), np.float64)
-  problem = TangentOperator(TangentSystem(loss, curiojax.l2(), "gauss_newton"), params, STRENGTH, 0.0, batch)
+  problem = TangentOperator.build(loss, params, batch, **kw)
   rho, unravel = ravel_pytree(problem.rho())
   tangent = unravel(jnp.asarray(-np.linalg.solve(matrix, np.asarray(rho, np.float64)), jnp.float32))  # dense oracle
   return dict(
